@@ -1,0 +1,280 @@
+//! Configuration of madmail: the TOML schema ([`schema`]) and its conversion
+//! into validated runtime [`Settings`].
+//!
+//! Invariants:
+//! - the schema is the single place where keys, their documentation and
+//!   their defaults are written; `docs/config.md` is generated from it;
+//! - [`load`] reports every problem of a file at once, each with its key
+//!   path, and returns settings only when there is none.
+
+pub mod domain;
+pub mod reference;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+pub use domain::MailDomain;
+pub use schema::{Config, TlsMode};
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`limits.max_message_size`), empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file was read but has problems.
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Validated runtime settings: what the servers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The schema values as written (after defaults).
+    pub config: Config,
+    /// The parsed mail domain.
+    pub domain: MailDomain,
+    /// Absolute path of the SQLite database.
+    pub sqlite_path: PathBuf,
+    /// Whether the certificate is generated instead of read from files.
+    pub self_signed: bool,
+}
+
+impl Settings {
+    /// Registration rules.
+    pub fn registration(&self) -> &schema::RegistrationConfig {
+        &self.config.registration
+    }
+
+    /// Message limits.
+    pub fn limits(&self) -> &schema::LimitsConfig {
+        &self.config.limits
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates configuration text, collecting every problem.
+pub fn parse(text: &str) -> Result<Settings, ConfigError> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ConfigError::Invalid(vec![Problem {
+            key: String::new(),
+            message: e.message().trim().to_owned() + &line_of(text, e.span()),
+        }])
+    })?;
+    let mut problems = Vec::new();
+    // serde stops at the first error: record it, drop the offending key and
+    // try again, so that one run reports every bad key.
+    let config = loop {
+        match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone())) {
+            Ok(config) => break Some(config),
+            Err(e) => {
+                let mut key: Vec<String> = e.path().iter().map(|s| s.to_string()).collect();
+                let message = e.inner().message().trim().to_owned();
+                // A missing key has no path of its own: the error sits on its table.
+                if let Some(name) = message.strip_prefix("missing field `") {
+                    key.push(name.trim_end_matches('`').to_owned());
+                }
+                problems.push(Problem {
+                    key: key.join("."),
+                    message,
+                });
+                if key.is_empty() || !remove_key(&mut table, &key) || problems.len() > 100 {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(config) = &config {
+        problems.extend(validate(config));
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(settings(config)),
+        _ => Err(ConfigError::Invalid(problems)),
+    }
+}
+
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => format!(
+            " (line {})",
+            text[..span.start.min(text.len())].lines().count().max(1)
+        ),
+        None => String::new(),
+    }
+}
+
+fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => table.remove(last).is_some(),
+        [first, rest @ ..] => match table.get_mut(first) {
+            Some(toml::Value::Table(inner)) => remove_key(inner, rest),
+            _ => false,
+        },
+    }
+}
+
+/// Semantic checks that the types alone cannot express.
+fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut bad = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
+    if let Err(e) = MailDomain::parse(&config.mail_domain) {
+        bad("mail_domain", e);
+    }
+    let reg = &config.registration;
+    if reg.username_min_length == 0 || reg.username_min_length > reg.username_max_length {
+        bad(
+            "registration.username_min_length",
+            "must be at least 1 and at most registration.username_max_length".into(),
+        );
+    }
+    if reg.username_max_length > 64 {
+        bad(
+            "registration.username_max_length",
+            "must be at most 64 (RFC 5321 §4.5.3.1.1)".into(),
+        );
+    }
+    let limits = &config.limits;
+    if limits.max_message_size < 1024 {
+        bad("limits.max_message_size", "must be at least 1024".into());
+    }
+    if limits.max_recipients == 0 {
+        bad("limits.max_recipients", "must be at least 1".into());
+    }
+    if limits.max_user_send_per_minute == 0 {
+        bad("limits.max_user_send_per_minute", "must be at least 1".into());
+    }
+    if limits.max_user_send_burst == 0 {
+        bad("limits.max_user_send_burst", "must be at least 1".into());
+    }
+    if config.storage.max_commit_batch == 0 {
+        bad("storage.max_commit_batch", "must be at least 1".into());
+    }
+    if config.tls.mode == TlsMode::Files || (config.tls.mode == TlsMode::Auto && !needs_self_signed(config)) {
+        if config.tls.cert_path.is_none() {
+            bad("tls.cert_path", "required when TLS certificates come from files".into());
+        }
+        if config.tls.key_path.is_none() {
+            bad("tls.key_path", "required when TLS certificates come from files".into());
+        }
+    }
+    problems
+}
+
+fn needs_self_signed(config: &Config) -> bool {
+    MailDomain::parse(&config.mail_domain).is_ok_and(|d| d.wants_self_signed())
+}
+
+fn settings(config: Config) -> Settings {
+    let domain = MailDomain::parse(&config.mail_domain).expect("validated");
+    let self_signed = match config.tls.mode {
+        TlsMode::SelfSigned => true,
+        TlsMode::Files => false,
+        TlsMode::Auto => domain.wants_self_signed(),
+    };
+    let sqlite_path = config.state_dir.join(&config.storage.sqlite_path);
+    Settings {
+        domain,
+        sqlite_path,
+        self_signed,
+        config,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_relay_defaults() {
+        let s = parse("mail_domain = \"127.0.0.1\"").unwrap();
+        assert_eq!(s.limits().max_message_size, 31_457_280);
+        assert_eq!(s.registration().username_min_length, 9);
+        assert!(s.self_signed);
+        assert!(s.config.log.no_log);
+        assert_eq!(s.sqlite_path, PathBuf::from("/var/lib/madmail/madmail.db"));
+    }
+
+    #[test]
+    fn reports_every_bad_key_with_its_path() {
+        let p = problems(
+            "mail_domain = \"_x.test\"\nbogus = 1\n[limits]\nmax_recipients = \"many\"\nfoo = 2\n[registration]\nusername_min_length = 10\n",
+        );
+        assert!(p.iter().any(|p| p.starts_with("bogus: unknown field")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("limits.foo: unknown field")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("limits.max_recipients:")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.starts_with("registration.username_min_length:")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn missing_domain_is_named() {
+        assert_eq!(problems("")[0], "mail_domain: missing field `mail_domain`");
+    }
+
+    #[test]
+    fn dns_domain_needs_certificate_files() {
+        let p = problems("mail_domain = \"chat.example.org\"");
+        assert!(p.contains(&"tls.cert_path: required when TLS certificates come from files".to_string()));
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let p = problems("mail_domain = \"x\"\n[limits\n");
+        assert!(p[0].contains("line 2"), "{p:?}");
+    }
+}

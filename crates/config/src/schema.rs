@@ -1,0 +1,213 @@
+//! The TOML schema of `chatmail.toml`.
+//!
+//! Every key carries a doc comment: `cargo xtask docs` renders these comments
+//! and the defaults below into `docs/config.md`. Defaults live only here, in
+//! the `Default` impls and the `default_*` functions; they are the chatmail
+//! relay defaults (CHATMAIL.md §5).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The mail domain users get addresses at: a DNS name (`chat.example.org`)
+    /// or an IPv4 address (`203.0.113.7`), which gives `user@[203.0.113.7]`
+    /// addresses and a self-signed certificate. A name starting with `_` also
+    /// means a self-signed certificate.
+    pub mail_domain: String,
+    /// Directory for the database, generated keys and certificates.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Addresses the services listen on. An empty list turns that service off.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// TLS certificates.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Account creation on first login.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// Message and connection limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Message storage.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// No-log mode: nothing is logged but startup, shutdown and errors that
+    /// stop the server; addresses and IP addresses never appear.
+    pub no_log: bool,
+    /// Log filter in `tracing` syntax (`info`, `chatmail_smtp=debug`, ...),
+    /// used when `no_log` is false. Passwords and message contents are never
+    /// logged at any level.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            no_log: true,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Listening sockets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// SMTP submission with implicit TLS (RFC 8314).
+    pub submissions: Vec<SocketAddr>,
+    /// SMTP submission with STARTTLS (RFC 6409); AUTH only after TLS.
+    pub submission: Vec<SocketAddr>,
+    /// IMAP with implicit TLS.
+    pub imaps: Vec<SocketAddr>,
+    /// IMAP with STARTTLS; LOGIN is disabled before TLS.
+    pub imap: Vec<SocketAddr>,
+    /// HTTPS: account creation (`/new`) and the web pages.
+    pub https: Vec<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        let any = |port| vec![SocketAddr::from(([0, 0, 0, 0], port))];
+        Self {
+            submissions: any(465),
+            submission: any(587),
+            imaps: any(993),
+            imap: any(143),
+            https: any(443),
+        }
+    }
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// `self-signed`: an ECDSA P-256 certificate generated on first start and
+    /// kept in the state directory; `files`: `cert_path` and `key_path`;
+    /// `auto`: `self-signed` for IP-address and `_`-prefixed domains, else
+    /// `files`.
+    pub mode: TlsMode,
+    /// PEM certificate chain, for `files`.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1), for `files`.
+    pub key_path: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Auto,
+            cert_path: None,
+            key_path: None,
+        }
+    }
+}
+
+/// See [`TlsConfig::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Self-signed for IP-address and `_`-prefixed domains, files otherwise.
+    Auto,
+    /// Generated ECDSA P-256 certificate.
+    SelfSigned,
+    /// Certificate and key files.
+    Files,
+}
+
+/// Just-in-time account creation (CHATMAIL.md §1).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Whether a first login with an unknown address creates the account.
+    /// Existing accounts keep working when this is false.
+    pub open: bool,
+    /// Shortest accepted local part of a new address.
+    pub username_min_length: usize,
+    /// Longest accepted local part of a new address.
+    pub username_max_length: usize,
+    /// Shortest accepted password of a new account.
+    pub password_min_length: usize,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            open: true,
+            username_min_length: 9,
+            username_max_length: 9,
+            password_min_length: 9,
+        }
+    }
+}
+
+/// Limits on messages and senders.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted message in bytes, advertised with the SMTP `SIZE`
+    /// keyword.
+    pub max_message_size: u64,
+    /// Most recipients of one message.
+    pub max_recipients: usize,
+    /// Messages one sender may submit per minute (GCRA rate).
+    pub max_user_send_per_minute: u32,
+    /// Messages one sender may submit at once before the rate applies.
+    pub max_user_send_burst: u32,
+    /// Most simultaneous IMAP connections (one fifth of it per IP address).
+    pub max_imap_connections: usize,
+    /// Most simultaneous SMTP connections (one fifth of it per IP address).
+    pub max_smtp_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 31_457_280,
+            max_recipients: 1000,
+            max_user_send_per_minute: 60,
+            max_user_send_burst: 10,
+            max_imap_connections: 10_000,
+            max_smtp_connections: 1_000,
+        }
+    }
+}
+
+/// Message storage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// SQLite database file; relative paths are inside `state_dir`.
+    pub sqlite_path: PathBuf,
+    /// Most deliveries committed together in one transaction (group commit).
+    pub max_commit_batch: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            sqlite_path: "madmail.db".into(),
+            max_commit_batch: 256,
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/madmail".into()
+}

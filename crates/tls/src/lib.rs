@@ -1,0 +1,177 @@
+//! chatmail-tls: the server's rustls configuration.
+//!
+//! The certificate comes from PEM files, or is a self-signed ECDSA P-256
+//! certificate generated on first start and kept in the state directory
+//! (`tls/cert.pem`, `tls/key.pem`), so clients that pin it keep working
+//! across restarts. Only the ring crypto provider is used.
+//!
+//! Two configurations are built from one certificate: the relay's (TLS 1.3
+//! only, CHATMAIL.md §3) and the web one (TLS 1.2 and 1.3), both offering
+//! ALPN `http/1.1` on HTTPS only.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::ring;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A certificate chain and its private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// Reads a PEM certificate chain and private key.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let pem_error = |path: &Path, e: rustls_pki_types::pem::Error| TlsError::Pem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| pem_error(cert, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(cert, e))?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                path: cert.to_owned(),
+                message: "no certificate found".into(),
+            });
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+        Ok(Self { chain, key })
+    }
+
+    /// Loads the self-signed certificate kept in `dir`, generating it for
+    /// `names` (DNS names or IP addresses) on first use.
+    pub fn self_signed(dir: &Path, names: &[String]) -> Result<Self, TlsError> {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        if !cert.exists() || !key.exists() {
+            let (cert_pem, key_pem) = generate(names)?;
+            write_private(dir, &key, key_pem.as_bytes())?;
+            write_private(dir, &cert, cert_pem.as_bytes())?;
+        }
+        Self::from_files(&cert, &key)
+    }
+
+    /// The relay configuration: TLS 1.3 only (CHATMAIL.md §3), no ALPN.
+    pub fn relay_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(&[&rustls::version::TLS13], Vec::new())
+    }
+
+    /// The HTTPS configuration: TLS 1.2 and 1.3, ALPN `http/1.1`.
+    pub fn web_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+            vec![b"http/1.1".to_vec()],
+        )
+    }
+
+    fn config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = alpn;
+        Ok(Arc::new(config))
+    }
+}
+
+/// Generates a self-signed ECDSA P-256 certificate; returns PEM (cert, key).
+pub fn generate(names: &[String]) -> Result<(String, String), TlsError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(first) = names.first() {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.clone());
+    }
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let write_error = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(write_error)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(write_error)?;
+    file.write_all(contents).map_err(write_error)?;
+    file.sync_all().map_err(write_error)?;
+    std::fs::rename(&tmp, path).map_err(write_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_certificate_is_kept_across_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["127.0.0.1".to_string(), "_chat.test".to_string()];
+        let first = Identity::self_signed(dir.path(), &names).unwrap();
+        let second = Identity::self_signed(dir.path(), &names).unwrap();
+        assert_eq!(first.chain, second.chain);
+        assert!(first.relay_config().is_ok());
+        let mode = std::fs::metadata(dir.path().join("key.pem")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn missing_files_are_reported_with_their_path() {
+        let err = Identity::from_files(Path::new("/nonexistent/c.pem"), Path::new("/nonexistent/k.pem"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
+    fn relay_and_web_configs_differ_in_alpn() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::self_signed(dir.path(), &["localhost".into()]).unwrap();
+        let config = id.relay_config().unwrap();
+        assert!(config.alpn_protocols.is_empty());
+        let web = id.web_config().unwrap();
+        assert_eq!(web.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+}
