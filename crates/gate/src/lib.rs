@@ -1,0 +1,173 @@
+//! chatmail-gate: the encryption gate (CHATMAIL.md §2). Pure: no I/O, no
+//! panics on any input.
+//!
+//! Flow of [`check`]:
+//! 1. refuse input over [`MAX_MESSAGE_SIZE`], parse the MIME tree once;
+//! 2. `multipart/encrypted` messages go through [`mime`] (rules 1-4),
+//!    [`armor`] (rule 4) and [`packets`] (rule 5) -> [`Accepted::Encrypted`];
+//! 3. anything else may still be one of the [`exceptions`]: SecureJoin
+//!    (both directions), Autocrypt Setup Message (submission), bounce
+//!    (inbound);
+//! 4. otherwise [`Rejected`], whose text names the failed rule for the log.
+//!    The client only ever sees [`REJECT_TEXT`].
+//!
+//! Invariants: nothing is decrypted; every step is linear in the input;
+//! a panic inside a third-party parser becomes a rejection, never a crash.
+
+pub mod armor;
+pub mod exceptions;
+pub mod mime;
+pub mod packets;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use mail_parser::{Message, MessageParser};
+
+/// Where a message enters the relay; the allowed exceptions differ.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction<'a> {
+    /// Authenticated submission (465/587, IMAP APPEND).
+    Submission {
+        /// Envelope sender (= the login).
+        sender: &'a str,
+        /// Envelope recipients.
+        recipients: &'a [String],
+    },
+    /// From another relay (port 25, `/mxdeliv`).
+    Inbound,
+}
+
+/// Why a message was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Encrypted,
+    SecureJoin,
+    AutocryptSetup,
+    Bounce,
+}
+
+/// Why a message was refused (for the log; the client sees one text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// The SMTP reply text for every refusal.
+pub const REJECT_TEXT: &str = "523 5.7.1 Encryption Needed: Invalid Unencrypted Mail";
+
+/// Largest message the gate parses (the relay default limit is 30 MiB; the
+/// SMTP and HTTP front ends enforce the configured limit before this).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// Checks a raw RFC 5322 message.
+pub fn check(message: &[u8], direction: Direction<'_>) -> Result<Accepted, Rejected> {
+    if message.len() > MAX_MESSAGE_SIZE {
+        return Err(reject("message larger than the gate's size cap"));
+    }
+    // The parsers below are third-party code fed with hostile input: a bug
+    // there must cost one message, not the connection or the process.
+    catch_unwind(AssertUnwindSafe(|| check_parsed(message, direction)))
+        .unwrap_or_else(|_| Err(reject("parser panicked")))
+}
+
+/// Checks the ASCII-armored OpenPGP message of a `multipart/encrypted`
+/// payload (rules 4 and 5): armor syntax, then the packet sequence.
+pub fn check_armor(armor: &[u8], direction: Direction<'_>) -> Result<(), Rejected> {
+    if armor.len() > MAX_MESSAGE_SIZE {
+        return Err(reject("armor larger than the gate's size cap"));
+    }
+    catch_unwind(|| {
+        let data = armor::decode(armor, direction).map_err(reject)?;
+        packets::check(&data).map_err(|e| reject(format!("packets: {e}")))
+    })
+    .unwrap_or_else(|_| Err(reject("packet parser panicked")))
+}
+
+fn check_parsed(raw: &[u8], direction: Direction<'_>) -> Result<Accepted, Rejected> {
+    let Some(message) = MessageParser::default().parse(raw) else {
+        return Err(reject("not an RFC 5322 message"));
+    };
+    let cause = match encrypted(&message, direction) {
+        Ok(()) => return Ok(Accepted::Encrypted),
+        Err(cause) => cause,
+    };
+    match exception(&message, direction) {
+        Ok(Some(accepted)) => Ok(accepted),
+        Ok(None) => Err(cause),
+        Err(exception_cause) => Err(exception_cause),
+    }
+}
+
+/// Rules 1-5 of CHATMAIL.md §2.
+fn encrypted(message: &Message<'_>, direction: Direction<'_>) -> Result<(), Rejected> {
+    let armored = mime::encrypted_payload(message).map_err(reject)?;
+    check_armor(armored, direction)
+}
+
+/// The unencrypted exceptions; `Ok(None)` when none is claimed.
+fn exception(
+    message: &Message<'_>,
+    direction: Direction<'_>,
+) -> Result<Option<Accepted>, Rejected> {
+    if exceptions::is_securejoin(message).map_err(reject)? {
+        return Ok(Some(Accepted::SecureJoin));
+    }
+    let accepted = match direction {
+        Direction::Submission { sender, recipients } => {
+            exceptions::is_autocrypt_setup(message, sender, recipients)
+                .then_some(Accepted::AutocryptSetup)
+        }
+        Direction::Inbound => exceptions::is_bounce(message).then_some(Accepted::Bounce),
+    };
+    Ok(accepted)
+}
+
+fn reject(cause: impl std::fmt::Display) -> Rejected {
+    Rejected(cause.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: &[u8] =
+        b"From: a@example.org\r\nSubject: my-secret-subject\r\n\r\nmy-secret-body\r\n";
+
+    #[test]
+    fn reject_text_is_the_chatmail_wording() {
+        assert_eq!(
+            REJECT_TEXT,
+            "523 5.7.1 Encryption Needed: Invalid Unencrypted Mail"
+        );
+    }
+
+    #[test]
+    fn rejection_cause_never_quotes_the_message() {
+        let Err(Rejected(cause)) = check(PLAIN, Direction::Inbound) else {
+            panic!("plain text accepted");
+        };
+        assert!(!cause.contains("secret"), "{cause}");
+        assert!(!cause.is_empty());
+    }
+
+    #[test]
+    fn securejoin_header_on_plain_text_is_judged_as_securejoin() {
+        let raw = b"Secure-Join: vc-request\r\n\r\nsecure-join: vc-request\r\n";
+        let sub = Direction::Submission {
+            sender: "a@example.org",
+            recipients: &[],
+        };
+        assert_eq!(check(raw, sub), Ok(Accepted::SecureJoin));
+        let spam = b"Secure-Join: vc-request\r\n\r\nbuy now\r\n";
+        let cause = check(spam, Direction::Inbound).map_err(|r| r.0);
+        assert_eq!(
+            cause,
+            Err("Secure-Join body does not match its header".into())
+        );
+    }
+
+    #[test]
+    fn rejects_input_that_is_not_a_message() {
+        assert!(check(b"", Direction::Inbound).is_err());
+        assert!(check_armor(b"", Direction::Inbound).is_err());
+    }
+}

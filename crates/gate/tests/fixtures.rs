@@ -1,0 +1,222 @@
+//! Table test over the `.eml` fixtures (made by `testdata/make-fixtures.sh`),
+//! in both directions. Rejections also name the rule that failed, so a
+//! fixture cannot pass for the wrong reason.
+
+mod common;
+
+use chatmail_gate::Accepted::{self, AutocryptSetup, Bounce, Encrypted, SecureJoin};
+use common::{ALICE, fixture, inbound, submit};
+
+/// Expected outcome: accepted as, or rejected with a cause containing.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    Accept(Accepted),
+    Reject(&'static str),
+}
+use Want::{Accept, Reject};
+
+/// (fixture, submission outcome, inbound outcome)
+const TABLE: &[(&str, Want, Want)] = &[
+    ("encrypted.eml", Accept(Encrypted), Accept(Encrypted)),
+    (
+        "encrypted-partial.eml",
+        Accept(Encrypted),
+        Accept(Encrypted),
+    ),
+    ("encrypted-no-crc.eml", Accept(Encrypted), Accept(Encrypted)),
+    ("symmetric.eml", Accept(Encrypted), Accept(Encrypted)),
+    (
+        "fake-encrypted.eml",
+        Reject("not multipart/encrypted"),
+        Reject("not multipart/encrypted"),
+    ),
+    (
+        "literal.eml",
+        Reject("literal data"),
+        Reject("literal data"),
+    ),
+    (
+        "plain.eml",
+        Reject("not multipart/encrypted"),
+        Reject("not multipart/encrypted"),
+    ),
+    (
+        "mdn.eml",
+        Reject("not multipart/encrypted"),
+        Reject("not multipart/encrypted"),
+    ),
+    (
+        "autocrypt-setup.eml",
+        Accept(AutocryptSetup),
+        Reject("not multipart/encrypted"),
+    ),
+    (
+        "bounce.eml",
+        Reject("not multipart/encrypted"),
+        Accept(Bounce),
+    ),
+    ("securejoin-vc.eml", Accept(SecureJoin), Accept(SecureJoin)),
+    ("securejoin-vg.eml", Accept(SecureJoin), Accept(SecureJoin)),
+    (
+        "securejoin-spam.eml",
+        Reject("Secure-Join body"),
+        Reject("Secure-Join body"),
+    ),
+    (
+        "version-header.eml",
+        Reject("Version header"),
+        Accept(Encrypted),
+    ),
+    (
+        "trailing-junk.eml",
+        Reject("junk after the SEIPD"),
+        Reject("junk after the SEIPD"),
+    ),
+    (
+        "two-seipd.eml",
+        Reject("tag 18 after the SEIPD"),
+        Reject("tag 18 after the SEIPD"),
+    ),
+    (
+        "lone-seipd.eml",
+        Reject("without any PKESK"),
+        Reject("without any PKESK"),
+    ),
+    (
+        "three-parts.eml",
+        Reject("3 sub-parts"),
+        Reject("3 sub-parts"),
+    ),
+    (
+        "swapped-parts.eml",
+        Reject("sub-part 1 has the wrong"),
+        Reject("sub-part 1 has the wrong"),
+    ),
+    (
+        "invalid-base64.eml",
+        Reject("not valid base64"),
+        Reject("not valid base64"),
+    ),
+    (
+        "truncated-seipd.eml",
+        Reject("past the end"),
+        Reject("past the end"),
+    ),
+];
+
+fn assert_outcome(
+    name: &str,
+    direction: &str,
+    got: Result<Accepted, chatmail_gate::Rejected>,
+    want: Want,
+) {
+    match (want, &got) {
+        (Accept(a), Ok(b)) if a == *b => {}
+        (Reject(cause), Err(r)) if r.0.contains(cause) => {}
+        _ => panic!("{name} ({direction}): want {want:?}, got {got:?}"),
+    }
+}
+
+#[test]
+fn every_fixture_gets_the_expected_verdict_in_both_directions() {
+    for &(name, on_submit, on_inbound) in TABLE {
+        let raw = fixture(name);
+        // The Autocrypt Setup Message is only ever sent to oneself.
+        let to = if name.starts_with("autocrypt") {
+            ALICE
+        } else {
+            "bob@example.net"
+        };
+        assert_outcome(
+            name,
+            "submission",
+            submit(&raw, &[to.to_string()]),
+            on_submit,
+        );
+        assert_outcome(name, "inbound", inbound(&raw), on_inbound);
+    }
+}
+
+#[test]
+fn every_fixture_file_is_in_the_table_and_uses_crlf() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    for entry in std::fs::read_dir(dir).expect("testdata") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with(".eml") {
+            continue;
+        }
+        assert!(
+            TABLE.iter().any(|row| row.0 == name),
+            "{name} missing from TABLE"
+        );
+        let raw = fixture(&name);
+        let bare_lf = raw
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+        assert!(!bare_lf, "{name} has a bare LF");
+    }
+}
+
+#[test]
+fn autocrypt_setup_message_to_someone_else_is_rejected() {
+    let raw = fixture("autocrypt-setup.eml");
+    assert!(submit(&raw, &["bob@example.net".to_string()]).is_err());
+    assert!(submit(&raw, &[ALICE.to_string(), ALICE.to_string()]).is_err());
+    assert_eq!(
+        submit(&raw, &["Alice@Example.ORG".to_string()]),
+        Ok(AutocryptSetup)
+    );
+}
+
+#[test]
+fn autocrypt_setup_message_needs_its_subject() {
+    let raw = String::from_utf8(fixture("autocrypt-setup.eml")).expect("utf-8");
+    let renamed = raw.replace("Subject: Autocrypt Setup Message", "Subject: Hello");
+    assert!(submit(renamed.as_bytes(), &[ALICE.to_string()]).is_err());
+}
+
+#[test]
+fn bounce_needs_mailer_daemon_and_auto_submitted() {
+    let raw = String::from_utf8(fixture("bounce.eml")).expect("utf-8");
+    let human = raw.replace(
+        "From: <MAILER-DAEMON@example.net>",
+        "From: <carol@example.net>",
+    );
+    assert!(inbound(human.as_bytes()).is_err());
+    let manual = raw.replace("Auto-Submitted: auto-replied", "Auto-Submitted: no");
+    assert!(inbound(manual.as_bytes()).is_err());
+    let unmarked = raw.replace("Auto-Submitted: auto-replied\r\n", "");
+    assert!(inbound(unmarked.as_bytes()).is_err());
+}
+
+#[test]
+fn securejoin_body_for_the_other_step_is_rejected() {
+    let raw = String::from_utf8(fixture("securejoin-vc.eml")).expect("utf-8");
+    let crossed = raw.replace(
+        "\r\nSecure-Join: vc-request\r\n\r\n--BOUNDARY--",
+        "\r\nsecure-join: vg-request\r\n\r\n--BOUNDARY--",
+    );
+    assert_ne!(crossed, raw, "replacement must hit the body");
+    assert!(submit(crossed.as_bytes(), &["bob@example.net".to_string()]).is_err());
+}
+
+#[test]
+fn securejoin_with_an_extra_attachment_is_rejected() {
+    let raw = String::from_utf8(fixture("securejoin-vc.eml")).expect("utf-8");
+    let extra = raw.replace(
+        "--BOUNDARY--",
+        "--BOUNDARY\r\nContent-Type: application/octet-stream\r\n\r\nAAAA\r\n--BOUNDARY--",
+    );
+    assert!(inbound(extra.as_bytes()).is_err());
+}
+
+#[test]
+fn oversized_input_is_rejected_without_parsing() {
+    let big = vec![b'a'; chatmail_gate::MAX_MESSAGE_SIZE + 1];
+    assert!(inbound(&big).is_err());
+}
