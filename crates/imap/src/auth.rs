@@ -1,0 +1,205 @@
+//! Not-authenticated and any-state commands: CAPABILITY, ID, LOGOUT,
+//! ENABLE, STARTTLS, LOGIN and AUTHENTICATE PLAIN (RFC 3501 §6.1–6.2,
+//! RFC 4959 SASL-IR, RFC 4616 PLAIN, RFC 2971 ID, RFC 5161 ENABLE).
+//!
+//! Invariants: before TLS, LOGINDISABLED is advertised and every password
+//! is refused unread (RFC 3501 §6.2.3); passwords never reach the log; a
+//! failed login looks the same whatever the reason.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chatmail_accounts::LoginError;
+use imap_codec::imap_types::auth::AuthMechanism;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::session::{Done, Flow, Handled, HandlerError, Session, State};
+
+/// How long the client may take to send the AUTHENTICATE response.
+const SASL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Capabilities after login (CHATMAIL.md §4). COMPRESS=DEFLATE is not
+/// implemented and therefore never advertised.
+pub const AUTHENTICATED_CAPABILITIES: &str =
+    "IMAP4rev1 IDLE MOVE UIDPLUS UNSELECT QUOTA METADATA ID ENABLE XCHATMAIL XDELTAPUSH";
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// The capability list for the current state.
+    pub(crate) fn capabilities(&self) -> &'static str {
+        match (self.state.account().is_some(), self.tls) {
+            (true, _) => AUTHENTICATED_CAPABILITIES,
+            (false, true) => "IMAP4rev1 SASL-IR ID ENABLE IDLE AUTH=PLAIN",
+            // RFC 3501 §6.2.3 / §7.2.1: no plaintext passwords before TLS.
+            (false, false) => "IMAP4rev1 SASL-IR ID ENABLE IDLE STARTTLS LOGINDISABLED",
+        }
+    }
+
+    pub(crate) fn handle_capability(&mut self) -> Done {
+        let caps = self.capabilities();
+        self.io.line(&format!("* CAPABILITY {caps}"));
+        Done::ok("CAPABILITY completed")
+    }
+
+    /// RFC 2971 §3.1: the server's identification.
+    pub(crate) fn handle_id(&mut self) -> Done {
+        self.io.line("* ID (\"name\" \"madmail\")");
+        Done::ok("ID completed")
+    }
+
+    /// RFC 3501 §6.1.3: BYE before the tagged OK.
+    pub(crate) fn handle_logout(&mut self) -> Done {
+        self.io.line("* BYE Logging out");
+        Done {
+            flow: Flow::Logout,
+            ..Done::ok("LOGOUT completed")
+        }
+    }
+
+    /// RFC 5161 §3.1: nothing we could enable is supported, so the ENABLED
+    /// response lists nothing.
+    pub(crate) fn handle_enable(&mut self) -> Done {
+        self.io.line("* ENABLED");
+        Done::ok("ENABLE completed")
+    }
+
+    pub(crate) fn handle_starttls(&mut self) -> Done {
+        if self.tls {
+            return Done::bad("TLS is already active");
+        }
+        Done {
+            flow: Flow::StartTls,
+            ..Done::ok("Begin TLS negotiation now")
+        }
+    }
+
+    pub(crate) async fn handle_login(&mut self, username: &[u8], password: &[u8]) -> Handled {
+        if !self.tls {
+            return Ok(Done::no(
+                "[PRIVACYREQUIRED] LOGIN is disabled before STARTTLS",
+            ));
+        }
+        let (Ok(username), Ok(password)) =
+            (std::str::from_utf8(username), std::str::from_utf8(password))
+        else {
+            return Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials"));
+        };
+        self.login(username, password).await
+    }
+
+    pub(crate) async fn handle_authenticate(
+        &mut self,
+        mechanism: &AuthMechanism<'_>,
+        initial: Option<&[u8]>,
+    ) -> Handled {
+        if !self.tls {
+            return Ok(Done::no(
+                "[PRIVACYREQUIRED] AUTHENTICATE is disabled before STARTTLS",
+            ));
+        }
+        if *mechanism != AuthMechanism::Plain {
+            return Ok(Done::no("[CANNOT] Unsupported authentication mechanism"));
+        }
+        let response = match initial {
+            Some(bytes) => bytes.to_vec(),
+            None => match self.read_sasl_response().await? {
+                Some(bytes) => bytes,
+                None => return Ok(Done::bad("AUTHENTICATE cancelled or malformed")),
+            },
+        };
+        match parse_plain(&response) {
+            Some((username, password)) => self.login(&username, &password).await,
+            None => Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials")),
+        }
+    }
+
+    /// Sends the empty challenge and reads one base64 line; `None` for a
+    /// cancel (`*`, RFC 3501 §6.2.2) or malformed data.
+    async fn read_sasl_response(&mut self) -> Result<Option<Vec<u8>>, HandlerError> {
+        self.io.line("+ ");
+        self.io.flush().await?;
+        let line = match self
+            .io
+            .framer
+            .read_line(&mut self.io.stream, Some(SASL_TIMEOUT))
+            .await
+        {
+            Ok(line) => line,
+            Err(crate::framing::FrameError::Io(e)) => return Err(e.into()),
+            Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
+        };
+        let text = line.strip_suffix(b"\r\n").unwrap_or(&line);
+        if text == b"*" {
+            return Ok(None);
+        }
+        Ok(base64::engine::general_purpose::STANDARD.decode(text).ok())
+    }
+
+    async fn login(&mut self, username: &str, password: &str) -> Handled {
+        let no_log = self.ctx.settings.config.log.no_log;
+        match self.ctx.accounts.login(username, password).await {
+            Ok(account) => {
+                if !no_log {
+                    tracing::info!(user = %account.address, "login");
+                }
+                self.state = State::Authenticated { account };
+                // CHATMAIL.md §4: Delta Chat reads capabilities from this OK.
+                Ok(Done::ok(format!(
+                    "[CAPABILITY {AUTHENTICATED_CAPABILITIES}] Logged in"
+                )))
+            }
+            Err(LoginError::Invalid) => {
+                if !no_log {
+                    tracing::info!(user = %username, "login failed");
+                }
+                Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials"))
+            }
+            Err(LoginError::Temporary(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`; an authorization
+/// identity other than the authentication identity is refused.
+pub fn parse_plain(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|&b| b == 0);
+    let (authzid, authcid, passwd) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || authcid.is_empty() || (!authzid.is_empty() && authzid != authcid) {
+        return None;
+    }
+    Some((
+        String::from_utf8(authcid.to_vec()).ok()?,
+        String::from_utf8(passwd.to_vec()).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_responses() {
+        assert_eq!(
+            parse_plain(b"\0alice\0secret"),
+            Some(("alice".into(), "secret".into()))
+        );
+        assert_eq!(
+            parse_plain(b"alice\0alice\0secret"),
+            Some(("alice".into(), "secret".into()))
+        );
+    }
+
+    #[test]
+    fn refuses_foreign_authorization_identities_and_garbage() {
+        assert_eq!(parse_plain(b"bob\0alice\0secret"), None);
+        assert_eq!(parse_plain(b"alice\0secret"), None);
+        assert_eq!(parse_plain(b"\0\0secret"), None);
+        assert_eq!(parse_plain(b"\0a\0b\0c"), None);
+    }
+
+    #[test]
+    fn never_advertises_compression() {
+        assert!(!AUTHENTICATED_CAPABILITIES.contains("COMPRESS"));
+        assert!(AUTHENTICATED_CAPABILITIES.contains("XCHATMAIL"));
+        assert!(AUTHENTICATED_CAPABILITIES.contains("XDELTAPUSH"));
+    }
+}

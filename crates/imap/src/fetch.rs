@@ -1,0 +1,433 @@
+//! FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8).
+//!
+//! Flow: translate the requested items into [`Item`]s (unsupported ones make
+//! the command BAD before anything is read), resolve the set against the
+//! session's view, read the metadata once, set `\Seen` in one batch when a
+//! non-peek body item asks for it, then emit one FETCH response per message,
+//! reading each body only when a body item needs it.
+//!
+//! Supported: UID, FLAGS, RFC822.SIZE, INTERNALDATE, BODY[] / BODY.PEEK[]
+//! with HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT and partial ranges,
+//! RFC822, RFC822.HEADER, RFC822.TEXT, and the FAST macro. ENVELOPE,
+//! BODYSTRUCTURE and MIME part numbers are answered with BAD.
+
+use std::collections::HashMap;
+
+use chatmail_store::{FlagOp, MessageMeta};
+use imap_codec::imap_types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItemName, Section,
+};
+use imap_codec::imap_types::sequence::SequenceSet;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::message;
+use crate::response;
+use crate::session::{Done, Handled, Session, State};
+
+/// Which bytes of the message a body item returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Full,
+    Header,
+    Fields { names: Vec<Vec<u8>>, exclude: bool },
+    Text,
+}
+
+/// One requested data item, ready to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Uid,
+    Flags,
+    Size,
+    InternalDate,
+    Body {
+        /// The item name as echoed in the response, e.g. `BODY[HEADER]`.
+        label: String,
+        part: Part,
+        /// `<origin.count>` (RFC 3501 §6.4.5).
+        partial: Option<(u32, u32)>,
+        /// Whether reading it sets `\Seen`.
+        sets_seen: bool,
+    },
+}
+
+impl Item {
+    fn needs_body(&self) -> bool {
+        matches!(self, Item::Body { .. })
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    pub(crate) async fn handle_fetch(
+        &mut self,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        by_uid: bool,
+    ) -> Handled {
+        let mut items = match to_items(names) {
+            Ok(items) => items,
+            Err(name) => return Ok(Done::bad(format!("FETCH item {name} is not supported"))),
+        };
+        // RFC 3501 §6.4.8: UID FETCH responses always carry the UID.
+        if by_uid && !items.contains(&Item::Uid) {
+            items.insert(0, Item::Uid);
+        }
+        let State::Selected { view, .. } = &self.state else {
+            return Ok(Done::bad("No mailbox selected"));
+        };
+        let Ok(targets) = view.resolve(set, by_uid) else {
+            return Ok(Done::bad("Invalid message sequence number"));
+        };
+        let (mailbox, read_only) = (view.mailbox.id, view.read_only);
+        let Some(&(_, first_uid)) = targets.first() else {
+            return Ok(Done::ok("FETCH completed"));
+        };
+        let store = self.store().clone();
+        let mut metas: HashMap<u32, MessageMeta> = store
+            .messages(mailbox, first_uid - 1)
+            .await?
+            .into_iter()
+            .map(|m| (m.uid, m))
+            .collect();
+        let mut flags_changed = Vec::new();
+        // RFC 3501 §6.4.5: BODY[...] without PEEK sets \Seen.
+        if !read_only
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    Item::Body {
+                        sets_seen: true,
+                        ..
+                    }
+                )
+            })
+        {
+            let unseen: Vec<u32> = targets
+                .iter()
+                .map(|t| t.1)
+                .filter(|uid| metas.get(uid).is_some_and(|m| !has_flag(m, "\\Seen")))
+                .collect();
+            if !unseen.is_empty() {
+                for (uid, flags) in store
+                    .set_flags(mailbox, &unseen, FlagOp::Add, &["\\Seen".to_owned()])
+                    .await?
+                {
+                    if let Some(meta) = metas.get_mut(&uid) {
+                        meta.flags = flags;
+                        flags_changed.push(uid);
+                    }
+                }
+            }
+        }
+        let needs_body = items.iter().any(Item::needs_body);
+        for (seq, uid) in targets {
+            let Some(meta) = metas.get(&uid) else {
+                continue;
+            };
+            let body = if needs_body {
+                match store.body(mailbox, uid).await? {
+                    Some(body) => Some(body),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let extra_flags = flags_changed.contains(&uid) && !items.contains(&Item::Flags);
+            write_fetch(
+                &mut self.io.out,
+                seq,
+                meta,
+                body.as_deref(),
+                &items,
+                extra_flags,
+            );
+            self.io.flush_if_large().await?;
+        }
+        Ok(Done::ok("FETCH completed"))
+    }
+}
+
+fn has_flag(meta: &MessageMeta, flag: &str) -> bool {
+    meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+/// Appends `* seq FETCH (...)` for one message.
+fn write_fetch(
+    out: &mut Vec<u8>,
+    seq: u32,
+    meta: &MessageMeta,
+    body: Option<&[u8]>,
+    items: &[Item],
+    extra_flags: bool,
+) {
+    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b' ');
+        }
+    };
+    for item in items {
+        sep(out);
+        match item {
+            Item::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
+            Item::Flags => {
+                out.extend_from_slice(b"FLAGS ");
+                response::flag_list(out, &meta.flags);
+            }
+            Item::Size => out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes()),
+            Item::InternalDate => out.extend_from_slice(
+                format!(
+                    "INTERNALDATE {}",
+                    response::internal_date(meta.internal_date)
+                )
+                .as_bytes(),
+            ),
+            Item::Body {
+                label,
+                part,
+                partial,
+                ..
+            } => {
+                let data = section(body.unwrap_or_default(), part);
+                out.extend_from_slice(label.as_bytes());
+                out.push(b' ');
+                response::literal(out, slice(&data, *partial));
+            }
+        }
+    }
+    if extra_flags {
+        sep(out);
+        out.extend_from_slice(b"FLAGS ");
+        response::flag_list(out, &meta.flags);
+    }
+    out.extend_from_slice(b")\r\n");
+}
+
+fn section(body: &[u8], part: &Part) -> Vec<u8> {
+    let (header, text) = message::split(body);
+    match part {
+        Part::Full => body.to_vec(),
+        Part::Header => header.to_vec(),
+        Part::Text => text.to_vec(),
+        Part::Fields { names, exclude } => {
+            let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+            message::header_fields(header, &names, *exclude)
+        }
+    }
+}
+
+fn slice(data: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
+    match partial {
+        None => data,
+        Some((origin, count)) => {
+            let start = (origin as usize).min(data.len());
+            let end = start.saturating_add(count as usize).min(data.len());
+            &data[start..end]
+        }
+    }
+}
+
+/// Translates the parsed item names; `Err` names the first unsupported one.
+fn to_items(names: MacroOrMessageDataItemNames<'_>) -> Result<Vec<Item>, String> {
+    match names {
+        // RFC 3501 §6.4.5: FAST = (FLAGS INTERNALDATE RFC822.SIZE).
+        MacroOrMessageDataItemNames::Macro(Macro::Fast) => {
+            Ok(vec![Item::Flags, Item::InternalDate, Item::Size])
+        }
+        MacroOrMessageDataItemNames::Macro(other) => Err(other.to_string()),
+        MacroOrMessageDataItemNames::MessageDataItemNames(names) => {
+            names.into_iter().map(to_item).collect()
+        }
+    }
+}
+
+fn to_item(name: MessageDataItemName<'_>) -> Result<Item, String> {
+    use MessageDataItemName as N;
+    let body = |label: &str, part: Part, sets_seen: bool| Item::Body {
+        label: label.to_owned(),
+        part,
+        partial: None,
+        sets_seen,
+    };
+    Ok(match name {
+        N::Uid => Item::Uid,
+        N::Flags => Item::Flags,
+        N::Rfc822Size => Item::Size,
+        N::InternalDate => Item::InternalDate,
+        N::Rfc822 => body("RFC822", Part::Full, true),
+        N::Rfc822Header => body("RFC822.HEADER", Part::Header, false),
+        N::Rfc822Text => body("RFC822.TEXT", Part::Text, true),
+        N::BodyExt {
+            section,
+            partial,
+            peek,
+        } => {
+            let (spec, part) = section_part(section.as_ref())?;
+            let mut label = format!("BODY[{spec}]");
+            if let Some((origin, _)) = partial {
+                label.push_str(&format!("<{origin}>"));
+            }
+            Item::Body {
+                label,
+                part,
+                partial: partial.map(|(o, c)| (o, c.get())),
+                sets_seen: !peek,
+            }
+        }
+        N::Envelope => return Err("ENVELOPE".into()),
+        N::Body | N::BodyStructure => return Err("BODYSTRUCTURE".into()),
+        _ => return Err("BINARY".into()),
+    })
+}
+
+/// The section text to echo and the bytes it selects.
+fn section_part(section: Option<&Section<'_>>) -> Result<(String, Part), String> {
+    let list = |names: &[imap_codec::imap_types::core::AString<'_>]| {
+        let mut text = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                text.push(b' ');
+            }
+            response::astring(&mut text, name.as_ref());
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        (
+            text,
+            names
+                .iter()
+                .map(|n| n.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+        )
+    };
+    Ok(match section {
+        None => (String::new(), Part::Full),
+        Some(Section::Header(None)) => ("HEADER".into(), Part::Header),
+        Some(Section::Text(None)) => ("TEXT".into(), Part::Text),
+        Some(Section::HeaderFields(None, names)) => {
+            let (text, names) = list(names.as_ref());
+            (
+                format!("HEADER.FIELDS ({text})"),
+                Part::Fields {
+                    names,
+                    exclude: false,
+                },
+            )
+        }
+        Some(Section::HeaderFieldsNot(None, names)) => {
+            let (text, names) = list(names.as_ref());
+            (
+                format!("HEADER.FIELDS.NOT ({text})"),
+                Part::Fields {
+                    names,
+                    exclude: true,
+                },
+            )
+        }
+        Some(_) => return Err("BODY[<part>]".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = b"Message-ID: <1@x>\r\nFrom: a@example.org\r\n\r\nhello\r\n";
+
+    fn meta() -> MessageMeta {
+        MessageMeta {
+            uid: 7,
+            flags: vec!["\\Seen".into()],
+            size: BODY.len() as u64,
+            internal_date: 0,
+        }
+    }
+
+    fn items(text: &str) -> Vec<Item> {
+        let command = format!("a UID FETCH 1 {text}\r\n");
+        let codec = imap_codec::CommandCodec::default();
+        let (_, parsed) = imap_codec::decode::Decoder::decode(&codec, command.as_bytes()).unwrap();
+        let imap_codec::imap_types::command::CommandBody::Fetch {
+            macro_or_item_names,
+            ..
+        } = parsed.body
+        else {
+            panic!()
+        };
+        to_items(macro_or_item_names).unwrap()
+    }
+
+    fn fetched(items: &[Item]) -> String {
+        let mut out = Vec::new();
+        write_fetch(&mut out, 3, &meta(), Some(BODY), items, false);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn answers_delta_chats_header_fetch() {
+        let out = fetched(&items(
+            "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID CHAT-VERSION)])",
+        ));
+        assert_eq!(
+            out,
+            "* 3 FETCH (UID 7 RFC822.SIZE 49 BODY[HEADER.FIELDS (MESSAGE-ID CHAT-VERSION)] {21}\r\nMessage-ID: <1@x>\r\n\r\n)\r\n"
+        );
+    }
+
+    #[test]
+    fn returns_whole_bodies_text_and_partials() {
+        let out = fetched(&items("(FLAGS BODY.PEEK[])"));
+        assert_eq!(
+            out,
+            format!(
+                "* 3 FETCH (FLAGS (\\Seen) BODY[] {{49}}\r\n{})\r\n",
+                String::from_utf8_lossy(BODY)
+            )
+        );
+        let out = fetched(&items("(BODY[TEXT] BODY.PEEK[]<0.7>)"));
+        assert_eq!(
+            out,
+            "* 3 FETCH (BODY[TEXT] {7}\r\nhello\r\n BODY[]<0> {7}\r\nMessage)\r\n"
+        );
+    }
+
+    #[test]
+    fn marks_only_non_peek_items_as_setting_seen() {
+        assert!(matches!(
+            items("BODY[]")[0],
+            Item::Body {
+                sets_seen: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            items("BODY.PEEK[]")[0],
+            Item::Body {
+                sets_seen: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            items("RFC822")[0],
+            Item::Body {
+                sets_seen: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refuses_unsupported_items() {
+        let codec = imap_codec::CommandCodec::default();
+        let (_, parsed) =
+            imap_codec::decode::Decoder::decode(&codec, b"a FETCH 1 (BODYSTRUCTURE)\r\n").unwrap();
+        let imap_codec::imap_types::command::CommandBody::Fetch {
+            macro_or_item_names,
+            ..
+        } = parsed.body
+        else {
+            panic!()
+        };
+        assert!(to_items(macro_or_item_names).is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! chatmail-imap: the IMAP4rev1 server Delta Chat talks to (CHATMAIL.md §4).
+//!
+//! # Flow
+//! [`serve`] accepts connections until its shutdown token is cancelled and
+//! runs one task per connection (a panic or error ends only that
+//! connection). Each connection passes the connection limits, the TLS
+//! handshake (port 993) or STARTTLS (port 143), then a [`Session`]: read a
+//! command ([`framing`]), check the state table below, run the handler,
+//! report mailbox changes, answer. Mail lives in `chatmail_store`; IDLE
+//! wakes on the store's change events, never by polling.
+//!
+//! # States and commands (RFC 3501 §3, §6)
+//! | command | not authenticated | authenticated | selected |
+//! |---|---|---|---|
+//! | CAPABILITY NOOP CHECK LOGOUT ID | yes | yes | yes |
+//! | STARTTLS LOGIN AUTHENTICATE (PLAIN, SASL-IR) | yes | – | – |
+//! | SELECT EXAMINE CREATE DELETE SUBSCRIBE UNSUBSCRIBE LIST LSUB STATUS APPEND ENABLE IDLE GETQUOTA GETQUOTAROOT GETMETADATA SETMETADATA | – | yes | yes |
+//! | CLOSE UNSELECT EXPUNGE (UID) FETCH (UID) STORE (UID) COPY (UID) MOVE (UID) SEARCH | – | – | yes |
+//!
+//! Commands in the wrong state get `BAD`; unknown or unsupported ones
+//! (RENAME, COMPRESS, SETQUOTA, THREAD, SORT) get `BAD` too, and the session
+//! goes on. LOGIN and AUTHENTICATE are refused before TLS (LOGINDISABLED).
+//!
+//! # Invariants
+//! - Every line, literal and command is bounded ([`framing`]); an oversize
+//!   synchronizing literal is refused with `NO [TOOBIG]` before `+`.
+//! - Sequence numbers change only through the session's view
+//!   ([`view`]), with EXPUNGE numbering per RFC 3501 §7.4.1.
+//! - APPEND goes through the encryption gate.
+//! - Logs carry no passwords or message contents, and with `no_log` no
+//!   addresses or IP addresses.
+
+mod auth;
+mod dispatch;
+mod fetch;
+mod flags;
+pub mod framing;
+mod idle;
+mod mailboxes;
+mod message;
+mod metadata;
+mod response;
+mod search;
+mod server;
+mod session;
+mod transfer;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use chatmail_accounts::Accounts;
+use chatmail_config::Settings;
+
+pub use server::{serve, serve_stream};
+pub use session::{Ending, Session, SessionError};
+
+/// What every connection shares.
+pub struct Context {
+    /// Validated configuration (domain, limits, logging).
+    pub settings: Arc<Settings>,
+    /// Login and access to the store.
+    pub accounts: Accounts,
+    /// TLS for port 993 and STARTTLS.
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// How a listener's connections start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// TLS handshake first (port 993).
+    ImplicitTls,
+    /// Plaintext until STARTTLS (port 143).
+    StartTls,
+}

@@ -1,0 +1,327 @@
+//! One IMAP connection: the state machine and the command loop.
+//!
+//! Flow: greeting, then repeatedly read a command ([`crate::framing`]),
+//! check that the current [`State`] allows it, run its handler, report
+//! changes of the selected mailbox (untagged `EXPUNGE`/`EXISTS`), write the
+//! tagged reply and flush. Handlers write untagged data into the output
+//! buffer and return the tagged status, so mailbox updates always precede
+//! the tagged reply (RFC 3501 §7).
+//!
+//! The session is generic over the stream, so tests drive it over
+//! `tokio::io::duplex`. STARTTLS ends the session with [`Ending::StartTls`]
+//! and the caller continues with a fresh session over TLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatmail_store::{Account, Store, StoreError};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+use crate::framing::{FrameError, Framer, Incoming};
+use crate::view::View;
+
+/// RFC 3501 §5.4: at least 30 minutes once authenticated.
+const AUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Unauthenticated connections get a short leash.
+const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Output is written out once this much is buffered (large FETCHes).
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a session ended.
+pub enum Ending<S> {
+    /// The connection is done.
+    Closed,
+    /// The client asked for STARTTLS: the raw stream, to be upgraded.
+    StartTls(S),
+}
+
+/// Connection state (RFC 3501 §3), carrying what each state needs.
+pub(crate) enum State {
+    NotAuthenticated,
+    Authenticated {
+        account: Account,
+    },
+    Selected {
+        account: Account,
+        view: View,
+        /// Store change events; checked after every command.
+        changes: watch::Receiver<u64>,
+    },
+}
+
+impl State {
+    pub(crate) fn account(&self) -> Option<&Account> {
+        match self {
+            State::NotAuthenticated => None,
+            State::Authenticated { account } | State::Selected { account, .. } => Some(account),
+        }
+    }
+}
+
+/// What the session does after a command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Logout,
+    StartTls,
+}
+
+/// A handler's tagged status (`OK ...`, `NO ...`, `BAD ...`) and the flow.
+pub(crate) struct Done {
+    pub status: String,
+    pub flow: Flow,
+}
+
+impl Done {
+    pub(crate) fn ok(text: impl Into<String>) -> Done {
+        Done {
+            status: format!("OK {}", text.into()),
+            flow: Flow::Continue,
+        }
+    }
+    pub(crate) fn no(text: impl Into<String>) -> Done {
+        Done {
+            status: format!("NO {}", text.into()),
+            flow: Flow::Continue,
+        }
+    }
+    pub(crate) fn bad(text: impl Into<String>) -> Done {
+        Done {
+            status: format!("BAD {}", text.into()),
+            flow: Flow::Continue,
+        }
+    }
+}
+
+/// Handler failures that are not protocol answers.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) type Handled = Result<Done, HandlerError>;
+
+/// The byte stream with its input buffer and pending output.
+pub(crate) struct Io<S> {
+    pub stream: S,
+    pub framer: Framer,
+    /// Response bytes not yet written.
+    pub out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    pub(crate) fn line(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Writes out buffered output once it is large.
+    pub(crate) async fn flush_if_large(&mut self) -> std::io::Result<()> {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One IMAP session over a stream.
+pub struct Session<S> {
+    pub(crate) io: Io<S>,
+    pub(crate) state: State,
+    pub(crate) ctx: Arc<Context>,
+    /// Whether the stream is encrypted; LOGIN is refused otherwise.
+    pub(crate) tls: bool,
+    /// Cancelled when the server shuts down.
+    pub(crate) shutdown: CancellationToken,
+    /// Whether to send the greeting (not after STARTTLS, RFC 3501 §6.2.1).
+    greet: bool,
+    /// Interval of `* OK Still here` during IDLE.
+    pub(crate) keepalive: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// A session over `stream`; `tls` says whether it is already encrypted
+    /// (implicit TLS, or in-memory tests).
+    pub fn new(stream: S, ctx: Arc<Context>, tls: bool, shutdown: CancellationToken) -> Self {
+        let io = Io {
+            stream,
+            framer: Framer::default(),
+            out: Vec::new(),
+        };
+        Session {
+            io,
+            state: State::NotAuthenticated,
+            ctx,
+            tls,
+            shutdown,
+            greet: true,
+            keepalive: crate::idle::KEEPALIVE,
+        }
+    }
+
+    /// A session continuing after a completed STARTTLS (no greeting).
+    pub(crate) fn after_starttls(
+        stream: S,
+        ctx: Arc<Context>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Session {
+            greet: false,
+            ..Session::new(stream, ctx, true, shutdown)
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.ctx.accounts.store()
+    }
+
+    /// Runs the command loop until LOGOUT, STARTTLS, EOF or an error.
+    pub async fn run(mut self) -> Result<Ending<S>, SessionError> {
+        if self.greet {
+            let caps = self.capabilities();
+            self.io
+                .line(&format!("* OK [CAPABILITY {caps}] madmail ready"));
+        }
+        loop {
+            self.io.flush().await?;
+            let Some(incoming) = self.next_incoming().await? else {
+                self.io.flush().await?;
+                return Ok(Ending::Closed);
+            };
+            let flow = match incoming {
+                Incoming::Command(command) => self.handle(*command).await?,
+                Incoming::Bad { tag } => {
+                    let tag = tag.unwrap_or_else(|| "*".into());
+                    self.io
+                        .line(&format!("{tag} BAD Syntax error or unknown command"));
+                    Flow::Continue
+                }
+                // RFC 7889 §4: oversize literal refused with TOOBIG.
+                Incoming::TooBig { tag } => {
+                    self.io.line(&format!("{tag} NO [TOOBIG] Literal too big"));
+                    Flow::Continue
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Logout => {
+                    self.io.flush().await?;
+                    return Ok(Ending::Closed);
+                }
+                Flow::StartTls => {
+                    self.io.flush().await?;
+                    // RFC 3501 §6.2.1: nothing sent before the handshake counts.
+                    self.io.framer.clear();
+                    return Ok(Ending::StartTls(self.io.stream));
+                }
+            }
+        }
+    }
+
+    /// Reads the next unit, or `None` when the connection should end (after
+    /// queueing a BYE where one is due).
+    async fn next_incoming(&mut self) -> Result<Option<Incoming>, SessionError> {
+        let idle = if self.state.account().is_some() {
+            AUTHENTICATED_TIMEOUT
+        } else {
+            UNAUTHENTICATED_TIMEOUT
+        };
+        // Only an authenticated client may send a message-sized literal.
+        let max_append = match self.state.account() {
+            Some(_) => self.ctx.settings.limits().max_message_size,
+            None => u64::from(crate::framing::MAX_SMALL_LITERAL),
+        };
+        let shutdown = self.shutdown.clone();
+        let result = tokio::select! {
+            result = self.io.framer.read_command(&mut self.io.stream, max_append, idle) => result,
+            _ = shutdown.cancelled() => {
+                self.io.line("* BYE Server shutting down");
+                return Ok(None);
+            }
+        };
+        match result {
+            Ok(incoming) => Ok(Some(incoming)),
+            Err(FrameError::Closed) => Ok(None),
+            // RFC 3501 §5.4: autologout timer.
+            Err(FrameError::Timeout) => self.bye("Autologout; idle for too long"),
+            Err(FrameError::LineTooLong) => self.bye("Line too long"),
+            Err(FrameError::NonSyncTooBig) => self.bye("Literal too big"),
+            Err(FrameError::Io(e)) => Err(e.into()),
+        }
+    }
+
+    fn bye(&mut self, text: &str) -> Result<Option<Incoming>, SessionError> {
+        tracing::debug!(reason = text, "closing connection");
+        self.io.line(&format!("* BYE {text}"));
+        Ok(None)
+    }
+
+    /// Runs one command and writes its updates and tagged reply.
+    async fn handle(&mut self, command: Command<'static>) -> Result<Flow, SessionError> {
+        let tag = command.tag.as_ref().to_owned();
+        let name = command.name();
+        // RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE, SEARCH.
+        let allow_expunge = !matches!(
+            command.body,
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
+        );
+        let done = match self.dispatch(command.body).await {
+            Ok(done) => done,
+            Err(HandlerError::Io(e)) => return Err(e.into()),
+            Err(HandlerError::Store(e)) => {
+                tracing::warn!(command = name, error = %e, "store failure");
+                Done::no("[UNAVAILABLE] Temporary failure, try again later")
+            }
+        };
+        if done.flow == Flow::Continue
+            && let Err(e) = self.report_changes(allow_expunge).await
+        {
+            tracing::warn!(error = %e, "mailbox update failed");
+        }
+        self.io.line(&format!("{tag} {}", done.status));
+        Ok(done.flow)
+    }
+
+    /// Sends `EXPUNGE`/`EXISTS` for changes made since the last report, if
+    /// the store signalled any.
+    pub(crate) async fn report_changes(&mut self, allow_expunge: bool) -> Result<(), StoreError> {
+        let store = self.ctx.accounts.store().clone();
+        let State::Selected { view, changes, .. } = &mut self.state else {
+            return Ok(());
+        };
+        // A closed channel means no more events: re-read every time.
+        if !changes.has_changed().unwrap_or(true) {
+            return Ok(());
+        }
+        // Deferred expunges keep the event pending for the next command.
+        if allow_expunge {
+            changes.borrow_and_update();
+        }
+        view.sync(&store, allow_expunge, &mut self.io.out).await
+    }
+}
