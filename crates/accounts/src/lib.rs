@@ -1,0 +1,480 @@
+//! chatmail-accounts: addresses, passwords and just-in-time account creation
+//! (CHATMAIL.md §1).
+//!
+//! Flow of [`Accounts::login`]: normalise the address (lower case, exactly
+//! one `@`, our domain) → look the account up → existing: check the password
+//! (cache, else Argon2id) → unknown: apply the registration rules, hash,
+//! create; if a concurrent login created it first, check against the stored
+//! hash instead → record the login day if it changed.
+//!
+//! Invariants:
+//! - every refusal is the same [`LoginError::Invalid`], so clients cannot
+//!   tell a wrong password from a closed registration or a bad address;
+//! - passwords are never logged or stored; only PHC strings are stored and
+//!   only keyed digests are cached (module `cache`);
+//! - only the day of the last login is kept (privacy).
+
+mod cache;
+mod password;
+mod rules;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chatmail_config::Settings;
+use chatmail_store::{Account, Created, Store, StoreError};
+use rand::Rng;
+
+/// Longest password looked at; longer ones are refused before hashing so a
+/// client cannot make the KDF chew megabytes.
+const MAX_PASSWORD_LEN: usize = 1024;
+/// Length of generated local parts (Delta Chat's own choice, CHATMAIL.md §1).
+const GENERATED_LOCAL_LEN: usize = 9;
+/// Length of generated passwords (36^16 ≈ 2^82).
+const GENERATED_PASSWORD_LEN: usize = 16;
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Why a login failed. Protocol code maps these to its own replies.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong password, unknown address with registration closed, foreign
+    /// domain or an address that breaks the rules: all look alike to the
+    /// client.
+    #[error("invalid credentials")]
+    Invalid,
+    /// The store failed; try again later.
+    #[error("temporary failure: {0}")]
+    Temporary(#[from] chatmail_store::StoreError),
+}
+
+impl From<password::HashError> for LoginError {
+    fn from(e: password::HashError) -> Self {
+        LoginError::Temporary(StoreError::internal(e.to_string()))
+    }
+}
+
+/// Account service shared by SMTP, IMAP, HTTP and the CLI.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    settings: Arc<Settings>,
+    /// Recent successful password checks (skips the KDF on repeat logins).
+    cache: Arc<cache::LoginCache>,
+}
+
+fn today() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(secs / 86_400).unwrap_or(i64::MAX)
+}
+
+fn random_string(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+impl Accounts {
+    pub fn new(store: Store, settings: Arc<Settings>) -> Self {
+        Self {
+            store,
+            settings,
+            cache: Arc::new(cache::LoginCache::new()),
+        }
+    }
+    /// The store behind this service.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    /// Verifies a login, creating the account on first login when the rules
+    /// allow (registration open, our domain, local part rules, password
+    /// length). Ten concurrent first logins of one address all succeed.
+    pub async fn login(&self, address: &str, password: &str) -> Result<Account, LoginError> {
+        let address =
+            rules::parse_local(&self.settings.domain, address).ok_or(LoginError::Invalid)?;
+        if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
+            return Err(LoginError::Invalid);
+        }
+        let account = match self.store.account(&address.full).await? {
+            Some(account) => self.check(account, password).await?,
+            None => self.register(&address, password).await?,
+        };
+        self.record_day(account).await
+    }
+
+    /// Checks `password` against an existing account.
+    async fn check(&self, account: Account, password: &str) -> Result<Account, LoginError> {
+        if self
+            .cache
+            .hit(&account.address, password, &account.password_hash)
+        {
+            return Ok(account);
+        }
+        if !password::verify(password.to_owned(), account.password_hash.clone()).await? {
+            return Err(LoginError::Invalid);
+        }
+        self.cache
+            .insert(&account.address, password, &account.password_hash);
+        Ok(account)
+    }
+
+    /// Creates the account of a first login, if the rules allow it.
+    async fn register(
+        &self,
+        address: &rules::LocalAddress,
+        password: &str,
+    ) -> Result<Account, LoginError> {
+        let rules = self.settings.registration();
+        if !rules.open
+            || !rules::may_register(&address.local, rules)
+            || !rules::password_ok(password, rules)
+        {
+            return Err(LoginError::Invalid);
+        }
+        let phc = password::hash(password.to_owned()).await?;
+        match self.store.create_account(&address.full, &phc).await? {
+            Created::New(account) => {
+                tracing::debug!("account created on first login");
+                self.cache
+                    .insert(&account.address, password, &account.password_hash);
+                Ok(account)
+            }
+            // A concurrent first login won: its password must match ours.
+            Created::Existing(account) => self.check(account, password).await,
+        }
+    }
+
+    /// Stores the login day, only when it changed (one write a day at most).
+    async fn record_day(&self, mut account: Account) -> Result<Account, LoginError> {
+        let day = today();
+        if account.last_login_day != Some(day) {
+            self.store.record_login(account.id, day).await?;
+            account.last_login_day = Some(day);
+        }
+        Ok(account)
+    }
+
+    /// Normalises an address and returns it if its domain is ours
+    /// (`None` for foreign or malformed addresses).
+    pub fn local_address(&self, address: &str) -> Option<String> {
+        rules::parse_local(&self.settings.domain, address).map(|a| a.full)
+    }
+
+    /// Fresh random credentials for `/new` (9-character local part of
+    /// `[a-z0-9]`, 16-character password). Nothing is stored.
+    ///
+    /// The lengths are raised (or the local part shortened) if the
+    /// registration rules demand it, so the result can always register.
+    pub fn generate(&self) -> (String, String) {
+        let rules = self.settings.registration();
+        let local_len =
+            GENERATED_LOCAL_LEN.clamp(rules.username_min_length, rules.username_max_length.max(1));
+        let password_len = GENERATED_PASSWORD_LEN.max(rules.password_min_length);
+        let address = format!(
+            "{}@{}",
+            random_string(local_len),
+            self.settings.domain.address_part()
+        );
+        (address, random_string(password_len))
+    }
+
+    /// Creates an account with a given password (CLI); errors if it breaks
+    /// the address rules. Returns false if it existed already.
+    ///
+    /// The rules are those of registration except that registration need
+    /// not be open.
+    pub async fn add(&self, address: &str, password: &str) -> Result<bool, LoginError> {
+        let address =
+            rules::parse_local(&self.settings.domain, address).ok_or(LoginError::Invalid)?;
+        let rules = self.settings.registration();
+        let password_ok = rules::password_ok(password, rules) && password.len() <= MAX_PASSWORD_LEN;
+        if !rules::may_register(&address.local, rules) || !password_ok {
+            return Err(LoginError::Invalid);
+        }
+        let phc = password::hash(password.to_owned()).await?;
+        let created = self.store.create_account(&address.full, &phc).await?;
+        Ok(matches!(created, Created::New(_)))
+    }
+
+    /// Deletes an account with all its mail and forgets its cached logins.
+    /// Returns whether it existed.
+    pub async fn delete(&self, address: &str) -> Result<bool, LoginError> {
+        let Some(address) = rules::parse_local(&self.settings.domain, address) else {
+            return Ok(false);
+        };
+        if let Some(account) = self.store.account(&address.full).await? {
+            self.cache.forget(&account.password_hash);
+        }
+        Ok(self.store.delete_account(&address.full).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatmail_store::StoreOptions;
+    use tempfile::TempDir;
+
+    const CONFIG: &str = "mail_domain = \"example.org\"\n[tls]\nmode = \"self-signed\"\n";
+
+    async fn service(dir: &TempDir, extra: &str) -> Accounts {
+        let settings = chatmail_config::parse(&format!("{CONFIG}{extra}")).unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = Store::open(StoreOptions {
+            path,
+            max_batch: 64,
+        })
+        .await
+        .unwrap();
+        Accounts::new(store, Arc::new(settings))
+    }
+
+    #[tokio::test]
+    async fn first_login_creates_and_later_logins_check_the_password() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        let created = accounts
+            .login("NewUser01@Example.org", "password123")
+            .await
+            .unwrap();
+        assert_eq!(created.address, "newuser01@example.org");
+        assert_eq!(created.last_login_day, Some(today()));
+        let again = accounts
+            .login("newuser01@example.org", "password123")
+            .await
+            .unwrap();
+        assert_eq!(again.id, created.id);
+        assert!(matches!(
+            accounts.login("newuser01@example.org", "password124").await,
+            Err(LoginError::Invalid)
+        ));
+        let stored = accounts
+            .store()
+            .account("newuser01@example.org")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.password_hash.starts_with("$argon2id$"));
+        assert_eq!(stored.last_login_day, Some(today()));
+        assert_eq!(
+            accounts.store().mailboxes(stored.id).await.unwrap().len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn ten_parallel_first_logins_all_succeed_and_create_once() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let accounts = accounts.clone();
+            tasks.push(tokio::spawn(async move {
+                accounts.login("parallel1@example.org", "same-secret").await
+            }));
+        }
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap().unwrap().id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(accounts.store().accounts().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_creation_race_still_checks_the_password() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        let a = tokio::spawn({
+            let accounts = accounts.clone();
+            async move {
+                accounts
+                    .login("racer0001@example.org", "first-password")
+                    .await
+            }
+        });
+        let b = tokio::spawn({
+            let accounts = accounts.clone();
+            async move {
+                accounts
+                    .login("racer0001@example.org", "other-password")
+                    .await
+            }
+        });
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        // Exactly one of the two passwords owns the account.
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    }
+
+    #[tokio::test]
+    async fn two_users_may_share_a_password() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        let a = accounts
+            .login("aaaaaaaaa@example.org", "shared-pass")
+            .await
+            .unwrap();
+        let b = accounts
+            .login("bbbbbbbbb@example.org", "shared-pass")
+            .await
+            .unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(
+            accounts
+                .login("aaaaaaaaa@example.org", "shared-pass")
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn rule_breaking_first_logins_are_refused_and_create_nothing() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        for (address, password) in [
+            ("shortname@example.com", "password123"), // foreign domain
+            ("short@example.org", "password123"),     // local part too short
+            ("toolongname@example.org", "password123"),
+            ("bad+chars@example.org", "password123"),
+            ("two@at@example.org", "password123"),
+            ("goodname1@example.org", "short"), // password too short
+            ("goodname1@example.org", ""),
+        ] {
+            let result = accounts.login(address, password).await;
+            assert!(matches!(result, Err(LoginError::Invalid)), "{address}");
+        }
+        assert!(accounts.store().accounts().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn closed_registration_refuses_new_but_keeps_existing_accounts() {
+        let dir = TempDir::new().unwrap();
+        let open = service(&dir, "").await;
+        open.login("existing1@example.org", "password123")
+            .await
+            .unwrap();
+        open.store().close().await;
+        let closed = service(&dir, "[registration]\nopen = false\n").await;
+        assert!(
+            closed
+                .login("existing1@example.org", "password123")
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            closed.login("newcomer1@example.org", "password123").await,
+            Err(LoginError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_account_no_longer_accepts_its_cached_password() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "[registration]\nopen = false\n").await;
+        assert!(
+            accounts
+                .add("deleteme1@example.org", "password123")
+                .await
+                .unwrap()
+        );
+        accounts
+            .login("deleteme1@example.org", "password123")
+            .await
+            .unwrap();
+        // Deleted behind the service's back: the cache must not vouch for it.
+        assert!(
+            accounts
+                .store()
+                .delete_account("deleteme1@example.org")
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            accounts.login("deleteme1@example.org", "password123").await,
+            Err(LoginError::Invalid)
+        ));
+        // Re-created with another password: the old one is refused.
+        assert!(
+            accounts
+                .add("deleteme1@example.org", "new-password")
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            accounts.login("deleteme1@example.org", "password123").await,
+            Err(LoginError::Invalid)
+        ));
+        assert!(
+            accounts
+                .login("deleteme1@example.org", "new-password")
+                .await
+                .is_ok()
+        );
+        assert!(accounts.delete("deleteme1@example.org").await.unwrap());
+        assert!(!accounts.delete("deleteme1@example.org").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn add_reports_existing_accounts_and_rule_breaks() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        assert!(
+            accounts
+                .add("cliuser01@example.org", "password123")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !accounts
+                .add("cliuser01@example.org", "password123")
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            accounts.add("x@example.org", "password123").await,
+            Err(LoginError::Invalid)
+        ));
+        assert!(matches!(
+            accounts.add("cliuser02@example.org", "short").await,
+            Err(LoginError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn generated_credentials_can_log_in() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        let (address, password) = accounts.generate();
+        let (local, domain) = address.split_once('@').unwrap();
+        assert_eq!(domain, "example.org");
+        assert_eq!(local.len(), 9);
+        assert_eq!(password.len(), 16);
+        assert!(
+            local
+                .bytes()
+                .chain(password.bytes())
+                .all(|b| ALPHABET.contains(&b))
+        );
+        assert_ne!(accounts.generate().0, address);
+        assert_eq!(
+            accounts.login(&address, &password).await.unwrap().address,
+            address
+        );
+    }
+
+    #[tokio::test]
+    async fn local_address_normalises_ours_and_rejects_others() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        assert_eq!(
+            accounts.local_address("Bob@EXAMPLE.org").as_deref(),
+            Some("bob@example.org")
+        );
+        assert_eq!(accounts.local_address("bob@example.net"), None);
+        assert_eq!(accounts.local_address("bob"), None);
+        assert_eq!(accounts.local_address("a@b@example.org"), None);
+    }
+}
