@@ -1,0 +1,264 @@
+//! chatmail-smtp: mail submission on ports 465 (implicit TLS) and 587
+//! (STARTTLS), CHATMAIL.md §2 (submission rules) and §3.
+//!
+//! Flow: [`serve`] accepts connections, counts them (global and per-IP
+//! limits), and runs each in its own task: TLS handshake (465) or plain
+//! greeting then STARTTLS (587), then a `session::Session` that
+//! authenticates the user, takes one or more messages, checks them
+//! (sender = login, `From:` = sender, rate, size, encryption gate), cleans
+//! their headers and hands them to the store.
+//!
+//! Invariants:
+//! - AUTH and MAIL are refused until the stream is TLS;
+//! - `250` after DATA only once the store reports the message durable;
+//! - input read before a STARTTLS handshake is discarded (RFC 3207 §5);
+//! - every line, buffer and message is bounded; a failing or panicking
+//!   connection ends only itself;
+//! - logs carry no passwords or message content, and nothing at all about
+//!   users or addresses in no-log mode.
+//!
+//! Modules: `command` (parser), `data` (DATA decoder), `message` (header
+//! checks and hygiene), `sasl`, `limits`, `wire` (bounded I/O), `session`,
+//! `auth` and `delivery` (command handlers).
+
+mod auth;
+mod command;
+mod data;
+mod delivery;
+mod limits;
+mod message;
+mod reply;
+mod sasl;
+mod session;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chatmail_accounts::Accounts;
+use chatmail_config::Settings;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::limits::{ConnectionLimiter, RateLimiter};
+use crate::session::{Ending, Session};
+
+/// Everything a submission server needs.
+pub struct Context {
+    pub settings: Arc<Settings>,
+    pub accounts: Accounts,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// Which submission port flavour a listener serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Port 465: TLS from the first byte (RFC 8314 §3.3).
+    ImplicitTls,
+    /// Port 587: plain greeting, then STARTTLS (RFC 3207).
+    StartTls,
+}
+
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time in-flight sessions get to finish after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// State shared by all connections of a server.
+pub(crate) struct Shared {
+    pub(crate) ctx: Arc<Context>,
+    /// Per-sender send rate, shared across listeners.
+    pub(crate) send_rate: Arc<RateLimiter>,
+    /// Open connections, shared across listeners.
+    pub(crate) connections: Arc<ConnectionLimiter>,
+}
+
+impl Shared {
+    /// Fresh limiters (tests).
+    #[cfg(test)]
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            send_rate: Arc::default(),
+            connections: Arc::default(),
+        }
+    }
+}
+
+/// The process-wide limiters, so that 465 and 587 count together.
+static SEND_RATE: LazyLock<Arc<RateLimiter>> = LazyLock::new(Arc::default);
+static CONNECTIONS: LazyLock<Arc<ConnectionLimiter>> = LazyLock::new(Arc::default);
+
+/// Accepts connections until `shutdown` is cancelled; each connection is its
+/// own task (a panic or error kills only that connection); in-flight
+/// sessions are allowed to finish a short grace period.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    mode: Mode,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let shared = Shared {
+        ctx,
+        send_rate: Arc::clone(&SEND_RATE),
+        connections: Arc::clone(&CONNECTIONS),
+    };
+    serve_with(listener, mode, Arc::new(shared), shutdown).await
+}
+
+/// [`serve`] with explicit shared state.
+pub(crate) async fn serve_with(
+    listener: tokio::net::TcpListener,
+    mode: Mode,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => accept(&mut tasks, stream, peer, mode, &shared, &shutdown),
+                Err(error) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    if !shared.ctx.settings.config.log.no_log {
+                        tracing::warn!(%error, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Runs a submission session on a stream whose TLS handshake is already
+/// done elsewhere (port 443 with ALPN `smtp`, CHATMAIL.md §7): no second
+/// handshake, AUTH offered at once. The caller counts connections.
+pub async fn serve_tls_stream<S>(stream: S, ctx: Arc<Context>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let shared = Arc::new(Shared {
+        ctx,
+        send_rate: Arc::clone(&SEND_RATE),
+        connections: Arc::clone(&CONNECTIONS),
+    });
+    let log = !shared.ctx.settings.config.log.no_log;
+    let session = Session::new(stream, shared, true).with_shutdown(shutdown);
+    if let Err(error) = session.run().await
+        && log
+    {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Starts the task for one accepted connection, or turns it away.
+fn accept(
+    tasks: &mut JoinSet<()>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mode: Mode,
+    shared: &Arc<Shared>,
+    shutdown: &CancellationToken,
+) {
+    let max = shared.ctx.settings.limits().max_smtp_connections;
+    let log = !shared.ctx.settings.config.log.no_log;
+    let span = if log {
+        tracing::info_span!("smtp", peer = %peer.ip())
+    } else {
+        tracing::info_span!("smtp")
+    };
+    let Some(slot) = shared.connections.acquire(peer.ip(), max) else {
+        if log {
+            tracing::info!(parent: &span, "too many connections");
+        }
+        if let Mode::StartTls = mode {
+            tasks.spawn(refuse(stream));
+        } // On 465 a cleartext reply would be garbage to the client: just close.
+        return;
+    };
+    let (shared, shutdown) = (Arc::clone(shared), shutdown.clone());
+    tasks.spawn(
+        async move {
+            let _slot = slot;
+            handle_connection(stream, mode, shared, shutdown).await;
+        }
+        .instrument(span),
+    );
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let reply = b"421 4.7.0 Too many connections\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Runs one connection to its end; errors end only this connection.
+pub(crate) async fn handle_connection<S>(
+    stream: S,
+    mode: Mode,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let log = !shared.ctx.settings.config.log.no_log;
+    if let Err(error) = run_connection(stream, mode, shared, shutdown).await
+        && log
+    {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+async fn run_connection<S>(
+    stream: S,
+    mode: Mode,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let plain = match mode {
+        Mode::ImplicitTls => stream,
+        Mode::StartTls => {
+            let session =
+                Session::new(stream, Arc::clone(&shared), false).with_shutdown(shutdown.clone());
+            match session.run().await? {
+                Ending::Closed => return Ok(()),
+                Ending::StartTls(stream) => stream,
+            }
+        }
+    };
+    let tls = handshake(plain, &shared).await?;
+    let session = match mode {
+        Mode::ImplicitTls => Session::new(tls, shared, true),
+        Mode::StartTls => Session::after_starttls(tls, shared),
+    };
+    session.with_shutdown(shutdown).run().await.map(|_| ())
+}
+
+async fn handshake<S>(
+    stream: S,
+    shared: &Shared,
+) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.ctx.tls));
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)?
+}
