@@ -1,0 +1,20 @@
+//! Log setup. In no-log mode only errors that stop the server are printed;
+//! the protocol crates additionally keep addresses and IPs out of every
+//! message when `no_log` is set.
+
+use chatmail_config::schema::LogConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber (stderr, no ANSI colours when not a tty).
+pub fn init(config: &LogConfig) {
+    let filter = if config.no_log {
+        EnvFilter::new("error")
+    } else {
+        EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

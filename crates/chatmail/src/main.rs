@@ -1,0 +1,99 @@
+//! `madmail`: the chatmail relay binary. It parses the command line and
+//! wires the library crates together; it is the only crate using `anyhow`.
+
+mod accounts;
+mod demo;
+mod logging;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A chatmail relay: instant accounts, end-to-end encrypted mail only,
+/// delivered in milliseconds to Delta Chat clients.
+#[derive(Parser)]
+#[command(name = "madmail", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
+        config: PathBuf,
+    },
+    /// Quick trial: a relay on loopback with temporary state, self-signed
+    /// TLS and two ready accounts; Ctrl-C stops it and deletes the state.
+    Demo(demo::DemoOptions),
+    /// Check a configuration file and report every problem in it.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Manage accounts.
+    Accounts {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: accounts::AccountsCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("madmail: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cli.command {
+        Command::Version => {
+            println!("madmail {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match chatmail_config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run { config } => {
+            let settings = chatmail_config::load(&config)?;
+            logging::init(&settings.config.log);
+            runtime()?.block_on(server::run(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(options) => {
+            runtime()?.block_on(demo::run(options))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Accounts { config, command } => {
+            let settings = chatmail_config::load(&config)?;
+            runtime()?.block_on(accounts::run(settings, command))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

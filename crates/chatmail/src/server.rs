@@ -1,0 +1,171 @@
+//! Starting and stopping the relay: open the store, load TLS, bind every
+//! configured socket, spawn one server task per socket, and stop them all on
+//! SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chatmail_accounts::Accounts;
+use chatmail_config::Settings;
+use chatmail_store::{Store, StoreOptions};
+use chatmail_tls::Identity;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight connections get to finish after a stop request.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A started relay.
+pub struct Relay {
+    /// The services' tasks; aborted if the relay is dropped.
+    tasks: JoinSet<anyhow::Result<()>>,
+    /// Cancelled to stop every service.
+    shutdown: CancellationToken,
+    /// The account service (the demo creates accounts through it).
+    pub accounts: Accounts,
+    /// Where clients reach HTTPS (`https://host[:port]`).
+    pub base_url: String,
+}
+
+/// Runs the relay until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let relay = start(settings).await?;
+    eprintln!("madmail {} running", env!("CARGO_PKG_VERSION"));
+    wait_for_signal().await?;
+    eprintln!("madmail stopping");
+    relay.stop().await;
+    Ok(())
+}
+
+/// Opens everything and starts serving.
+pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
+    let settings = Arc::new(settings);
+    let store = Store::open(StoreOptions {
+        path: settings.sqlite_path.clone(),
+        max_batch: settings.config.storage.max_commit_batch,
+    })
+    .await
+    .with_context(|| format!("opening {}", settings.sqlite_path.display()))?;
+    let accounts = Accounts::new(store, settings.clone());
+    let identity = identity(&settings)?;
+    let relay_tls = identity.relay_config()?;
+    let listen = &settings.config.listen;
+    let base_url = base_url(&settings, listen.https.first());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let smtp = Arc::new(chatmail_smtp::Context {
+        settings: settings.clone(),
+        accounts: accounts.clone(),
+        tls: relay_tls.clone(),
+    });
+    let imap = Arc::new(chatmail_imap::Context {
+        settings: settings.clone(),
+        accounts: accounts.clone(),
+        tls: relay_tls,
+    });
+    let http = Arc::new(chatmail_http::Context {
+        settings: settings.clone(),
+        accounts: accounts.clone(),
+        base_url: base_url.clone(),
+    });
+    use chatmail_imap::Mode as ImapMode;
+    use chatmail_smtp::Mode as SmtpMode;
+    for (addrs, mode) in [
+        (&listen.submissions, SmtpMode::ImplicitTls),
+        (&listen.submission, SmtpMode::StartTls),
+    ] {
+        for listener in bind(addrs).await? {
+            let (ctx, stop) = (smtp.clone(), shutdown.clone());
+            tasks.spawn(async move { Ok(chatmail_smtp::serve(listener, mode, ctx, stop).await?) });
+        }
+    }
+    for (addrs, mode) in [
+        (&listen.imaps, ImapMode::ImplicitTls),
+        (&listen.imap, ImapMode::StartTls),
+    ] {
+        for listener in bind(addrs).await? {
+            let (ctx, stop) = (imap.clone(), shutdown.clone());
+            tasks.spawn(async move { Ok(chatmail_imap::serve(listener, mode, ctx, stop).await?) });
+        }
+    }
+    let web_tls = identity.web_config()?;
+    for listener in bind(&listen.https).await? {
+        let (ctx, stop, tls) = (http.clone(), shutdown.clone(), web_tls.clone());
+        tasks.spawn(async move { Ok(chatmail_http::serve(listener, tls, ctx, stop).await?) });
+    }
+    Ok(Relay {
+        tasks,
+        shutdown,
+        accounts,
+        base_url,
+    })
+}
+
+impl Relay {
+    /// Stops accepting, lets connections finish for a grace period, then
+    /// aborts what is left.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let drain = async {
+            while let Some(result) = self.tasks.join_next().await {
+                if let Ok(Err(e)) = result {
+                    tracing::error!("service stopped with an error: {e:#}");
+                }
+            }
+        };
+        if tokio::time::timeout(GRACE, drain).await.is_err() {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+fn identity(settings: &Settings) -> anyhow::Result<Identity> {
+    let tls = &settings.config.tls;
+    if settings.self_signed {
+        let host = settings.domain.host();
+        let names = vec![host.clone(), format!("mta-sts.{host}"), format!("www.{host}")];
+        let names = if matches!(settings.domain, chatmail_config::MailDomain::Ip(_)) {
+            vec![host]
+        } else {
+            names
+        };
+        Ok(Identity::self_signed(&settings.config.state_dir.join("tls"), &names)?)
+    } else {
+        let (Some(cert), Some(key)) = (&tls.cert_path, &tls.key_path) else {
+            anyhow::bail!("tls.cert_path and tls.key_path are required");
+        };
+        Ok(Identity::from_files(cert, key)?)
+    }
+}
+
+async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn base_url(settings: &Settings, https: Option<&SocketAddr>) -> String {
+    match https.map(SocketAddr::port) {
+        Some(443) | None => format!("https://{}", settings.domain.host()),
+        Some(port) => format!("https://{}:{port}", settings.domain.host()),
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Minimal SMTP and IMAP clients over implicit TLS, enough to drive the
+//! relay from tests and benchmarks. They trust exactly the relay's
+//! certificate.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::Result;
+
+type Stream = BufReader<TlsStream<TcpStream>>;
+
+/// A TLS client configuration trusting only the PEM certificate at `cert`.
+pub fn tls_config(cert: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(cert)? {
+        roots.add(der?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+async fn connect(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Result<Stream> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let stream = TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+    Ok(BufReader::new(stream))
+}
+
+async fn read_line(stream: &mut Stream) -> Result<String> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        return Err("connection closed".into());
+    }
+    Ok(line)
+}
+
+/// An SMTP submission session (implicit TLS, AUTH PLAIN).
+pub struct Smtp {
+    stream: Stream,
+}
+
+impl Smtp {
+    /// Connects, reads the greeting, sends EHLO and authenticates.
+    pub async fn login(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, user: &str, password: &str) -> Result<Self> {
+        let mut smtp = Self { stream: connect(addr, tls).await? };
+        smtp.reply().await?;
+        smtp.command("EHLO [127.0.0.1]").await?;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let (code, text) = smtp.command(&format!("AUTH PLAIN {token}")).await?;
+        if code != 235 {
+            return Err(format!("AUTH failed: {code} {text}").into());
+        }
+        Ok(smtp)
+    }
+
+    /// Sends one command line and reads the (possibly multi-line) reply.
+    pub async fn command(&mut self, line: &str) -> Result<(u16, String)> {
+        self.stream.write_all(format!("{line}\r\n").as_bytes()).await?;
+        self.stream.flush().await?;
+        self.reply().await
+    }
+
+    async fn reply(&mut self) -> Result<(u16, String)> {
+        let mut text = String::new();
+        loop {
+            let line = read_line(&mut self.stream).await?;
+            let code = line.get(..3).and_then(|c| c.parse().ok()).ok_or("bad SMTP reply")?;
+            text.push_str(line.get(4..).unwrap_or("").trim_end());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok((code, text));
+            }
+            text.push('\n');
+        }
+    }
+
+    /// Submits a message; returns the final reply to DATA (or the first
+    /// failing reply before it).
+    pub async fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(u16, String)> {
+        let reply = self.command(&format!("MAIL FROM:<{from}>")).await?;
+        if reply.0 != 250 {
+            return Ok(reply);
+        }
+        for rcpt in to {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            if reply.0 != 250 {
+                self.command("RSET").await?;
+                return Ok(reply);
+            }
+        }
+        let reply = self.command("DATA").await?;
+        if reply.0 != 354 {
+            return Ok(reply);
+        }
+        let mut data = Vec::with_capacity(message.len() + 16);
+        for line in message.split_inclusive(|b| *b == b'\n') {
+            if line.first() == Some(&b'.') {
+                data.push(b'.'); // RFC 5321 §4.5.2
+            }
+            data.extend_from_slice(line);
+        }
+        if !data.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        self.stream.write_all(&data).await?;
+        self.stream.flush().await?;
+        self.reply().await
+    }
+}
+
+/// An IMAP session (implicit TLS, LOGIN).
+pub struct Imap {
+    stream: Stream,
+    tag: u32,
+}
+
+impl Imap {
+    /// Connects and logs in.
+    pub async fn login(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, user: &str, password: &str) -> Result<Self> {
+        let mut imap = Self { stream: connect(addr, tls).await?, tag: 0 };
+        read_line(&mut imap.stream).await?;
+        let lines = imap.command(&format!("LOGIN \"{user}\" \"{password}\"")).await?;
+        match lines.last() {
+            Some(last) if last.contains(" OK") => Ok(imap),
+            other => Err(format!("LOGIN failed: {other:?}").into()),
+        }
+    }
+
+    /// Sends a command; returns every line up to and including the tagged
+    /// reply. Literals are read whole and appended to their line.
+    pub async fn command(&mut self, command: &str) -> Result<Vec<String>> {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        self.stream.write_all(format!("{tag} {command}\r\n").as_bytes()).await?;
+        self.stream.flush().await?;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line_with_literals().await?;
+            let done = line.starts_with(&format!("{tag} "));
+            lines.push(line);
+            if done {
+                return Ok(lines);
+            }
+        }
+    }
+
+    async fn line_with_literals(&mut self) -> Result<String> {
+        let mut line = read_line(&mut self.stream).await?;
+        while let Some(size) = literal_size(&line) {
+            let mut literal = vec![0u8; size];
+            self.stream.read_exact(&mut literal).await?;
+            line.push_str(&String::from_utf8_lossy(&literal));
+            line.push_str(&read_line(&mut self.stream).await?);
+        }
+        Ok(line)
+    }
+
+    /// Starts IDLE; returns once the server sent its continuation.
+    pub async fn idle(&mut self) -> Result<()> {
+        self.tag += 1;
+        let tag = format!("t{}", self.tag);
+        self.stream.write_all(format!("{tag} IDLE\r\n").as_bytes()).await?;
+        self.stream.flush().await?;
+        loop {
+            if read_line(&mut self.stream).await?.starts_with('+') {
+                return Ok(());
+            }
+        }
+    }
+
+    /// During IDLE: waits for the next `* N EXISTS` and returns N.
+    pub async fn wait_exists(&mut self) -> Result<u32> {
+        loop {
+            let line = read_line(&mut self.stream).await?;
+            if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS\r\n")) {
+                return Ok(n.parse()?);
+            }
+        }
+    }
+
+    /// Ends IDLE and reads its tagged reply.
+    pub async fn done(&mut self) -> Result<()> {
+        self.stream.write_all(b"DONE\r\n").await?;
+        self.stream.flush().await?;
+        let tag = format!("t{} ", self.tag);
+        while !read_line(&mut self.stream).await?.starts_with(&tag) {}
+        Ok(())
+    }
+}
+
+fn literal_size(line: &str) -> Option<usize> {
+    let trimmed = line.trim_end_matches(['\r', '\n']);
+    let open = trimmed.strip_suffix('}')?.rfind('{')?;
+    trimmed[open + 1..trimmed.len() - 1].parse().ok()
+}
