@@ -1,0 +1,206 @@
+"""Relay parameters and helpers shared by the scenarios.
+
+Everything about the relay under test comes from environment variables, so
+the same scenarios run against a relay on loopback (`cargo xtask e2e`) or in
+a VM. See tests-vm/README.md for the list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import queue as queue_module
+import json
+import os
+import secrets
+import ssl
+import string
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Optional
+
+from deltachat_rpc_client import Account, AttrDict, EventType, Message, SpecialContactId
+
+# Local parts and passwords the relay accepts for new accounts (CHATMAIL.md §1).
+LOCALPART_ALPHABET = string.ascii_lowercase + string.digits
+PASSWORD_LENGTH = 20
+# Events worth printing while waiting: pytest shows them when a test fails.
+NOTEWORTHY_EVENTS = {EventType.ERROR, EventType.WARNING, EventType.MSG_FAILED}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _env_port(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Where the relay under test is and how to reach it."""
+
+    # Mail domain: a DNS name or an IPv4 address.
+    domain: str
+    # Host the clients connect to (may differ from the domain on loopback).
+    host: str
+    imaps_port: int
+    submissions_port: int
+    # STARTTLS ports; None when the relay does not listen on them.
+    imap_port: Optional[int]
+    submission_port: Optional[int]
+    # Full URL of the account-creation endpoint.
+    new_url: str
+    # Length of invented local parts (the relay's username limits).
+    localpart_length: int
+    # Argument for `cmping`, or None to skip that scenario.
+    cmping_relay: Optional[str]
+
+    @classmethod
+    def from_env(cls) -> "Relay":
+        domain = os.environ.get("MADMAIL_DOMAIN", "_madmail.test")
+        host = os.environ.get("MADMAIL_HOST", domain)
+        https_port = _env_port("MADMAIL_HTTPS_PORT", 443)
+        optional = {
+            name: int(os.environ[name]) if os.environ.get(name) else None
+            for name in ("MADMAIL_IMAP_PORT", "MADMAIL_SUBMISSION_PORT")
+        }
+        return cls(
+            domain=domain,
+            host=host,
+            imaps_port=_env_port("MADMAIL_IMAPS_PORT", 993),
+            submissions_port=_env_port("MADMAIL_SUBMISSIONS_PORT", 465),
+            imap_port=optional["MADMAIL_IMAP_PORT"],
+            submission_port=optional["MADMAIL_SUBMISSION_PORT"],
+            new_url=os.environ.get("MADMAIL_NEW_URL", f"https://{host}:{https_port}/new"),
+            localpart_length=_env_port("MADMAIL_LOCALPART_LENGTH", 9),
+            cmping_relay=os.environ.get("MADMAIL_CMPING_RELAY") or None,
+        )
+
+    @property
+    def self_signed(self) -> bool:
+        """IP-address and `_`-prefixed domains get a self-signed certificate."""
+        return _is_ip(self.domain) or self.domain.startswith("_")
+
+    def address(self, localpart: str) -> str:
+        """`user@domain`, or `user@[1.2.3.4]` on an IP-only relay."""
+        if _is_ip(self.domain):
+            return f"{localpart}@[{self.domain}]"
+        return f"{localpart}@{self.domain}"
+
+    def new_credentials(self) -> tuple[str, str]:
+        """A fresh address and password that a first login turns into an account."""
+        localpart = "".join(secrets.choice(LOCALPART_ALPHABET) for _ in range(self.localpart_length))
+        password = "".join(secrets.choice(LOCALPART_ALPHABET) for _ in range(PASSWORD_LENGTH))
+        return self.address(localpart), password
+
+    def dclogin(self, address: str, password: str) -> str:
+        """A `dclogin:` link with explicit TLS endpoints on this relay.
+
+        `ic=3` accepts the self-signed certificate; no plaintext ports are used.
+        """
+        params = {
+            "p": password,
+            "v": "1",
+            "ih": self.host,
+            "ip": str(self.imaps_port),
+            "is": "ssl",
+            "sh": self.host,
+            "sp": str(self.submissions_port),
+            "ss": "ssl",
+            "ic": "3",
+        }
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
+        return f"dclogin:{urllib.parse.quote(address, safe='@[]')}/?{query}"
+
+    def post_new(self) -> dict:
+        """`POST /new`; returns the decoded JSON reply."""
+        request = urllib.request.Request(self.new_url, data=b"", method="POST")
+        with urllib.request.urlopen(request, context=insecure_tls(), timeout=30) as reply:
+            assert reply.status == 200, reply.status
+            return json.loads(reply.read(64 * 1024))
+
+
+def insecure_tls() -> ssl.SSLContext:
+    """TLS context for raw-protocol probes of a self-signed relay."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def next_event(account: Account, deadline: float):
+    """The account's next event, or an AssertionError once the deadline passed."""
+    remaining = deadline - time.monotonic()
+    assert remaining > 0, "timed out waiting for a Delta Chat event"
+    queue = account._rpc.get_queue(account.id)
+    try:
+        event = queue.get(timeout=remaining)
+    except queue_module.Empty as err:
+        raise AssertionError("timed out waiting for a Delta Chat event") from err
+    event = AttrDict(event)
+    if event.kind in NOTEWORTHY_EVENTS:
+        print(f"account {account.id}: {event.kind}: {event.get('msg')}")
+    return event
+
+
+def wait_for_text(account: Account, text: str, timeout: float = 90) -> Message:
+    """Consume events until an incoming message with exactly `text` arrives.
+
+    Messages in contact-request chats after the first one raise only
+    `MsgsChanged`, so that event counts too.
+    """
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        try:
+            event = next_event(account, deadline)
+        except AssertionError as err:
+            raise AssertionError(f"no message {text!r} arrived; saw {seen!r}") from err
+        if event.kind not in (EventType.INCOMING_MSG, EventType.MSGS_CHANGED) or not event.get("msg_id"):
+            continue
+        message = account.get_message_by_id(event.msg_id)
+        snapshot = message.get_snapshot()
+        if snapshot.from_id == SpecialContactId.SELF:
+            continue
+        if snapshot.text == text:
+            return message
+        seen.append(snapshot.text)
+
+
+def wait_for_download(message: Message, timeout: float = 90):
+    """Poll until the message is fully downloaded; returns its snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = message.get_snapshot()
+        if snapshot.download_state == "Done" and snapshot.file:
+            return snapshot
+        assert time.monotonic() < deadline, f"download not done: {snapshot.download_state}"
+        time.sleep(0.2)
+
+
+def accept_chat_of(message: Message):
+    """Accept the (contact-request) chat a message arrived in and return it."""
+    chat = message.account.get_chat_by_id(message.get_snapshot().chat_id)
+    chat.accept()
+    return chat
+
+
+def wait_for_incoming(account: Account, timeout: float = 90) -> Message:
+    """Consume events until any message arrives and return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = next_event(account, deadline)
+        if event.kind == EventType.INCOMING_MSG:
+            return account.get_message_by_id(event.msg_id)
+
+
+def accepted_chat(sender: Account, receiver: Account):
+    """A one-to-one chat from `sender` to `receiver`, already accepted by both."""
+    receiver.create_chat(sender)
+    return sender.create_chat(receiver)

@@ -1,0 +1,29 @@
+"""`cmping`, the chatmail relay ping tool, against the relay."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.timeout(300)
+def test_cmping_delivers_every_ping(relay, tmp_path):
+    if not relay.cmping_relay:
+        pytest.skip("MADMAIL_CMPING_RELAY not set (cmping needs the relay on ports 993/465)")
+    cmping = Path(sys.executable).parent / "cmping"
+    # cmping keeps its profiles under $XDG_CACHE_HOME/cmping: keep them per run.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [str(cmping), "-c", "5", relay.cmping_relay],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    print(result.stdout)
+    print(result.stderr, file=sys.stderr)
+    assert result.returncode == 0, f"cmping exited {result.returncode}"

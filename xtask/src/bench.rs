@@ -1,0 +1,202 @@
+//! `cargo xtask bench`: submission throughput and 250-to-EXISTS latency
+//! against a release `madmail` on loopback.
+//!
+//! Recipients log in over IMAP and wait in IDLE; sender connections submit
+//! 4 KiB encrypted-shaped messages over implicit TLS. Phase one sends as
+//! fast as the senders can (accepted msg/s); phase two paces a fixed rate
+//! and measures, for every message, the time from the sender reading `250`
+//! to the recipient reading the `* N EXISTS` that covers it. Peak RSS is
+//! the relay's VmHWM.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatmail_testkit::client::{Imap, Smtp, tls_config};
+use chatmail_testkit::message::encrypted;
+use chatmail_testkit::relay::RelayProcess;
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct BenchOptions {
+    /// Concurrent sender connections.
+    #[arg(long, default_value_t = 64)]
+    senders: usize,
+    /// Recipients waiting in IDLE.
+    #[arg(long, default_value_t = 64)]
+    recipients: usize,
+    /// Messages in the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Rate of the latency phase, messages per second.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Duration of the latency phase, seconds.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    /// The relay binary (default: build the release binary).
+    #[arg(long)]
+    madmail: Option<PathBuf>,
+}
+
+const PASSWORD: &str = "bench-password-1";
+
+/// Per recipient: when each 250 was read, and how many of them an EXISTS
+/// has covered so far.
+#[derive(Default)]
+struct Arrivals {
+    acked: Vec<Instant>,
+    latencies: Vec<Duration>,
+    seen: usize,
+}
+
+type Book = Arc<Vec<Mutex<Arrivals>>>;
+
+pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> {
+    let binary = match &options.madmail {
+        Some(path) => path.clone(),
+        None => {
+            crate::cargo(root, &["build", "--release", "-p", "chatmail", "--locked"])?;
+            crate::target_dir(root).join("release/madmail")
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(bench(binary, options))
+}
+
+async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
+    let limits = "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n";
+    let relay = RelayProcess::start(&binary, limits).await.map_err(anyhow::Error::msg)?;
+    let tls = tls_config(&relay.cert_path()).map_err(anyhow::Error::msg)?;
+    let recipients: Vec<String> = (0..options.recipients).map(|n| format!("rcpt{n:05}@[127.0.0.1]")).collect();
+    let book: Book = Arc::new((0..options.recipients).map(|_| Mutex::default()).collect());
+    for (index, rcpt) in recipients.iter().enumerate() {
+        let mut imap = Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        imap.command("SELECT INBOX").await.map_err(anyhow::Error::msg)?;
+        imap.idle().await.map_err(anyhow::Error::msg)?;
+        tokio::spawn(watch(imap, book.clone(), index));
+    }
+    let mut smtps = Vec::new();
+    for n in 0..options.senders {
+        let from = format!("send{n:05}@[127.0.0.1]");
+        let smtp = Smtp::login(relay.addr(relay.ports.submissions), &tls, &from, PASSWORD)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        smtps.push((from, smtp));
+    }
+    let recipients = Arc::new(recipients);
+
+    let started = Instant::now();
+    let per_sender = options.messages.div_ceil(options.senders);
+    let smtps = send_phase(smtps, &recipients, &book, per_sender, None, options.size).await?;
+    let elapsed = started.elapsed();
+    let accepted = per_sender * options.senders;
+    println!(
+        "throughput: {accepted} messages of {} B from {} connections in {:.2} s = {:.0} msg/s",
+        options.size,
+        options.senders,
+        elapsed.as_secs_f64(),
+        accepted as f64 / elapsed.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for entry in book.iter() {
+        entry.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.latencies.clear();
+    }
+
+    let total = options.rate as u64 * options.seconds;
+    let per_sender = (total as usize).div_ceil(options.senders);
+    let interval = Duration::from_secs_f64(options.senders as f64 / options.rate as f64);
+    send_phase(smtps, &recipients, &book, per_sender, Some(interval), options.size).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut latencies: Vec<Duration> = book
+        .iter()
+        .flat_map(|entry| entry.lock().map(|a| a.latencies.clone()).unwrap_or_default())
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    println!(
+        "latency at {} msg/s: {} messages, 250-to-EXISTS p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        options.rate,
+        latencies.len(),
+        pick(0.50).as_secs_f64() * 1e3,
+        pick(0.99).as_secs_f64() * 1e3,
+        pick(1.0).as_secs_f64() * 1e3
+    );
+    if let Some(pid) = relay.pid() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?");
+        println!("relay peak RSS: {}", hwm.trim_start_matches("VmHWM:").trim());
+    }
+    Ok(())
+}
+
+/// Runs every sender for `count` messages, optionally one per `interval`;
+/// returns the connections for the next phase.
+async fn send_phase(
+    smtps: Vec<(String, Smtp)>,
+    recipients: &Arc<Vec<String>>,
+    book: &Book,
+    count: usize,
+    interval: Option<Duration>,
+    size: usize,
+) -> anyhow::Result<Vec<(String, Smtp)>> {
+    let mut tasks = Vec::new();
+    for (n, (from, mut smtp)) in smtps.into_iter().enumerate() {
+        let (recipients, book) = (recipients.clone(), book.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = interval.map(|i| {
+                let start = tokio::time::Instant::now() + i.mul_f64(n as f64 / 64.0);
+                tokio::time::interval_at(start, i)
+            });
+            for k in 0..count {
+                if let Some(ticker) = ticker.as_mut() {
+                    ticker.tick().await;
+                }
+                let index = (n + k * 7) % recipients.len();
+                let message = encrypted(&from, &recipients[index], size);
+                let mut arrivals = None;
+                let reply = smtp.send(&from, &[recipients[index].as_str()], &message).await;
+                match reply {
+                    Ok((250, _)) => arrivals = Some(Instant::now()),
+                    Ok((code, text)) => eprintln!("{from}: {code} {text}"),
+                    Err(e) => return Err(anyhow::anyhow!("{from}: {e}")),
+                }
+                if let (Some(at), Ok(mut entry)) = (arrivals, book[index].lock()) {
+                    entry.acked.push(at);
+                }
+            }
+            Ok((from, smtp))
+        }));
+    }
+    let mut smtps = Vec::new();
+    for task in tasks {
+        smtps.push(task.await??);
+    }
+    Ok(smtps)
+}
+
+/// Follows one recipient's IDLE stream and records latencies.
+async fn watch(mut imap: Imap, book: Book, index: usize) {
+    while let Ok(exists) = imap.wait_exists().await {
+        let now = Instant::now();
+        let Ok(mut entry) = book[index].lock() else { return };
+        let exists = exists as usize;
+        while entry.seen < exists {
+            let seen = entry.seen;
+            match entry.acked.get(seen).copied() {
+                Some(acked) => {
+                    let latency = now.saturating_duration_since(acked);
+                    entry.latencies.push(latency);
+                }
+                // EXISTS arrived before the sender read its 250.
+                None => entry.latencies.push(Duration::ZERO),
+            }
+            entry.seen += 1;
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Developer tasks: `cargo xtask docs|test|e2e|bench`.
+
+mod bench;
+mod docs;
+mod e2e;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Regenerate docs/config.md from the configuration schema.
+    Docs,
+    /// The whole test suite: unit, session and server tests, then the
+    /// end-to-end scenarios with real Delta Chat clients.
+    Test(e2e::E2eOptions),
+    /// Only the end-to-end scenarios with real Delta Chat clients.
+    E2e(e2e::E2eOptions),
+    /// Submission throughput and 250-to-EXISTS latency (release build).
+    Bench(bench::BenchOptions),
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Task::Docs => docs::run(&root),
+        Task::Test(options) => test(&root, options),
+        Task::E2e(options) => e2e::run(options),
+        Task::Bench(options) => bench::run(&root, options),
+    }
+}
+
+fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
+    cargo(root, &["test", "--workspace", "--locked"])?;
+    e2e::run(e2e)
+}
+
+/// Where cargo puts build output (`CARGO_TARGET_DIR` or `target/`).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo).args(args).current_dir(root).status()?;
+    anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
