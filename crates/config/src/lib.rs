@@ -80,6 +80,23 @@ impl Settings {
     pub fn limits(&self) -> &schema::LimitsConfig {
         &self.config.limits
     }
+
+    /// Whether the federation policy lets this relay exchange mail with
+    /// `domain` (the part after `@`, brackets included for IP literals).
+    pub fn federation_allows(&self, domain: &str) -> bool {
+        use schema::FederationPolicy::*;
+        let federation = &self.config.federation;
+        let bare = domain.trim_start_matches('[').trim_end_matches(']');
+        let listed = federation
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain) || d.eq_ignore_ascii_case(bare));
+        match federation.policy {
+            Open => true,
+            Allow => listed,
+            Block => !listed,
+        }
+    }
 }
 
 /// Reads and validates a configuration file.
@@ -191,6 +208,18 @@ fn validate(config: &Config) -> Vec<Problem> {
     if limits.max_user_send_burst == 0 {
         bad("limits.max_user_send_burst", "must be at least 1".into());
     }
+    if config.federation.max_parallel_deliveries == 0 {
+        bad("federation.max_parallel_deliveries", "must be at least 1".into());
+    }
+    for domain in config.federation.static_routes.keys() {
+        if MailDomain::parse(domain).is_err() {
+            bad(&format!("federation.static_routes.{domain}"), "not a domain name or IPv4 address".into());
+        }
+    }
+    let selector = &config.dkim.selector;
+    if selector.is_empty() || !selector.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        bad("dkim.selector", "must be letters, digits, `-` or `_`".into());
+    }
     if config.storage.max_commit_batch == 0 {
         bad("storage.max_commit_batch", "must be at least 1".into());
     }
@@ -259,6 +288,17 @@ mod tests {
             p.iter().any(|p| p.starts_with("registration.username_min_length:")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn federation_policy_lists_domains() {
+        let s = parse("mail_domain = \"1.2.3.4\"\n[federation]\npolicy = \"allow\"\ndomains = [\"a.test\", \"5.6.7.8\"]\n").unwrap();
+        assert!(s.federation_allows("A.test"));
+        assert!(s.federation_allows("[5.6.7.8]"));
+        assert!(!s.federation_allows("b.test"));
+        let s = parse("mail_domain = \"1.2.3.4\"\n[federation]\npolicy = \"block\"\ndomains = [\"a.test\"]\n").unwrap();
+        assert!(!s.federation_allows("a.test"));
+        assert!(s.federation_allows("b.test"));
     }
 
     #[test]

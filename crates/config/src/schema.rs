@@ -41,6 +41,12 @@ pub struct Config {
     /// Message storage.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Delivery to and from other relays.
+    #[serde(default)]
+    pub federation: FederationConfig,
+    /// DKIM signing of outgoing mail.
+    #[serde(default)]
+    pub dkim: DkimConfig,
 }
 
 /// Logging settings.
@@ -77,8 +83,11 @@ pub struct ListenConfig {
     pub imaps: Vec<SocketAddr>,
     /// IMAP with STARTTLS; LOGIN is disabled before TLS.
     pub imap: Vec<SocketAddr>,
-    /// HTTPS: account creation (`/new`) and the web pages.
+    /// HTTPS: account creation (`/new`), inbound federation (`/mxdeliv`)
+    /// and the web pages.
     pub https: Vec<SocketAddr>,
+    /// SMTP MX for mail from other relays (STARTTLS required before MAIL).
+    pub smtp: Vec<SocketAddr>,
 }
 
 impl Default for ListenConfig {
@@ -90,6 +99,7 @@ impl Default for ListenConfig {
             imaps: any(993),
             imap: any(143),
             https: any(443),
+            smtp: any(25),
         }
     }
 }
@@ -131,7 +141,7 @@ pub enum TlsMode {
     Files,
 }
 
-/// Just-in-time account creation (CHATMAIL.md §1).
+/// Just-in-time account creation on first login.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
@@ -206,6 +216,100 @@ impl Default for StorageConfig {
             max_commit_batch: 256,
         }
     }
+}
+
+/// Delivery between relays.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Which peer domains may exchange mail with this relay: `open` (all),
+    /// `allow` (only `domains`) or `block` (all but `domains`).
+    pub policy: FederationPolicy,
+    /// The domains `policy` lists.
+    pub domains: Vec<String>,
+    /// Seconds a message keeps being retried before it bounces.
+    pub queue_lifetime: u64,
+    /// Deliveries in flight at once, over all destinations.
+    pub max_parallel_deliveries: usize,
+    /// Fixed routes that bypass DNS, for tests and NATed setups: the mail
+    /// domain maps to a host and the ports of its `/mxdeliv` HTTPS and SMTP
+    /// services. No MX lookup happens for a routed domain.
+    pub static_routes: std::collections::BTreeMap<String, StaticRoute>,
+    /// DNS servers (`ip:port`) for MX and DKIM lookups; empty: the system's
+    /// resolver configuration (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            policy: FederationPolicy::Open,
+            domains: Vec::new(),
+            queue_lifetime: 2 * 24 * 3600,
+            max_parallel_deliveries: 64,
+            static_routes: Default::default(),
+            dns_servers: Vec::new(),
+        }
+    }
+}
+
+/// See [`FederationConfig::policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FederationPolicy {
+    /// Every domain.
+    Open,
+    /// Only the listed domains.
+    Allow,
+    /// Every domain but the listed ones.
+    Block,
+}
+
+/// One entry of [`FederationConfig::static_routes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    /// Host name or IP address to connect to.
+    pub host: String,
+    /// Port of the peer's HTTPS (`/mxdeliv`); absent: SMTP only.
+    #[serde(default)]
+    pub https_port: Option<u16>,
+    /// Port of the peer's SMTP MX.
+    #[serde(default = "default_smtp_port")]
+    pub smtp_port: u16,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+/// DKIM signing (RFC 6376).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// Selector: the key is published at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// Key type generated on first start: `rsa` (2048 bits) or `ed25519`.
+    pub algorithm: DkimAlgorithm,
+}
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        Self {
+            selector: "opendkim".into(),
+            algorithm: DkimAlgorithm::Rsa,
+        }
+    }
+}
+
+/// See [`DkimConfig::algorithm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DkimAlgorithm {
+    /// RSA, 2048 bits.
+    Rsa,
+    /// Ed25519 (RFC 8463).
+    Ed25519,
 }
 
 fn default_state_dir() -> PathBuf {
