@@ -89,6 +89,10 @@ pub fn run(opts: E2eOptions) -> Result<()> {
     for relay in &mut relays {
         relay.stop();
     }
+    if passed && opts.filter.is_none() {
+        let bin = venv.join("bin");
+        crate::demo::check(&root, &madmail, &bin.join("python"), &venv_path(&bin)?)?;
+    }
     if !passed {
         relays.iter().for_each(Relay::print_log_tail);
         bail!(
@@ -171,6 +175,13 @@ fn run_checked(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// `PATH` with the venv's `bin` first (deltachat-rpc-server, cmping).
+fn venv_path(bin: &Path) -> Result<std::ffi::OsString> {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    let paths = std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&rest));
+    Ok(std::env::join_paths(paths)?)
+}
+
 /// Runs pytest over the scenarios; `Ok(false)` when a scenario failed.
 fn run_pytest(
     root: &Path,
@@ -180,9 +191,7 @@ fn run_pytest(
     opts: &E2eOptions,
 ) -> Result<bool> {
     let bin = venv.join("bin");
-    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))?;
+    let path = venv_path(&bin)?;
     let mut command = Command::new(bin.join("python"));
     command
         .current_dir(root)

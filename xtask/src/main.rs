@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask docs|test|e2e|bench`.
 
 mod bench;
+mod demo;
 mod docs;
 mod e2e;
 

@@ -2,6 +2,8 @@
 //! the protocol crates additionally keep addresses and IPs out of every
 //! message when `no_log` is set.
 
+use std::io::IsTerminal;
+
 use chatmail_config::schema::LogConfig;
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +17,7 @@ pub fn init(config: &LogConfig) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
