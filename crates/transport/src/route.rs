@@ -1,0 +1,186 @@
+//! Where mail for a domain goes, and how to open a TCP connection there.
+//!
+//! Order of precedence: a static route from the configuration (no DNS at
+//! all), then an IP-literal domain (`[1.2.3.4]`, straight to that address),
+//! then the domain's MX records. The result is a list of [`Hop`]s in the
+//! order they must be tried, or the [`Outcome`] for every recipient when
+//! the domain cannot receive mail.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use chatmail_config::Settings;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::{RData, Record};
+use tokio::net::TcpStream;
+
+use crate::Outcome;
+
+/// Port of `/mxdeliv` on MX hosts found in DNS.
+const HTTPS_PORT: u16 = 443;
+/// Port of the SMTP MX on MX hosts found in DNS (RFC 5321 §4.5.4.2 does
+/// not name it; it is the well-known `smtp` port).
+const SMTP_PORT: u16 = 25;
+/// MX hosts tried per delivery at most; more are ignored.
+const MAX_HOPS: usize = 10;
+/// Addresses tried per host at most.
+const MAX_ADDRESSES: usize = 4;
+/// Time allowed for one TCP connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One host to try, with its ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hop {
+    /// Host name (no trailing dot) or IP address.
+    pub host: String,
+    /// Port of `/mxdeliv`; `None`: SMTP only.
+    pub https_port: Option<u16>,
+    /// Port of the SMTP MX.
+    pub smtp_port: u16,
+}
+
+impl Hop {
+    fn dns(host: String) -> Self {
+        Self {
+            host,
+            https_port: Some(HTTPS_PORT),
+            smtp_port: SMTP_PORT,
+        }
+    }
+}
+
+/// The hosts mail for `domain` goes to, best first.
+pub(crate) async fn resolve(
+    settings: &Settings,
+    resolver: &TokioResolver,
+    domain: &str,
+) -> Result<Vec<Hop>, Outcome> {
+    let routes = &settings.config.federation.static_routes;
+    let route = routes.get(domain).or_else(|| {
+        routes
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+            .map(|(_, r)| r)
+    });
+    if let Some(route) = route {
+        return Ok(vec![Hop {
+            host: route.host.clone(),
+            https_port: route.https_port,
+            smtp_port: route.smtp_port,
+        }]);
+    }
+    if let Some(ip) = ip_literal(domain) {
+        return Ok(vec![Hop::dns(ip.to_string())]);
+    }
+    let hosts = mx_hosts(resolver, domain).await?;
+    Ok(hosts.into_iter().map(Hop::dns).collect())
+}
+
+/// The address of an IP-literal domain (RFC 5321 §4.1.3).
+pub(crate) fn ip_literal(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..].parse().ok(),
+        _ => inner.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
+/// The MX hosts of `domain` by preference.
+async fn mx_hosts(resolver: &TokioResolver, domain: &str) -> Result<Vec<String>, Outcome> {
+    let bare = domain.trim_end_matches('.');
+    let fqdn = format!("{bare}.");
+    match resolver.mx_lookup(fqdn.as_str()).await {
+        Ok(lookup) => hosts_from(lookup.answers(), bare),
+        Err(e) if e.is_nx_domain() => Err(Outcome::Permanent(format!(
+            "550 5.1.2 Domain {bare} does not exist (NXDOMAIN)"
+        ))),
+        // RFC 5321 §5.1: no MX records, the domain itself is the implicit MX.
+        Err(e) if e.is_no_records_found() => Ok(vec![bare.to_owned()]),
+        Err(e) => Err(Outcome::Temporary(format!(
+            "451 4.4.3 MX lookup for {bare} failed: {e}"
+        ))),
+    }
+}
+
+/// Orders the MX records of an answer; detects a null MX.
+fn hosts_from(answers: &[Record], domain: &str) -> Result<Vec<String>, Outcome> {
+    let mut records: Vec<(u16, &hickory_resolver::proto::rr::Name)> = answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(mx) => Some((mx.preference, &mx.exchange)),
+            _ => None,
+        })
+        .collect();
+    if records.is_empty() {
+        // RFC 5321 §5.1: only aliases answered; the domain is its own MX.
+        return Ok(vec![domain.to_owned()]);
+    }
+    // RFC 7505 §3: a single MX record whose exchange is "." means "no mail".
+    if records.len() == 1 && records[0].1.is_root() {
+        return Err(Outcome::Permanent(
+            "556 5.1.10 Recipient address has null MX".into(),
+        ));
+    }
+    // RFC 5321 §5.1: lower preference values first.
+    records.sort_by_key(|(preference, _)| *preference);
+    let mut hosts: Vec<String> = Vec::new();
+    for (_, exchange) in records {
+        let host = exchange
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if !exchange.is_root() && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts.truncate(MAX_HOPS);
+    if hosts.is_empty() {
+        return Err(Outcome::Permanent(
+            "556 5.1.10 Recipient address has null MX".into(),
+        ));
+    }
+    Ok(hosts)
+}
+
+/// Opens a TCP connection to `host:port`, resolving `host` with `resolver`
+/// and trying its addresses in turn.
+pub(crate) async fn connect(
+    resolver: &TokioResolver,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, String> {
+    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolver
+            .lookup_ip(format!("{host}."))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .iter()
+            .take(MAX_ADDRESSES)
+            .collect(),
+    };
+    let mut last = format!("{host} has no address");
+    for ip in addresses {
+        let address = SocketAddr::new(ip, port);
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = format!("cannot connect to {host} port {port}: {e}"),
+            Err(_) => last = format!("connecting to {host} port {port} timed out"),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals_parse_v4_and_tagged_v6() {
+        assert_eq!(ip_literal("[1.2.3.4]"), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(ip_literal("[IPv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(ip_literal("[::1]"), None);
+        assert_eq!(ip_literal("1.2.3.4"), None);
+        assert_eq!(ip_literal("example.org"), None);
+    }
+}
