@@ -7,7 +7,8 @@
 //! One SQLite file in WAL mode with `synchronous = FULL` and foreign keys on.
 //! Tables (see `migrations/`): `accounts`, `mailboxes` (UIDVALIDITY, UIDNEXT),
 //! `messages` (flags as a space-separated text column, body as a BLOB, keyed
-//! by `(mailbox_id, uid)`), `user_metadata`, `server_metadata` and sqlx's
+//! by `(mailbox_id, uid)`), `user_metadata`, `server_metadata`, the outbound
+//! queue's `queue_messages` and `queue_recipients` (module `queue`) and sqlx's
 //! `_sqlx_migrations`. Deleting an account cascades to everything it owns.
 //!
 //! # Writes: one writer, group commit
@@ -44,10 +45,14 @@ mod events;
 mod flags;
 mod messages;
 mod ops;
+mod queue;
 mod read;
 mod types;
 mod writer;
 
+pub use queue::{
+    AttemptOutcome, DueDelivery, QueueCounts, QueueEntry, QueueId, QueueRecipient, QueueState,
+};
 pub use types::*;
 
 use std::sync::Arc;
@@ -83,13 +88,22 @@ const READ_CONNECTIONS: u32 = 8;
 fn migrator() -> Migrator {
     // Embedded at compile time; sqlx records each applied version with its
     // checksum, so an edited migration is detected instead of re-run.
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "queue".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_queue.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl Store {
