@@ -4,18 +4,23 @@
 //!   calls without following redirects) hands out fresh random credentials;
 //!   nothing is stored until the first login creates the account.
 //! - `GET /new` redirects to `dcaccount:https://<domain>/new`.
+//! - `POST /mxdeliv` takes mail from other relays (CHATMAIL.md §6), with
+//!   the checks of port 25 (`chatmail_inbound`); the body is bounded by
+//!   `max_message_size` (413 beyond).
 //! - `/robots.txt` disallows everything.
 //!
 //! TLS is terminated by [`tls::TlsListener`], which runs handshakes in their
 //! own tasks so a slow client never blocks the accept loop.
 
+mod mxdeliv;
 mod new;
 pub mod tls;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use chatmail_accounts::Accounts;
 use chatmail_config::Settings;
 use tokio_util::sync::CancellationToken;
@@ -27,16 +32,18 @@ pub struct Context {
     /// How clients reach this server: `https://<domain>` or, on a
     /// non-standard port, `https://<domain>:<port>`.
     pub base_url: String,
+    /// The inbound checks of `/mxdeliv`, shared with the MX on port 25.
+    pub inbound: chatmail_inbound::Inbound,
 }
 
 /// The application's routes.
 pub fn router(ctx: Arc<Context>) -> Router {
+    let max = ctx.settings.limits().max_message_size;
+    let body_limit = DefaultBodyLimit::max(usize::try_from(max).unwrap_or(usize::MAX));
     Router::new()
+        .route("/mxdeliv", post(mxdeliv::deliver).layer(body_limit))
         .route("/new", get(new::redirect).post(new::create))
-        .route(
-            "/cgi-bin/newemail.py",
-            get(new::redirect).post(new::create),
-        )
+        .route("/cgi-bin/newemail.py", get(new::redirect).post(new::create))
         .route("/robots.txt", get(robots))
         .with_state(ctx)
 }

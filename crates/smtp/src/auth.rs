@@ -23,6 +23,10 @@ enum Exchange {
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Why AUTH cannot run now, if it cannot.
     pub(crate) fn auth_refusal(&self) -> Option<Reply> {
+        if self.mx {
+            // CHATMAIL §3: the MX takes mail for local users, never logins.
+            return Some(Reply::line(502, "5.5.1 AUTH not available on this port"));
+        }
         if !self.tls {
             // RFC 3207 §4 / RFC 4954 §4: no credentials in cleartext.
             return Some(Reply::line(

@@ -1,9 +1,13 @@
 //! `RCPT TO` and `DATA`: recipient rules, the message checks of
 //! CHATMAIL.md §2 (size, `From:`, encryption gate, header hygiene) and the
-//! durable hand-off to the store.
+//! durable hand-off to the store (local recipients) and to the outbound
+//! queue (remote recipients, when the queue runs).
 //!
 //! Order after the end of DATA: line endings → size → `From:` → gate →
-//! hygiene → `Store::deliver` → `250`. Any failure leaves nothing stored.
+//! hygiene → `Store::deliver` → `Queue::submit` → `250`. A failed check
+//! leaves nothing stored; a failed hand-off answers 4xx, so the client
+//! retries (a local copy stored before a failed queue hand-off may then
+//! arrive twice; Delta Chat drops duplicates by Message-ID).
 
 use bytes::Bytes;
 use chatmail_store::NewMessage;
@@ -25,10 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(452, "4.5.3 Too many recipients"); // RFC 5321 §4.5.3.1.10
         }
         let Some(local) = self.shared.ctx.accounts.local_address(address) else {
-            return self.reply(
-                451,
-                "4.7.0 Federation not available yet: only local recipients",
-            );
+            return self.handle_remote_rcpt(address);
         };
         let account = match self.shared.ctx.accounts.store().account(&local).await {
             Ok(Some(account)) => account,
@@ -54,7 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match &self.transaction {
             None => return Ok(self.reply(503, "5.5.1 Need MAIL command")),
             // RFC 2920 §3.1: no 354 without a valid recipient.
-            Some(t) if t.accounts.is_empty() => {
+            Some(t) if t.accounts.is_empty() && t.remote.is_empty() => {
                 return Ok(self.reply(554, "5.5.1 No valid recipients"));
             }
             Some(_) => {}
@@ -77,8 +78,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(self.send(reply))
     }
 
-    /// Runs the message checks and stores the message.
+    /// A recipient outside the local domain: queued for its relay when
+    /// the outbound queue runs and the federation policy allows the domain.
+    fn handle_remote_rcpt(&mut self, address: &str) -> Flow {
+        let ctx = &self.shared.ctx;
+        let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
+        if ctx.settings.domain.matches(domain) {
+            return self.reply(550, "5.1.1 User unknown"); // a malformed local part
+        }
+        if ctx.queue.is_none() {
+            return self.reply(
+                451,
+                "4.7.0 Federation not available yet: only local recipients",
+            );
+        }
+        if !ctx.settings.federation_allows(domain) {
+            return self.reply(554, "5.7.1 Domain not allowed by the federation policy");
+        }
+        if let Some(transaction) = &mut self.transaction
+            && !transaction
+                .remote
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(address))
+        {
+            transaction.remote.push(address.to_owned());
+            transaction.addresses.push(address.to_owned());
+        }
+        self.reply(250, "2.1.5 OK")
+    }
+
+    /// Runs the message checks, stores the local copies and queues the
+    /// remote ones; `250` only once both are durable.
     async fn accept(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
+        if self.mx {
+            return self.accept_inbound(transaction, message).await;
+        }
         let sender = transaction.mail_from.as_str();
         if let Err(error) = check_from(&message, sender) {
             return Reply::line(500, error.to_string());
@@ -94,6 +128,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Reply::from_full(chatmail_gate::REJECT_TEXT);
         }
         let body = Bytes::from(clean_headers(&message));
+        if let Err(reply) = self.store_local(&transaction, body.clone()).await {
+            return reply;
+        }
+        if let Err(reply) = self.queue_remote(&transaction, body).await {
+            return reply;
+        }
+        Reply::line(250, "2.0.0 OK")
+    }
+
+    /// Stores the message for the local recipients, if any; durable on `Ok`.
+    async fn store_local(&self, transaction: &Transaction, body: Bytes) -> Result<(), Reply> {
+        if transaction.accounts.is_empty() {
+            return Ok(());
+        }
         let size = body.len();
         let new = NewMessage {
             body,
@@ -104,16 +152,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match store.deliver(&transaction.accounts, new).await {
             Ok(_) => {
                 if self.log() {
-                    let recipients = transaction.accounts.len();
-                    tracing::info!(from = %sender, recipients, size, "message stored");
+                    let (from, recipients) = (&transaction.mail_from, transaction.accounts.len());
+                    tracing::info!(%from, recipients, size, "message stored");
                 }
-                Reply::line(250, "2.0.0 OK")
+                Ok(())
             }
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "delivery failed");
                 }
-                Reply::line(451, "4.3.0 Temporary failure")
+                Err(Reply::line(451, "4.3.0 Temporary failure"))
+            }
+        }
+    }
+
+    /// Hands the message to the outbound queue for the remote recipients,
+    /// if any; durable on `Ok`.
+    async fn queue_remote(&self, transaction: &Transaction, body: Bytes) -> Result<(), Reply> {
+        let (remote, queue) = (&transaction.remote, &self.shared.ctx.queue);
+        let Some(queue) = queue.as_ref().filter(|_| !remote.is_empty()) else {
+            return Ok(());
+        };
+        match queue.submit(&transaction.mail_from, remote, body).await {
+            Ok(()) => {
+                if self.log() {
+                    tracing::info!(recipients = remote.len(), "message queued");
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if self.log() {
+                    tracing::warn!(%error, "queueing failed");
+                }
+                Err(Reply::line(451, "4.3.0 Temporary failure"))
             }
         }
     }

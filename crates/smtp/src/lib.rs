@@ -1,15 +1,20 @@
 //! chatmail-smtp: mail submission on ports 465 (implicit TLS) and 587
-//! (STARTTLS), CHATMAIL.md §2 (submission rules) and §3.
+//! (STARTTLS), CHATMAIL.md §2 (submission rules) and §3, and the MX on
+//! port 25 for mail from other relays (§2 inbound rules).
 //!
 //! Flow: [`serve`] accepts connections, counts them (global and per-IP
 //! limits), and runs each in its own task: TLS handshake (465) or plain
 //! greeting then STARTTLS (587), then a `session::Session` that
 //! authenticates the user, takes one or more messages, checks them
 //! (sender = login, `From:` = sender, rate, size, encryption gate), cleans
-//! their headers and hands them to the store.
+//! their headers and hands them to the store (local recipients) and to the
+//! outbound queue (remote recipients, when [`Context::queue`] is set).
+//! On port 25 ([`Mode::Mx`]) the session takes no logins and hands every
+//! message to [`chatmail_inbound::Inbound`], the checks `/mxdeliv` shares.
 //!
 //! Invariants:
-//! - AUTH and MAIL are refused until the stream is TLS;
+//! - AUTH and MAIL are refused until the stream is TLS (on every port);
+//! - the MX never offers or accepts AUTH and never relays;
 //! - `250` after DATA only once the store reports the message durable;
 //! - input read before a STARTTLS handshake is discarded (RFC 3207 §5);
 //! - every line, buffer and message is bounded; a failing or panicking
@@ -19,7 +24,7 @@
 //!
 //! Modules: `command` (parser), `data` (DATA decoder), `message` (header
 //! checks and hygiene), `sasl`, `limits`, `wire` (bounded I/O), `session`,
-//! `auth` and `delivery` (command handlers).
+//! `auth`, `delivery` and `mx` (command handlers).
 
 mod auth;
 mod command;
@@ -27,6 +32,7 @@ mod data;
 mod delivery;
 mod limits;
 mod message;
+mod mx;
 mod reply;
 mod sasl;
 mod session;
@@ -49,11 +55,20 @@ use tracing::Instrument;
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::session::{Ending, Session};
 
-/// Everything a submission server needs.
+/// Everything the SMTP servers need.
 pub struct Context {
     pub settings: Arc<Settings>,
     pub accounts: Accounts,
+    /// Certificate and protocol versions of 465/587 (TLS 1.3 in the relay).
     pub tls: Arc<rustls::ServerConfig>,
+    /// TLS of port 25, which must also accept TLS 1.2 from older peers
+    /// (CHATMAIL §3); `None` uses [`Context::tls`].
+    pub mx_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The inbound checks of port 25, shared with `/mxdeliv`.
+    pub inbound: chatmail_inbound::Inbound,
+    /// The outbound queue; `None` refuses remote recipients on submission
+    /// with a 451.
+    pub queue: Option<chatmail_queue::Queue>,
 }
 
 /// Which submission port flavour a listener serves.
@@ -63,6 +78,8 @@ pub enum Mode {
     ImplicitTls,
     /// Port 587: plain greeting, then STARTTLS (RFC 3207).
     StartTls,
+    /// Port 25: mail from other relays; STARTTLS required, no AUTH.
+    Mx,
 }
 
 /// Time allowed for a TLS handshake.
@@ -184,7 +201,7 @@ fn accept(
         if log {
             tracing::info!(parent: &span, "too many connections");
         }
-        if let Mode::StartTls = mode {
+        if let Mode::StartTls | Mode::Mx = mode {
             tasks.spawn(refuse(stream));
         } // On 465 a cleartext reply would be garbage to the client: just close.
         return;
@@ -231,33 +248,44 @@ async fn run_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let mx = matches!(mode, Mode::Mx);
     let plain = match mode {
         Mode::ImplicitTls => stream,
-        Mode::StartTls => {
-            let session =
-                Session::new(stream, Arc::clone(&shared), false).with_shutdown(shutdown.clone());
-            match session.run().await? {
+        Mode::StartTls | Mode::Mx => {
+            let mut session = Session::new(stream, Arc::clone(&shared), false);
+            if mx {
+                session = session.for_mx();
+            }
+            match session.with_shutdown(shutdown.clone()).run().await? {
                 Ending::Closed => return Ok(()),
                 Ending::StartTls(stream) => stream,
             }
         }
     };
-    let tls = handshake(plain, &shared).await?;
-    let session = match mode {
+    let tls = handshake(plain, mode, &shared).await?;
+    let mut session = match mode {
         Mode::ImplicitTls => Session::new(tls, shared, true),
-        Mode::StartTls => Session::after_starttls(tls, shared),
+        Mode::StartTls | Mode::Mx => Session::after_starttls(tls, shared),
     };
+    if mx {
+        session = session.for_mx();
+    }
     session.with_shutdown(shutdown).run().await.map(|_| ())
 }
 
 async fn handshake<S>(
     stream: S,
+    mode: Mode,
     shared: &Shared,
 ) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&shared.ctx.tls));
+    let config = match (mode, &shared.ctx.mx_tls) {
+        (Mode::Mx, Some(mx_tls)) => mx_tls,
+        _ => &shared.ctx.tls,
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
     tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
         .await
         .map_err(|_| std::io::ErrorKind::TimedOut)?

@@ -14,6 +14,9 @@
 //! | plain, after EHLO| STARTTLS (AUTH and MAIL refused with 530)        |
 //! | TLS, after EHLO  | AUTH                                             |
 //! | authenticated    | MAIL, then RCPT, then DATA                       |
+//!
+//! On the MX (port 25, [`Session::for_mx`]) AUTH is never offered nor
+//! accepted, and MAIL needs TLS instead of a login (see `mx`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,12 +52,26 @@ pub(crate) enum Flow {
 
 /// A mail transaction in progress.
 pub(crate) struct Transaction {
-    /// Envelope sender (equal to the login).
+    /// Envelope sender (equal to the login on submission; on the MX any
+    /// address, empty for the null sender).
     pub mail_from: String,
     /// Accepted local recipients' accounts, without duplicates.
     pub accounts: Vec<AccountId>,
-    /// Their addresses, for the encryption gate.
+    /// All accepted recipients' addresses, for the encryption gate.
     pub addresses: Vec<String>,
+    /// Accepted remote recipients, for the outbound queue (submission).
+    pub remote: Vec<String>,
+}
+
+impl Transaction {
+    pub(crate) fn new(mail_from: String) -> Self {
+        Self {
+            mail_from,
+            accounts: Vec::new(),
+            addresses: Vec::new(),
+            remote: Vec::new(),
+        }
+    }
 }
 
 /// One SMTP session over any stream.
@@ -63,6 +80,8 @@ pub struct Session<S> {
     pub(crate) shared: Arc<Shared>,
     /// Whether the stream is TLS (implicit, or after STARTTLS).
     pub(crate) tls: bool,
+    /// Port 25: mail from other relays, no AUTH, local recipients only.
+    pub(crate) mx: bool,
     /// Whether to send the 220 greeting (not after STARTTLS).
     greet: bool,
     idle: Duration,
@@ -82,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             wire: Wire::new(stream),
             shared,
             tls,
+            mx: false,
             greet: true,
             idle: IDLE_TIMEOUT,
             shutdown: CancellationToken::new(),
@@ -99,6 +119,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             greet: false,
             ..Self::new(stream, shared, true)
         }
+    }
+
+    /// Makes this an MX session (port 25, CHATMAIL.md §3).
+    pub fn for_mx(mut self) -> Self {
+        self.mx = true;
+        self
     }
 
     pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
@@ -221,7 +247,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.handle_auth(mechanism, initial).await?
                 }
             }
+            Command::Mail(mail) if self.mx => self.handle_mx_mail(mail),
             Command::Mail(mail) => self.handle_mail(mail),
+            Command::Rcpt(address) if self.mx => self.handle_mx_rcpt(&address).await,
             Command::Rcpt(address) => self.handle_rcpt(&address).await,
             Command::Data => self.handle_data().await?,
             Command::Rset => {
@@ -253,7 +281,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "ENHANCEDSTATUSCODES".to_owned(), // RFC 2034
         ];
         if self.tls {
-            lines.push("AUTH PLAIN LOGIN".to_owned()); // RFC 4954; only over TLS
+            if !self.mx {
+                lines.push("AUTH PLAIN LOGIN".to_owned()); // RFC 4954; only over TLS
+            }
         } else {
             lines.push("STARTTLS".to_owned()); // RFC 3207
         }
@@ -299,11 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let text = format!("4.7.1: Too much mail from {}", login.address);
             return self.send(Reply::line(450, text));
         }
-        self.transaction = Some(Transaction {
-            mail_from: login.address.clone(),
-            accounts: Vec::new(),
-            addresses: Vec::new(),
-        });
+        self.transaction = Some(Transaction::new(login.address.clone()));
         self.reply(250, "2.1.0 OK")
     }
 }

@@ -1,6 +1,8 @@
 //! Session tests: transcripts over in-memory streams against a real SQLite
 //! store in a temporary directory.
 
+mod mx;
+mod queue;
 mod tls;
 mod transcripts;
 
@@ -9,6 +11,8 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chatmail_accounts::Accounts;
+use chatmail_dkim::{Algorithm, DkimKey, StaticTxt};
+use chatmail_inbound::{Inbound, KeyLookup};
 use chatmail_store::{Store, StoreOptions};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -22,12 +26,25 @@ pub struct Harness {
     pub shared: Arc<Shared>,
     pub store: Store,
     pub cert: rustls_pki_types::CertificateDer<'static>,
+    /// The signing key of the peer domain `example.net`, whose public key
+    /// the inbound checks find in a fixed TXT table.
+    pub peer_key: DkimKey,
     _dir: tempfile::TempDir,
 }
 
 impl Harness {
     /// A harness with extra configuration text (e.g. a `[limits]` table).
     pub async fn new(extra: &str) -> Self {
+        Self::build::<chatmail_transport::Transport>(extra, None).await
+    }
+
+    /// A harness whose submission hands remote recipients to a queue that
+    /// delivers through `deliver`.
+    pub async fn with_queue(extra: &str, deliver: impl chatmail_queue::Deliver) -> Self {
+        Self::build(extra, Some(deliver)).await
+    }
+
+    async fn build<D: chatmail_queue::Deliver>(extra: &str, deliver: Option<D>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "mail_domain = \"example.org\"\nstate_dir = \"{}\"\n[tls]\nmode = \"self-signed\"\n{extra}",
@@ -41,15 +58,29 @@ impl Harness {
         let store = Store::open(options).await.unwrap();
         let accounts = Accounts::new(store.clone(), Arc::clone(&settings));
         let (tls, cert) = tls_config();
+        let der = DkimKey::generate_pkcs8(Algorithm::Ed25519).unwrap();
+        let peer_key = DkimKey::from_pkcs8_der("sel", &der).unwrap();
+        let mut txt = StaticTxt::new();
+        txt.insert_key(&peer_key, "example.net");
+        let keys = KeyLookup::fixed(txt);
+        let inbound = Inbound::new(Arc::clone(&settings), accounts.clone(), keys);
+        let queue = match deliver {
+            Some(deliver) => Some(start_queue(&store, &settings, deliver).await),
+            None => None,
+        };
         let ctx = Arc::new(Context {
             settings,
             accounts,
             tls,
+            mx_tls: None,
+            inbound,
+            queue,
         });
         Self {
             shared: Arc::new(Shared::new(ctx)),
             store,
             cert,
+            peer_key,
             _dir: dir,
         }
     }
@@ -76,6 +107,14 @@ impl Harness {
         Client::new(client)
     }
 
+    /// A client connected to an MX session (port 25).
+    pub fn connect_mx(&self, tls: bool) -> Client<tokio::io::DuplexStream> {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let session = Session::new(server, Arc::clone(&self.shared), tls).for_mx();
+        tokio::spawn(session.run());
+        Client::new(client)
+    }
+
     /// Raw bodies in the INBOX of `address`.
     pub async fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
         let account = self.store.account(address).await.unwrap().unwrap();
@@ -92,6 +131,22 @@ impl Harness {
         }
         bodies
     }
+}
+
+/// A queue over the harness store, signing with a fresh key.
+async fn start_queue<D: chatmail_queue::Deliver>(
+    store: &Store,
+    settings: &Arc<chatmail_config::Settings>,
+    deliver: D,
+) -> chatmail_queue::Queue {
+    let der = DkimKey::generate_pkcs8(Algorithm::Ed25519).unwrap();
+    let key = Arc::new(DkimKey::from_pkcs8_der("relay", &der).unwrap());
+    let options = chatmail_queue::QueueOptions::from_settings(settings);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (store, settings) = (store.clone(), Arc::clone(settings));
+    chatmail_queue::Queue::start_with(store, deliver, key, settings, options, shutdown)
+        .await
+        .unwrap()
 }
 
 /// A self-signed certificate for `example.org` and its server config.

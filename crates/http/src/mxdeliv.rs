@@ -1,0 +1,371 @@
+//! `POST /mxdeliv`: mail from another relay over HTTPS (CHATMAIL.md §6).
+//!
+//! Request: `X-Mail-From: <sender>` (absent or empty: the null sender),
+//! one `X-Mail-To: <recipient>` per recipient, the raw RFC 5322 message as
+//! the body. The checks are those of port 25, in the same order, through
+//! `chatmail_inbound::Inbound`.
+//!
+//! Replies: 200 stored (durable); 400 with the SMTP reply line for a
+//! refused message (DKIM, 523, From) or a malformed request; 403 federation
+//! policy; 404 a recipient that is not a local user; 405 another method
+//! (the router); 413 body over `max_message_size` (the body limit layer);
+//! 503 temporary failure (DNS, store): the sender retries as after a 4xx.
+//!
+//! Invariant: one status for the whole request, so delivery is all or
+//! nothing: any refused recipient refuses the message and nothing is stored.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chatmail_inbound::{Refusal, normalize_line_endings};
+
+use crate::Context;
+
+/// `POST /mxdeliv`.
+pub async fn deliver(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Bytes) -> Response {
+    match handle(&ctx, &headers, &body).await {
+        Ok(()) => (StatusCode::OK, "250 2.0.0 OK\n").into_response(),
+        Err(Failure::Refused(refusal)) => refused(&refusal),
+        Err(Failure::BadRequest(text)) => (StatusCode::BAD_REQUEST, text).into_response(),
+    }
+}
+
+/// Why a request was not delivered.
+enum Failure {
+    /// The inbound checks refused it.
+    Refused(Refusal),
+    /// The request itself is malformed; the text is an SMTP reply line.
+    BadRequest(&'static str),
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Refused(refusal)
+    }
+}
+
+async fn handle(ctx: &Context, headers: &HeaderMap, body: &[u8]) -> Result<(), Failure> {
+    let inbound = &ctx.inbound;
+    let sender = sender(headers)?;
+    let addresses = recipients(headers, ctx.settings.limits().max_recipients)?;
+    inbound.check_sender(sender.as_deref())?;
+    let mut accounts = Vec::with_capacity(addresses.len());
+    for address in &addresses {
+        let account = inbound.check_recipient(address).await?;
+        if !accounts.contains(&account) {
+            accounts.push(account);
+        }
+    }
+    // The body did not pass through SMTP DATA: give it the wire form.
+    let message = normalize_line_endings(body);
+    inbound
+        .accept(sender.as_deref(), &accounts, &message)
+        .await?;
+    Ok(())
+}
+
+/// The `X-Mail-From` address; `None` when absent or empty (null sender).
+fn sender(headers: &HeaderMap) -> Result<Option<String>, Failure> {
+    let mut values = headers.get_all("x-mail-from").iter();
+    let (first, None) = (values.next(), values.next()) else {
+        return Err(Failure::BadRequest("501 5.5.4 More than one X-Mail-From"));
+    };
+    let Some(value) = first else {
+        return Ok(None);
+    };
+    let address = address(value).ok_or(Failure::BadRequest("501 5.1.7 Bad X-Mail-From"))?;
+    Ok(Some(address).filter(|a| !a.is_empty()))
+}
+
+/// The `X-Mail-To` addresses, at least one and at most `max`.
+fn recipients(headers: &HeaderMap, max: usize) -> Result<Vec<String>, Failure> {
+    let values = headers.get_all("x-mail-to");
+    let mut addresses = Vec::new();
+    for value in values {
+        if addresses.len() >= max {
+            return Err(Failure::BadRequest("452 4.5.3 Too many recipients"));
+        }
+        match address(value) {
+            Some(address) if !address.is_empty() => addresses.push(address),
+            _ => return Err(Failure::BadRequest("501 5.1.3 Bad X-Mail-To")),
+        }
+    }
+    if addresses.is_empty() {
+        return Err(Failure::BadRequest("554 5.5.1 No X-Mail-To recipient"));
+    }
+    Ok(addresses)
+}
+
+/// A header value as an address: trimmed, angle brackets optional.
+fn address(value: &axum::http::HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?.trim();
+    let text = match text.strip_prefix('<') {
+        Some(inner) => inner.strip_suffix('>')?,
+        None => text,
+    };
+    let valid = text.len() <= 254 && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    valid.then(|| text.to_owned())
+}
+
+fn refused(refusal: &Refusal) -> Response {
+    let status =
+        StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (status, format!("{refusal}\n")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use chatmail_accounts::Accounts;
+    use chatmail_dkim::{Algorithm, DkimKey, StaticTxt};
+    use chatmail_inbound::{Inbound, KeyLookup};
+    use chatmail_store::{Store, StoreOptions};
+    use tower::ServiceExt as _;
+
+    use crate::{Context, router};
+
+    const BOB: &str = "bob000001@example.org";
+    const CAROL: &str = "carol0001@example.net";
+
+    struct Harness {
+        ctx: Arc<Context>,
+        store: Store,
+        key: DkimKey,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        async fn new(extra: &str) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(
+                "mail_domain = \"example.org\"\nstate_dir = \"{}\"\n[tls]\nmode = \"self-signed\"\n{extra}",
+                dir.path().display()
+            );
+            let settings = Arc::new(chatmail_config::parse(&text).unwrap());
+            let path = dir.path().join("mail.db");
+            let store = Store::open(StoreOptions {
+                path,
+                max_batch: 16,
+            })
+            .await
+            .unwrap();
+            let accounts = Accounts::new(store.clone(), Arc::clone(&settings));
+            accounts.login(BOB, "correct-horse").await.unwrap();
+            let der = DkimKey::generate_pkcs8(Algorithm::Ed25519).unwrap();
+            let key = DkimKey::from_pkcs8_der("sel", &der).unwrap();
+            let mut txt = StaticTxt::new();
+            txt.insert_key(&key, "example.net");
+            let inbound = Inbound::new(
+                Arc::clone(&settings),
+                accounts.clone(),
+                KeyLookup::fixed(txt),
+            );
+            let ctx = Arc::new(Context {
+                settings,
+                accounts,
+                base_url: "https://example.org".into(),
+                inbound,
+            });
+            Self {
+                ctx,
+                store,
+                key,
+                _dir: dir,
+            }
+        }
+
+        /// Sends a request; returns the status and the body text.
+        async fn post(
+            &self,
+            from: Option<&str>,
+            to: &[&str],
+            body: Vec<u8>,
+        ) -> (StatusCode, String) {
+            let mut request = Request::builder().method(Method::POST).uri("/mxdeliv");
+            if let Some(from) = from {
+                request = request.header("X-Mail-From", from);
+            }
+            for rcpt in to {
+                request = request.header("X-Mail-To", *rcpt);
+            }
+            self.send(request.body(Body::from(body)).unwrap()).await
+        }
+
+        async fn send(&self, request: Request<Body>) -> (StatusCode, String) {
+            let response = router(Arc::clone(&self.ctx))
+                .oneshot(request)
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+
+        async fn inbox(&self) -> Vec<Vec<u8>> {
+            let account = self.store.account(BOB).await.unwrap().unwrap();
+            let inbox = self
+                .store
+                .mailbox(account.id, "INBOX")
+                .await
+                .unwrap()
+                .unwrap();
+            let mut bodies = Vec::new();
+            for meta in self.store.messages(inbox.id, 0).await.unwrap() {
+                let body = self.store.body(inbox.id, meta.uid).await.unwrap().unwrap();
+                bodies.push(body.to_vec());
+            }
+            bodies
+        }
+
+        fn sign(&self, message: &[u8]) -> Vec<u8> {
+            self.key.sign(message, "example.net").unwrap()
+        }
+    }
+
+    /// Carol's encrypted message to Bob (the gate's fixture body).
+    fn encrypted() -> Vec<u8> {
+        let fixture: &[u8] = include_bytes!("../../gate/testdata/encrypted.eml");
+        let split = fixture.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = format!(
+            "From: <{CAROL}>\r\nTo: <{BOB}>\r\nSubject: [...]\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n \
+             boundary=\"BOUNDARY\"\r\n\r\n"
+        );
+        [head.as_bytes(), &fixture[split + 4..]].concat()
+    }
+
+    #[tokio::test]
+    async fn delivers_signed_encrypted_mail_with_200() {
+        let h = Harness::new("").await;
+        let signed = [b"Received: from x\r\n".as_slice(), &h.sign(&encrypted())].concat();
+        let (status, body) = h.post(Some(CAROL), &[BOB], signed).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "250 2.0.0 OK\n"));
+        assert_eq!(h.inbox().await, vec![encrypted()]);
+    }
+
+    #[tokio::test]
+    async fn accepts_lf_bodies_and_stores_them_with_crlf() {
+        let h = Harness::new("").await;
+        let lf = String::from_utf8(h.sign(&encrypted()))
+            .unwrap()
+            .replace("\r\n", "\n");
+        let (status, _) = h
+            .post(Some(&format!("<{CAROL}>")), &[BOB], lf.into_bytes())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h.inbox().await, vec![encrypted()]);
+    }
+
+    #[tokio::test]
+    async fn accepts_a_bounce_from_the_null_sender() {
+        let h = Harness::new("").await;
+        let bounce: &[u8] = include_bytes!("../../gate/testdata/bounce.eml");
+        let (status, _) = h.post(None, &[BOB], h.sign(bounce)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h.inbox().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refuses_unsigned_mail_with_400_and_the_smtp_text() {
+        let h = Harness::new("").await;
+        let (status, body) = h.post(Some(CAROL), &[BOB], encrypted()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, "554 5.7.1 No DKIM signature found\n");
+        assert!(h.inbox().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_mis_signed_and_plaintext_mail_with_400() {
+        let h = Harness::new("").await;
+        let forged = String::from_utf8(h.sign(&encrypted()))
+            .unwrap()
+            .replacen("[...]", "[..]", 1);
+        let (status, body) = h.post(Some(CAROL), &[BOB], forged.into_bytes()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, "554 5.7.1 No valid DKIM signature found\n");
+        let plain = format!("From: <{CAROL}>\r\nTo: <{BOB}>\r\n\r\nhello\r\n");
+        let (status, body) = h.post(Some(CAROL), &[BOB], h.sign(plain.as_bytes())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            "523 5.7.1 Encryption Needed: Invalid Unencrypted Mail\n"
+        );
+        assert!(h.inbox().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_unknown_and_foreign_recipients_with_404() {
+        let h = Harness::new("").await;
+        let signed = h.sign(&encrypted());
+        let (status, body) = h
+            .post(Some(CAROL), &[BOB, "nobody001@example.org"], signed.clone())
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, "550 5.1.1 User unknown\n")
+        );
+        let (status, _) = h.post(Some(CAROL), &["x@elsewhere.example"], signed).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(h.inbox().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_requests_without_recipients_with_400() {
+        let h = Harness::new("").await;
+        let (status, _) = h.post(Some(CAROL), &[], h.sign(&encrypted())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = h
+            .post(Some(CAROL), &["not an address"], h.sign(&encrypted()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn other_methods_get_405() {
+        let h = Harness::new("").await;
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            let request = Request::builder()
+                .method(method)
+                .uri("/mxdeliv")
+                .body(Body::empty());
+            let (status, _) = h.send(request.unwrap()).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_get_413() {
+        let h = Harness::new("[limits]\nmax_message_size = 1024\n").await;
+        let (status, _) = h.post(Some(CAROL), &[BOB], vec![b'a'; 4096]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let signed = h.sign(&encrypted());
+        assert!(signed.len() > 1024);
+        let (status, _) = h.post(Some(CAROL), &[BOB], signed).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(h.inbox().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_blocked_domains_with_403() {
+        let policy = "[federation]\npolicy = \"allow\"\ndomains = [\"friends.example\"]\n";
+        let h = Harness::new(policy).await;
+        let (status, body) = h.post(Some(CAROL), &[BOB], h.sign(&encrypted())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.starts_with("554 5.7.1"), "{body:?}");
+        let (status, _) = h.post(None, &[BOB], h.sign(&encrypted())).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "the From domain is checked too"
+        );
+        assert!(h.inbox().await.is_empty());
+    }
+}

@@ -1,0 +1,179 @@
+//! chatmail-inbound: acceptance of mail from other relays (CHATMAIL.md §2
+//! inbound rules, §6), shared by the SMTP MX on port 25 and `POST /mxdeliv`
+//! so that both give the same answers.
+//!
+//! Flow, per message:
+//! 1. [`Inbound::check_sender`] — the envelope sender's domain passes the
+//!    federation policy (the null sender always does);
+//! 2. [`Inbound::check_recipient`] per recipient — a local domain (else
+//!    `554 5.7.1 Relay access denied`: no open relay) and an existing
+//!    account (else `550 5.1.1 User unknown`);
+//! 3. [`Inbound::accept`] — size, encryption gate (`523`), exactly one
+//!    From address whose domain passes the federation policy, DKIM with
+//!    `d=` equal to the From domain (IP literals exempt; the exact `554`
+//!    texts, `451` on DNS failure), removal of `DKIM-Signature`,
+//!    `Authentication-Results` and `Received`, then one durable store
+//!    transaction for all recipients.
+//!
+//! Invariants:
+//! - nothing is stored unless every check passed, and [`Inbound::accept`]
+//!   returns `Ok` only once the store has made the message durable;
+//! - the envelope sender is never stored: a sender that differs from the
+//!   From address is not refused, and no bounce path is kept (CHATMAIL §2:
+//!   "store with an empty envelope sender");
+//! - a temporary failure (DNS, store) is always a 4xx, never a 5xx;
+//! - logs carry no message content, and nothing about addresses in no-log
+//!   mode.
+
+mod headers;
+mod keys;
+mod refusal;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chatmail_accounts::Accounts;
+use chatmail_config::Settings;
+use chatmail_store::{AccountId, NewMessage, StoreError};
+
+pub use headers::{domain_of, from_address, normalize_line_endings, strip_trace_headers};
+pub use keys::KeyLookup;
+pub use refusal::{Kind, Refusal};
+
+/// The inbound acceptance pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Inbound {
+    /// Domain, limits and federation policy.
+    settings: Arc<Settings>,
+    /// Account lookups and the store behind them.
+    accounts: Accounts,
+    /// Where DKIM key records come from.
+    keys: Arc<KeyLookup>,
+}
+
+impl Inbound {
+    pub fn new(settings: Arc<Settings>, accounts: Accounts, keys: KeyLookup) -> Self {
+        Self {
+            settings,
+            accounts,
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// The settings this pipeline enforces.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn log(&self) -> bool {
+        !self.settings.config.log.no_log
+    }
+
+    /// The account of a recipient: a local domain and an existing account.
+    pub async fn check_recipient(&self, address: &str) -> Result<AccountId, Refusal> {
+        let domain = domain_of(address).ok_or(Refusal::unknown_user())?;
+        if !self.settings.domain.matches(domain) {
+            return Err(Refusal::relay_denied()); // RFC 5321 §3.6.2: no open relay
+        }
+        let local = self
+            .accounts
+            .local_address(address)
+            .ok_or(Refusal::unknown_user())?;
+        match self.accounts.store().account(&local).await {
+            Ok(Some(account)) => Ok(account.id),
+            Ok(None) => Err(Refusal::unknown_user()),
+            Err(error) => Err(self.store_failure(&error)),
+        }
+    }
+
+    /// The federation policy for a peer domain (after `@`, brackets kept
+    /// for IP literals).
+    pub fn check_sender_domain(&self, domain: &str) -> Result<(), Refusal> {
+        if self.settings.federation_allows(domain) {
+            Ok(())
+        } else {
+            Err(Refusal::policy())
+        }
+    }
+
+    /// The federation policy for an envelope sender; `None` or empty is the
+    /// null sender (RFC 5321 §4.5.5), which bounces use and which passes.
+    pub fn check_sender(&self, sender: Option<&str>) -> Result<(), Refusal> {
+        match sender.filter(|s| !s.is_empty()) {
+            None => Ok(()),
+            Some(sender) => {
+                let domain = domain_of(sender).ok_or(Refusal::bad_sender())?;
+                self.check_sender_domain(domain)
+            }
+        }
+    }
+
+    /// Checks `message` and stores it for `recipients` (from
+    /// [`Inbound::check_recipient`]); `Ok` once it is durable.
+    pub async fn accept(
+        &self,
+        sender: Option<&str>,
+        recipients: &[AccountId],
+        message: &[u8],
+    ) -> Result<(), Refusal> {
+        if recipients.is_empty() {
+            return Err(Refusal::no_recipients());
+        }
+        let max = self.settings.limits().max_message_size;
+        if u64::try_from(message.len()).map_or(true, |len| len > max) {
+            return Err(Refusal::too_big());
+        }
+        self.check_sender(sender)?;
+        if let Err(reason) = chatmail_gate::check(message, chatmail_gate::Direction::Inbound) {
+            if self.log() {
+                tracing::info!(%reason, "refused unencrypted inbound message");
+            }
+            return Err(Refusal::unencrypted());
+        }
+        let from = from_address(message).ok_or(Refusal::invalid_from())?;
+        let from_domain = domain_of(&from).ok_or(Refusal::invalid_from())?;
+        self.check_sender_domain(from_domain)?;
+        // CHATMAIL §2: strict alignment, d= equal to the From domain.
+        chatmail_dkim::verify(message, from_domain, self.keys.as_ref()).await?;
+        // CHATMAIL §2: a sender other than From is not refused; the
+        // envelope is not stored, so no bounce path survives.
+        self.store(recipients, strip_trace_headers(message)).await
+    }
+
+    /// One durable store transaction for all recipients.
+    async fn store(&self, recipients: &[AccountId], body: Vec<u8>) -> Result<(), Refusal> {
+        let size = body.len();
+        let message = NewMessage {
+            body: Bytes::from(body),
+            flags: Vec::new(),
+            internal_date: unix_now(),
+        };
+        match self.accounts.store().deliver(recipients, message).await {
+            Ok(copies) => {
+                if self.log() {
+                    tracing::info!(recipients = copies.len(), size, "inbound message stored");
+                }
+                Ok(())
+            }
+            // Every recipient's account was deleted meanwhile.
+            Err(StoreError::NoAccount) => Err(Refusal::unknown_user()),
+            Err(error) => Err(self.store_failure(&error)),
+        }
+    }
+
+    fn store_failure(&self, error: &StoreError) -> Refusal {
+        if self.log() {
+            tracing::warn!(%error, "store failure on inbound mail");
+        }
+        Refusal::temporary()
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! Why a message or recipient was refused, as one SMTP reply (RFC 5321
+//! §4.2, enhanced codes RFC 3463) with its `/mxdeliv` status (CHATMAIL §6).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chatmail_dkim::OriginError;
+
+/// What kind of refusal; decides the HTTP status of `/mxdeliv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A local address without an account.
+    UnknownUser,
+    /// A recipient outside the local domain (no open relay).
+    RelayDenied,
+    /// The federation policy refuses the peer domain.
+    Policy,
+    /// Over `max_message_size`.
+    TooBig,
+    /// The message itself fails a check (DKIM, encryption gate, From).
+    Content,
+    /// Try again later (DNS or store failure).
+    Temporary,
+}
+
+/// One refusal: the SMTP reply and its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// SMTP reply code, e.g. 554.
+    pub code: u16,
+    /// Enhanced status code, e.g. `5.7.1`.
+    pub enhanced: &'static str,
+    /// Reply text after the enhanced code.
+    pub text: Cow<'static, str>,
+    /// What kind of refusal.
+    pub kind: Kind,
+}
+
+impl Refusal {
+    const fn new(code: u16, enhanced: &'static str, text: &'static str, kind: Kind) -> Self {
+        Self {
+            code,
+            enhanced,
+            text: Cow::Borrowed(text),
+            kind,
+        }
+    }
+
+    pub(crate) const fn unknown_user() -> Self {
+        Self::new(550, "5.1.1", "User unknown", Kind::UnknownUser)
+    }
+
+    pub(crate) const fn no_recipients() -> Self {
+        Self::new(554, "5.5.1", "No valid recipients", Kind::UnknownUser)
+    }
+
+    pub(crate) const fn relay_denied() -> Self {
+        Self::new(554, "5.7.1", "Relay access denied", Kind::RelayDenied)
+    }
+
+    pub(crate) const fn policy() -> Self {
+        let text = "Domain not allowed by the federation policy";
+        Self::new(554, "5.7.1", text, Kind::Policy)
+    }
+
+    pub(crate) const fn bad_sender() -> Self {
+        Self::new(553, "5.1.7", "Bad sender address syntax", Kind::Content)
+    }
+
+    pub(crate) const fn too_big() -> Self {
+        Self::new(552, "5.3.4", "Message exceeds maximum size", Kind::TooBig)
+    }
+
+    pub(crate) const fn invalid_from() -> Self {
+        Self::new(554, "5.7.1", "Invalid FROM header", Kind::Content)
+    }
+
+    pub(crate) const fn temporary() -> Self {
+        Self::new(451, "4.3.0", "Temporary failure", Kind::Temporary)
+    }
+
+    /// The encryption gate's refusal, `chatmail_gate::REJECT_TEXT`
+    /// (a test keeps the two equal).
+    pub(crate) const fn unencrypted() -> Self {
+        let text = "Encryption Needed: Invalid Unencrypted Mail";
+        Self::new(523, "5.7.1", text, Kind::Content)
+    }
+
+    /// True for 4xx: the sender should retry.
+    pub fn is_temporary(&self) -> bool {
+        self.code < 500
+    }
+
+    /// The `/mxdeliv` status (CHATMAIL §6): 400 content, 403 policy, 404 no
+    /// local recipient, 413 too large; 503 for temporary failures (the
+    /// sender retries, as after an SMTP 4xx).
+    pub fn http_status(&self) -> u16 {
+        match self.kind {
+            Kind::UnknownUser | Kind::RelayDenied => 404,
+            Kind::Policy => 403,
+            Kind::TooBig => 413,
+            Kind::Content => 400,
+            Kind::Temporary => 503,
+        }
+    }
+}
+
+impl From<OriginError> for Refusal {
+    fn from(error: OriginError) -> Self {
+        let kind = if error.is_temporary() {
+            Kind::Temporary
+        } else {
+            Kind::Content
+        };
+        Self {
+            code: error.code(),
+            enhanced: error.enhanced(),
+            text: Cow::Borrowed(error.text()),
+            kind,
+        }
+    }
+}
+
+/// The full reply line without CRLF, e.g. `550 5.1.1 User unknown`.
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.code, self.enhanced, self.text)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_refusal_reproduces_the_reject_text() {
+        let refusal = Refusal::unencrypted();
+        assert_eq!(refusal.to_string(), chatmail_gate::REJECT_TEXT);
+        assert_eq!(refusal.code, 523);
+        assert_eq!(refusal.http_status(), 400);
+    }
+
+    #[test]
+    fn dkim_refusals_keep_the_exact_texts() {
+        let refusal = Refusal::from(OriginError::NoSignature);
+        assert_eq!(refusal.to_string(), "554 5.7.1 No DKIM signature found");
+        assert_eq!(refusal.http_status(), 400);
+        let refusal = Refusal::from(OriginError::NoValidSignature);
+        assert_eq!(
+            refusal.to_string(),
+            "554 5.7.1 No valid DKIM signature found"
+        );
+        let temp = Refusal::from(OriginError::TempFail);
+        assert!(temp.is_temporary());
+        assert_eq!((temp.code, temp.http_status()), (451, 503));
+    }
+
+    #[test]
+    fn http_statuses_follow_the_federation_table() {
+        assert_eq!(Refusal::unknown_user().http_status(), 404);
+        assert_eq!(Refusal::relay_denied().http_status(), 404);
+        assert_eq!(Refusal::policy().http_status(), 403);
+        assert_eq!(Refusal::too_big().http_status(), 413);
+        assert_eq!(
+            Refusal::too_big().to_string(),
+            "552 5.3.4 Message exceeds maximum size"
+        );
+        assert_eq!(
+            Refusal::unknown_user().to_string(),
+            "550 5.1.1 User unknown"
+        );
+    }
+}

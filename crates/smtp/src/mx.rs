@@ -1,0 +1,85 @@
+//! The MX session on port 25 (CHATMAIL.md §2 inbound rules, §3): mail from
+//! other relays for local users, checked by `chatmail_inbound` exactly as
+//! `POST /mxdeliv` is.
+//!
+//! Flow: greeting → `EHLO` → `STARTTLS` (required before `MAIL`) → `EHLO`
+//! → { `MAIL` (any sender, `<>` included; federation policy) → `RCPT`+
+//! (local, existing accounts only) → `DATA` (the submission DATA reader)
+//! → `Inbound::accept` }* → `QUIT`. No AUTH, no relaying.
+
+use chatmail_inbound::Refusal;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::command::MailFrom;
+use crate::reply::Reply;
+use crate::session::{Flow, Session, Transaction};
+
+/// The wire form of an inbound refusal.
+pub(crate) fn refusal_reply(refusal: &Refusal) -> Reply {
+    Reply::line(
+        refusal.code,
+        format!("{} {}", refusal.enhanced, refusal.text),
+    )
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// `MAIL FROM` on the MX (RFC 5321 §4.1.1.2).
+    pub(crate) fn handle_mx_mail(&mut self, mail: MailFrom) -> Flow {
+        if !self.has_hello() {
+            return self.reply(503, "5.5.1 Send EHLO first");
+        }
+        if !self.tls {
+            // CHATMAIL §3: STARTTLS required before MAIL (RFC 3207 §4).
+            return self.reply(530, "5.7.0 Must issue a STARTTLS command first");
+        }
+        if self.transaction.is_some() {
+            return self.reply(503, "5.5.1 Nested MAIL command");
+        }
+        let max = self.shared.ctx.settings.limits().max_message_size;
+        if mail.size.is_some_and(|size| size > max) {
+            return self.reply(552, "5.3.4 Message exceeds maximum size"); // RFC 1870 §6
+        }
+        // RFC 5321 §4.5.5: the null sender `<>` is legal (bounces).
+        let sender = Some(mail.address.as_str()).filter(|s| !s.is_empty());
+        if let Err(refusal) = self.shared.ctx.inbound.check_sender(sender) {
+            return self.send(refusal_reply(&refusal));
+        }
+        self.transaction = Some(Transaction::new(mail.address));
+        self.reply(250, "2.1.0 OK")
+    }
+
+    /// `RCPT TO` on the MX (RFC 5321 §4.1.1.3): local, existing accounts.
+    pub(crate) async fn handle_mx_rcpt(&mut self, address: &str) -> Flow {
+        let max = self.shared.ctx.settings.limits().max_recipients;
+        let Some(transaction) = &self.transaction else {
+            return self.reply(503, "5.5.1 Need MAIL command"); // RFC 5321 §3.3
+        };
+        if transaction.addresses.len() >= max {
+            return self.reply(452, "4.5.3 Too many recipients"); // RFC 5321 §4.5.3.1.10
+        }
+        let account = match self.shared.ctx.inbound.check_recipient(address).await {
+            Ok(account) => account,
+            Err(refusal) => return self.send(refusal_reply(&refusal)),
+        };
+        if let Some(transaction) = &mut self.transaction
+            && !transaction.accounts.contains(&account)
+        {
+            transaction.accounts.push(account);
+            transaction.addresses.push(address.to_owned());
+        }
+        self.reply(250, "2.1.5 OK")
+    }
+
+    /// The end of DATA on the MX: the shared inbound checks, then the store.
+    pub(crate) async fn accept_inbound(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
+        let sender = Some(transaction.mail_from.as_str()).filter(|s| !s.is_empty());
+        let inbound = &self.shared.ctx.inbound;
+        match inbound
+            .accept(sender, &transaction.accounts, &message)
+            .await
+        {
+            Ok(()) => Reply::line(250, "2.0.0 OK"),
+            Err(refusal) => refusal_reply(&refusal),
+        }
+    }
+}
