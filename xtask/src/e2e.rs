@@ -224,14 +224,16 @@ struct RelaySpec {
     /// STARTTLS listeners; `None` leaves the service off.
     imap: Option<SocketAddr>,
     submission: Option<SocketAddr>,
-    /// HTTPS (`/new`).
+    /// HTTPS (`/new`, `/mxdeliv`).
     https: SocketAddr,
+    /// SMTP MX for other relays; `None` leaves it off.
+    smtp: Option<SocketAddr>,
 }
 
 impl RelaySpec {
     /// A relay on loopback with free high ports for every service.
     fn loopback(name: &'static str, domain: &str) -> Result<Self> {
-        let [imaps, submissions, imap, submission, https] = free_ports::<5>()?;
+        let [imaps, submissions, imap, submission, https, smtp] = free_ports::<6>()?;
         Ok(Self {
             name,
             domain: domain.to_owned(),
@@ -240,6 +242,7 @@ impl RelaySpec {
             imap: Some(imap),
             submission: Some(submission),
             https,
+            smtp: Some(smtp),
         })
     }
 
@@ -254,17 +257,18 @@ impl RelaySpec {
             imap: None,
             submission: None,
             https: at(443),
+            smtp: None,
         }
     }
 
     /// Every address the relay listens on.
     fn addresses(&self) -> Vec<SocketAddr> {
         let mut all = vec![self.imaps, self.submissions, self.https];
-        all.extend(self.imap.iter().chain(self.submission.iter()));
+        all.extend(self.imap.iter().chain(&self.submission).chain(&self.smtp));
         all
     }
 
-    /// The relay's configuration file (CHATMAIL.md §7 services, self-signed TLS).
+    /// The relay's configuration file (every service, self-signed TLS).
     fn config_toml(&self, state_dir: &Path, log_level: &str) -> String {
         let list = |addr: Option<SocketAddr>| match addr {
             Some(addr) => format!("[\"{addr}\"]"),
@@ -274,7 +278,7 @@ impl RelaySpec {
             "mail_domain = \"{domain}\"\nstate_dir = \"{state}\"\n\n\
              [log]\nno_log = false\nlevel = \"{log_level}\"\n\n\
              [listen]\nsubmissions = {submissions}\nsubmission = {submission}\n\
-             imaps = {imaps}\nimap = {imap}\nhttps = {https}\n\n\
+             imaps = {imaps}\nimap = {imap}\nhttps = {https}\nsmtp = {smtp}\n\n\
              [tls]\nmode = \"self-signed\"\n",
             domain = self.domain,
             state = state_dir.display(),
@@ -283,6 +287,7 @@ impl RelaySpec {
             imaps = list(Some(self.imaps)),
             imap = list(self.imap),
             https = list(Some(self.https)),
+            smtp = list(self.smtp),
         )
     }
 

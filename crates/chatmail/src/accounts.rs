@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chatmail_accounts::Accounts;
 use chatmail_config::Settings;
-use chatmail_store::{Store, StoreOptions};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -29,11 +28,7 @@ pub enum AccountsCommand {
 }
 
 pub async fn run(settings: Settings, command: AccountsCommand) -> anyhow::Result<ExitCode> {
-    let store = Store::open(StoreOptions {
-        path: settings.sqlite_path.clone(),
-        max_batch: settings.config.storage.max_commit_batch,
-    })
-    .await?;
+    let store = crate::admin::open_store(&settings).await?;
     let accounts = Accounts::new(store.clone(), Arc::new(settings));
     match command {
         AccountsCommand::List => {

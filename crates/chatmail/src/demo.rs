@@ -16,8 +16,8 @@ pub struct DemoOptions {
     /// Address to listen on (an IPv4 address; it is also the mail domain).
     #[arg(long, default_value = "127.0.0.1")]
     ip: std::net::Ipv4Addr,
-    /// Use the standard ports (465, 587, 993, 143, 443; needs privileges)
-    /// instead of 10465, 10587, 10993, 10143, 10443.
+    /// Use the standard ports (465, 587, 993, 143, 443, 25; needs
+    /// privileges) instead of 10465, 10587, 10993, 10143, 10443, 10025.
     #[arg(long)]
     standard_ports: bool,
     /// Keep state in this directory instead of a temporary one.
@@ -34,6 +34,7 @@ struct Ports {
     imaps: u16,
     imap: u16,
     https: u16,
+    smtp: u16,
 }
 
 impl Ports {
@@ -45,6 +46,7 @@ impl Ports {
             imaps: 993 + offset,
             imap: 143 + offset,
             https: 443 + offset,
+            smtp: 25 + offset,
         }
     }
 }
@@ -76,13 +78,14 @@ fn settings(options: &DemoOptions, ports: &Ports, state_dir: &std::path::Path) -
     let text = format!(
         "mail_domain = \"{ip}\"\nstate_dir = {state:?}\n\
          [log]\nno_log = false\nlevel = {log:?}\n\
-         [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\n\
+         [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\n\
          [tls]\nmode = \"self-signed\"\n",
         at(ports.submissions),
         at(ports.submission),
         at(ports.imaps),
         at(ports.imap),
         at(ports.https),
+        at(ports.smtp),
         ip = options.ip,
         state = state_dir.display().to_string(),
         log = options.log,

@@ -2,7 +2,10 @@
 //! wires the library crates together; it is the only crate using `anyhow`.
 
 mod accounts;
+mod admin;
 mod demo;
+mod dns;
+mod federation;
 mod logging;
 mod server;
 
@@ -42,6 +45,23 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: accounts::AccountsCommand,
+    },
+    /// Print every DNS record the relay needs (zone-file fragment or JSON).
+    Dns {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
+        config: PathBuf,
+        /// Print JSON instead of a zone-file fragment.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or change the outbound queue.
+    Queue {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: admin::QueueCommand,
     },
     /// Print the version.
     Version,
@@ -84,6 +104,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo(options) => {
             runtime()?.block_on(demo::run(options))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dns { config, json } => admin::dns(&chatmail_config::load(&config)?, json),
+        Command::Queue { config, command } => {
+            let settings = chatmail_config::load(&config)?;
+            runtime()?.block_on(admin::queue(settings, command))
         }
         Command::Accounts { config, command } => {
             let settings = chatmail_config::load(&config)?;

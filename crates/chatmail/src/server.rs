@@ -53,14 +53,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
     let identity = identity(&settings)?;
     let relay_tls = identity.relay_config()?;
     let listen = &settings.config.listen;
-    let base_url = base_url(&settings, listen.https.first());
     let shutdown = CancellationToken::new();
+    let base_url = base_url(&settings, listen.https.first());
     let mut tasks = JoinSet::new();
 
+    let federation = crate::federation::start(&settings, &accounts, &shutdown).await?;
     let smtp = Arc::new(chatmail_smtp::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
         tls: relay_tls.clone(),
+        mx_tls: Some(identity.mx_config()?),
+        inbound: federation.inbound.clone(),
+        queue: Some(federation.queue.clone()),
     });
     let imap = Arc::new(chatmail_imap::Context {
         settings: settings.clone(),
@@ -71,12 +75,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         settings: settings.clone(),
         accounts: accounts.clone(),
         base_url: base_url.clone(),
+        inbound: federation.inbound.clone(),
     });
     use chatmail_imap::Mode as ImapMode;
     use chatmail_smtp::Mode as SmtpMode;
     for (addrs, mode) in [
         (&listen.submissions, SmtpMode::ImplicitTls),
         (&listen.submission, SmtpMode::StartTls),
+        (&listen.smtp, SmtpMode::Mx),
     ] {
         for listener in bind(addrs).await? {
             let (ctx, stop) = (smtp.clone(), shutdown.clone());

@@ -17,6 +17,7 @@ pub struct Ports {
     pub imaps: u16,
     pub imap: u16,
     pub https: u16,
+    pub smtp: u16,
 }
 
 impl Ports {
@@ -35,6 +36,7 @@ impl Ports {
             imaps: next()?,
             imap: next()?,
             https: next()?,
+            smtp: next()?,
         })
     }
 }
@@ -61,7 +63,7 @@ impl RelayProcess {
         let config = format!(
             "mail_domain = \"127.0.0.1\"\nstate_dir = {:?}\n{extra}\n\
              [log]\nno_log = false\nlevel = \"warn\"\n\
-             [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\n\
+             [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\n\
              [tls]\nmode = \"self-signed\"\n",
             dir.path().join("state").display().to_string(),
             at(ports.submissions),
@@ -69,6 +71,7 @@ impl RelayProcess {
             at(ports.imaps),
             at(ports.imap),
             at(ports.https),
+            at(ports.smtp),
         );
         std::fs::write(dir.path().join("chatmail.toml"), config)?;
         let mut relay = Self {

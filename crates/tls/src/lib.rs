@@ -83,6 +83,15 @@ impl Identity {
         self.config(&[&rustls::version::TLS13], Vec::new())
     }
 
+    /// The MX configuration (port 25): TLS 1.2 and 1.3, since other relays'
+    /// MTAs may not speak 1.3 yet; no ALPN.
+    pub fn mx_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+            Vec::new(),
+        )
+    }
+
     /// The HTTPS configuration: TLS 1.2 and 1.3, ALPN `http/1.1`.
     pub fn web_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         self.config(

@@ -1,0 +1,124 @@
+//! `madmail dns`: every DNS record the relay needs, as a zone-file fragment
+//! or as JSON.
+
+use chatmail_config::{MailDomain, Settings};
+use chatmail_dkim::DkimKey;
+use serde::Serialize;
+
+/// One resource record.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    /// Fully qualified owner name, with the trailing dot.
+    pub name: String,
+    /// Record type (`MX`, `TXT`, ...).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Record data as it appears in a zone file (TXT data unquoted: the
+    /// zone rendering splits and quotes it).
+    pub value: String,
+    /// Whether the relay cannot work without it (the rest is recommended).
+    pub required: bool,
+}
+
+/// The records for `settings`, given the DKIM key. An IP-only relay needs
+/// none.
+pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
+    let MailDomain::Name(domain) = &settings.domain else {
+        return Vec::new();
+    };
+    let fq = format!("{domain}.");
+    let record = |name: String, kind, value: String, required| Record {
+        name,
+        kind,
+        value,
+        required,
+    };
+    let srv = |service: &str, port: u16| {
+        record(format!("_{service}._tcp.{fq}"), "SRV", format!("0 1 {port} {fq}"), false)
+    };
+    let mut out = vec![
+        record(fq.clone(), "MX", format!("10 {fq}"), true),
+        record(dkim.record_name(domain), "TXT", dkim.txt_record(), true),
+        record(format!("_mta-sts.{fq}"), "TXT", format!("v=STSv1; id={}", mta_sts_id(domain)), true),
+        record(format!("mta-sts.{fq}"), "CNAME", fq.clone(), true),
+        record(format!("www.{fq}"), "CNAME", fq.clone(), true),
+        record(fq.clone(), "TXT", "v=spf1 a ~all".into(), false),
+        record(format!("_dmarc.{fq}"), "TXT", "v=DMARC1;p=reject;adkim=s;aspf=s".into(), false),
+        record(fq.clone(), "CAA", "0 issue \"letsencrypt.org\"".into(), false),
+    ];
+    out.extend([
+        srv("submission", 587),
+        srv("submissions", 465),
+        srv("imap", 143),
+        srv("imaps", 993),
+    ]);
+    out
+}
+
+/// The MTA-STS policy the relay publishes (RFC 8461 §3.2).
+pub fn mta_sts_policy(domain: &str) -> String {
+    format!("version: STSv1\nmode: enforce\nmx: {domain}\nmax_age: 2419200\n")
+}
+
+/// The policy id: a digest of the policy, so it changes exactly when the
+/// policy does (RFC 8461 §3.1).
+fn mta_sts_id(domain: &str) -> String {
+    let policy = mta_sts_policy(domain);
+    let sum = policy
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{sum:016x}")
+}
+
+/// Renders records as a zone-file fragment; long TXT data is split into
+/// strings of at most 255 bytes (RFC 1035 §3.3.14).
+pub fn zone(records: &[Record]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let value = match r.kind {
+            "TXT" => {
+                let chunks: Vec<String> = r
+                    .value
+                    .as_bytes()
+                    .chunks(255)
+                    .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+                    .collect();
+                format!("( {} )", chunks.join(" "))
+            }
+            _ => r.value.clone(),
+        };
+        let note = if r.required { "" } else { " ; recommended" };
+        out.push_str(&format!("{} 3600 IN {} {value}{note}\n", r.name, r.kind));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> DkimKey {
+        let der = DkimKey::generate_pkcs8(chatmail_dkim::Algorithm::Rsa).unwrap();
+        DkimKey::from_pkcs8_der("opendkim", &der).unwrap()
+    }
+
+    #[test]
+    fn zone_lists_mx_dkim_and_mta_sts_with_short_txt_strings() {
+        let settings = chatmail_config::parse("mail_domain = \"chat.example.org\"\n[tls]\nmode = \"self-signed\"\n").unwrap();
+        let key = key();
+        let zone = zone(&records(&settings, &key));
+        assert!(zone.contains("chat.example.org. 3600 IN MX 10 chat.example.org.\n"), "{zone}");
+        assert!(zone.contains("opendkim._domainkey.chat.example.org. 3600 IN TXT ( \"v=DKIM1; k=rsa; p="));
+        assert!(zone.contains("_mta-sts.chat.example.org. 3600 IN TXT ( \"v=STSv1; id="));
+        assert!(zone.contains("_imaps._tcp.chat.example.org. 3600 IN SRV 0 1 993 chat.example.org. ; recommended"));
+        for quoted in zone.split('"').skip(1).step_by(2) {
+            assert!(quoted.len() <= 255);
+        }
+    }
+
+    #[test]
+    fn ip_only_relay_needs_no_records() {
+        let settings = chatmail_config::parse("mail_domain = \"1.2.3.4\"").unwrap();
+        assert!(records(&settings, &key()).is_empty());
+    }
+}
