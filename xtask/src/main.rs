@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod docs;
 mod e2e;
+mod nix;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +25,9 @@ enum Task {
     /// The whole test suite: unit, session and server tests, then the
     /// end-to-end scenarios with real Delta Chat clients.
     Test(e2e::E2eOptions),
+    /// Nix checks: parse every .nix file; module evaluation tests when
+    /// NIXPKGS_LIB points at a nixpkgs `lib` checkout.
+    NixCheck,
     /// Only the end-to-end scenarios with real Delta Chat clients.
     E2e(e2e::E2eOptions),
     /// Submission throughput and 250-to-EXISTS latency (release build).
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Docs => docs::run(&root),
         Task::Test(options) => test(&root, options),
+        Task::NixCheck => nix::check(&root),
         Task::E2e(options) => e2e::run(options),
         Task::Bench(options) => bench::run(&root, options),
     }
@@ -42,6 +47,7 @@ fn main() -> anyhow::Result<()> {
 
 fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
     cargo(root, &["test", "--workspace", "--locked"])?;
+    nix::check(root)?;
     e2e::run(e2e)
 }
 

@@ -1,0 +1,197 @@
+{
+  description = "madmail: a chatmail relay (the mail server behind Delta Chat)";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    # The workspace needs Rust 1.95 (Cargo.toml `rust-version`), newer than
+    # the release branch's rustc; rust-overlay provides that exact toolchain.
+    rust-overlay = {
+      url = "github:oxalica/rust-overlay";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      rust-overlay,
+    }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: lib.genAttrs systems (system: f (pkgsFor system));
+      pkgsFor =
+        system:
+        import nixpkgs {
+          inherit system;
+          overlays = [ rust-overlay.overlays.default ];
+        };
+      rustVersion = "1.95.0";
+      version = (lib.importTOML ./Cargo.toml).workspace.package.version;
+
+      # Only what cargo needs, so edits to docs or tests-vm do not rebuild.
+      src = lib.fileset.toSource {
+        root = ./.;
+        fileset = lib.fileset.unions [
+          ./Cargo.toml
+          ./Cargo.lock
+          ./crates
+          ./xtask
+        ];
+      };
+
+      # Builds for one package set: `pkgs` for native builds, a static
+      # (musl) set for the static binaries. The toolchain always runs on the
+      # build machine and carries the standard library of the target.
+      build =
+        pkgs:
+        let
+          toolchainFor =
+            hostPkgs:
+            pkgs.rust-bin.stable.${rustVersion}.default.override {
+              targets = [ hostPkgs.stdenv.hostPlatform.rust.rustcTarget ];
+            };
+          madmailFor =
+            hostPkgs:
+            let
+              toolchain = toolchainFor hostPkgs;
+              rustPlatform = hostPkgs.makeRustPlatform {
+                cargo = toolchain;
+                rustc = toolchain;
+              };
+            in
+            rustPlatform.buildRustPackage {
+              pname = "madmail";
+              inherit version src;
+              # Reads every crate's checksum from Cargo.lock: no vendor hash.
+              cargoLock.lockFile = ./Cargo.lock;
+              cargoBuildFlags = [
+                "--package"
+                "chatmail"
+              ];
+              cargoTestFlags = [ "--workspace" ];
+              # The test suite runs as its own check (`checks.tests`).
+              doCheck = false;
+              meta = {
+                description = "Chatmail relay: the mail server behind the Delta Chat messenger";
+                license = lib.licenses.gpl3Plus;
+                mainProgram = "madmail";
+                platforms = lib.platforms.linux;
+              };
+            };
+          madmail = madmailFor pkgs;
+          toolchain = toolchainFor pkgs;
+        in
+        {
+          inherit madmail;
+          static = madmailFor pkgs.pkgsStatic;
+          staticAarch64 = madmailFor pkgs.pkgsCross.aarch64-multiplatform.pkgsStatic;
+
+          clippy = madmail.overrideAttrs {
+            pname = "madmail-clippy";
+            buildPhase = "cargo clippy --workspace --all-targets --offline -- --deny warnings";
+            installPhase = "touch $out";
+          };
+
+          fmt = pkgs.runCommand "madmail-fmt" { nativeBuildInputs = [ toolchain ]; } ''
+            cd ${src}
+            cargo fmt --all --check
+            touch $out
+          '';
+        };
+    in
+    {
+      packages = forAllSystems (
+        pkgs:
+        let
+          b = build pkgs;
+        in
+        {
+          default = b.madmail;
+          madmail = b.madmail;
+          static = b.static;
+        }
+        // lib.optionalAttrs (pkgs.stdenv.hostPlatform.system == "x86_64-linux") {
+          static-aarch64 = b.staticAarch64;
+        }
+      );
+
+      apps = forAllSystems (pkgs: {
+        default = {
+          type = "app";
+          program = "${pkgs.writeShellScript "madmail-demo" ''
+            exec ${lib.getExe self.packages.${pkgs.stdenv.hostPlatform.system}.default} demo "$@"
+          ''}";
+          meta.description = "A complete madmail relay on loopback for a quick trial";
+        };
+      });
+
+      overlays.default = final: _prev: {
+        madmail = self.packages.${final.stdenv.hostPlatform.system}.default;
+      };
+
+      nixosModules.default = {
+        imports = [
+          ./nixos
+          (
+            { lib, pkgs, ... }:
+            {
+              services.madmail.package =
+                lib.mkDefault
+                  self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+            }
+          )
+        ];
+      };
+
+      checks = forAllSystems (
+        pkgs:
+        let
+          b = build pkgs;
+          vmTest = import ./tests-vm/basic.nix {
+            inherit pkgs;
+            module = self.nixosModules.default;
+          };
+        in
+        {
+          inherit (b) clippy fmt;
+          tests = b.madmail.overrideAttrs { doCheck = true; };
+          module-eval =
+            pkgs.runCommand "madmail-module-eval"
+              {
+                results = builtins.toJSON (import ./tests-vm/nix/eval.nix { libPath = nixpkgs + "/lib"; });
+              }
+              ''
+                echo "$results" | ${lib.getExe pkgs.jq} -e 'all(.ok)' > /dev/null \
+                  || { echo "$results" | ${lib.getExe pkgs.jq} '.[] | select(.ok | not)'; exit 1; }
+                touch $out
+              '';
+          vm-basic = vmTest;
+        }
+      );
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = [
+            (pkgs.rust-bin.stable.${rustVersion}.default.override {
+              extensions = [
+                "rust-src"
+                "clippy"
+                "rustfmt"
+              ];
+            })
+            pkgs.nixfmt-rfc-style
+            pkgs.deadnix
+            pkgs.python3
+            pkgs.deltachat-rpc-server
+          ];
+        };
+      });
+
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+    };
+}

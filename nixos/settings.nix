@@ -1,0 +1,104 @@
+# Typed options for the keys of `chatmail.toml` people set most. Every other
+# key of crates/config/src/schema.rs (see docs/config.md) can still be set
+# through the free-form part of `services.madmail.settings`.
+{ lib, format, domain }:
+
+let
+  inherit (lib) mkOption types;
+
+  # "ip:port" with an IPv4 address or a bracketed IPv6 address.
+  listenAddress = types.strMatching "(([0-9]{1,3}\\.){3}[0-9]{1,3}|[[][0-9a-fA-F:.]+[]]):[0-9]{1,5}";
+
+  listen =
+    port: service:
+    mkOption {
+      type = types.listOf listenAddress;
+      default = [ "0.0.0.0:${port}" ];
+      example = [
+        "0.0.0.0:${port}"
+        "[::]:${port}"
+      ];
+      description = "Addresses (`ip:port`) for ${service}; an empty list turns the service off.";
+    };
+in
+types.submodule {
+  freeformType = format.type;
+
+  options = {
+    mail_domain = mkOption {
+      type = types.str;
+      default = domain;
+      defaultText = lib.literalExpression "config.services.madmail.domain";
+      readOnly = true;
+      description = "The mail domain; set it with {option}`services.madmail.domain`.";
+    };
+
+    state_dir = mkOption {
+      type = types.str;
+      default = "/var/lib/madmail";
+      readOnly = true;
+      description = "Directory for the database, the DKIM key and self-signed certificates (the unit's `StateDirectory`).";
+    };
+
+    log = {
+      no_log = mkOption {
+        type = types.bool;
+        default = true;
+        description = "No-log mode: only startup, shutdown and fatal errors are logged; addresses and IP addresses never are.";
+      };
+      level = mkOption {
+        type = types.str;
+        default = "info";
+        example = "info,chatmail_smtp=debug";
+        description = "Log filter in `tracing` syntax, used when `no_log` is false.";
+      };
+    };
+
+    listen = {
+      smtp = listen "25" "SMTP from other relays (MX)";
+      submission = listen "587" "SMTP submission with STARTTLS";
+      submissions = listen "465" "SMTP submission with implicit TLS";
+      imap = listen "143" "IMAP with STARTTLS";
+      imaps = listen "993" "IMAP with implicit TLS";
+      https = listen "443" "HTTPS (account creation, `/mxdeliv` federation, web pages)";
+    };
+
+    registration.open = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Whether a first login with an unknown address creates the account.";
+    };
+
+    limits.max_message_size = mkOption {
+      type = types.ints.between 1024 1073741824;
+      default = 31457280;
+      description = "Largest accepted message in bytes (the SMTP `SIZE` keyword).";
+    };
+
+    federation = {
+      policy = mkOption {
+        type = types.enum [ "open" "allow" "block" ];
+        default = "open";
+        description = "Which peer domains may exchange mail with this relay: all, only `domains`, or all but `domains`.";
+      };
+      domains = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "The domains `policy` lists.";
+      };
+    };
+
+    dkim = {
+      selector = mkOption {
+        type = types.strMatching "[A-Za-z0-9_-]+";
+        default = "opendkim";
+        description = "DKIM selector: the key is published at `<selector>._domainkey.<domain>`.";
+      };
+      algorithm = mkOption {
+        type = types.enum [ "rsa" "ed25519" ];
+        default = "rsa";
+        description = "Key type generated on first start (`rsa` is 2048 bits).";
+      };
+    };
+  };
+}
