@@ -70,10 +70,17 @@ impl Identity {
     pub fn self_signed(dir: &Path, names: &[String]) -> Result<Self, TlsError> {
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
-        if !cert.exists() || !key.exists() {
+        // The names the certificate was made for; a changed domain needs a
+        // new certificate, since clients check the name even when they do
+        // not check the issuer.
+        let names_file = dir.join("names.txt");
+        let wanted = names.join("\n") + "\n";
+        let current = std::fs::read_to_string(&names_file).ok();
+        if !cert.exists() || !key.exists() || current.as_deref() != Some(wanted.as_str()) {
             let (cert_pem, key_pem) = generate(names)?;
             write_private(dir, &key, key_pem.as_bytes())?;
             write_private(dir, &cert, cert_pem.as_bytes())?;
+            write_private(dir, &names_file, wanted.as_bytes())?;
         }
         Self::from_files(&cert, &key)
     }
@@ -164,6 +171,14 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join("key.pem")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn self_signed_certificate_is_renewed_when_the_names_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Identity::self_signed(dir.path(), &["_a.test".into()]).unwrap();
+        let second = Identity::self_signed(dir.path(), &["_b.test".into()]).unwrap();
+        assert_ne!(first.chain, second.chain);
     }
 
     #[test]
