@@ -50,7 +50,7 @@ impl MailDomain {
 
     /// Whether the relay uses a generated certificate by default: IP-only
     /// relays and `_`-prefixed test domains (Delta Chat skips CA checks for
-    /// those, CHATMAIL.md §1).
+    /// those, docs/specifications.md §1).
     pub fn wants_self_signed(&self) -> bool {
         match self {
             Self::Name(name) => name.starts_with('_'),

@@ -3,7 +3,7 @@
 //! Every key carries a doc comment: `cargo xtask docs` renders these comments
 //! and the defaults below into `docs/config.md`. Defaults live only here, in
 //! the `Default` impls and the `default_*` functions; they are the chatmail
-//! relay defaults (CHATMAIL.md §5).
+//! relay defaults (docs/specifications.md §5).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The inbound origin check: at least one DKIM signature that verifies and
-//! whose `d=` equals the From domain (strict alignment, CHATMAIL §2).
+//! whose `d=` equals the From domain (strict alignment, docs/specifications.md §2).
 //!
 //! Flow: count the `DKIM-Signature` headers (none: [`OriginError::NoSignature`]);
 //! parse them; fetch the key record of each aligned signature through
@@ -96,7 +96,7 @@ pub async fn verify<R: TxtLookup + ?Sized>(
     resolver: &R,
 ) -> Result<(), OriginError> {
     if is_ip_literal(from_domain) {
-        return Ok(()); // CHATMAIL §2: IP-literal From domains skip DKIM
+        return Ok(()); // docs/specifications.md §2: IP-literal From domains skip DKIM
     }
     let signatures = field_names(message)
         .filter(|name| name.eq_ignore_ascii_case(b"DKIM-Signature"))

@@ -83,7 +83,7 @@ fn skip_headers<'a>(
         if !key_ok || !(rest.len() == 1 || rest.get(1) == Some(&b' ')) {
             return Err(ArmorError::MalformedHeader);
         }
-        // CHATMAIL.md §2: a Version header leaks the client; refused on submission.
+        // docs/specifications.md §2: a Version header leaks the client; refused on submission.
         if key.eq_ignore_ascii_case(b"Version") && matches!(direction, Direction::Submission { .. })
         {
             return Err(ArmorError::VersionHeader);

@@ -1,4 +1,4 @@
-//! The unencrypted messages a chatmail relay lets through (CHATMAIL.md §2):
+//! The unencrypted messages a chatmail relay lets through (docs/specifications.md §2):
 //! SecureJoin requests, the Autocrypt Setup Message (submission only) and
 //! bounces (inbound only). Everything else that is not encrypted is refused.
 //!

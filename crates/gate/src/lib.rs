@@ -1,4 +1,4 @@
-//! chatmail-gate: the encryption gate (CHATMAIL.md §2). Pure: no I/O, no
+//! chatmail-gate: the encryption gate (docs/specifications.md §2). Pure: no I/O, no
 //! panics on any input.
 //!
 //! Flow of [`check`]:
@@ -97,7 +97,7 @@ fn check_parsed(raw: &[u8], direction: Direction<'_>) -> Result<Accepted, Reject
     }
 }
 
-/// Rules 1-5 of CHATMAIL.md §2.
+/// Rules 1-5 of docs/specifications.md §2.
 fn encrypted(message: &Message<'_>, direction: Direction<'_>) -> Result<(), Rejected> {
     let armored = mime::encrypted_payload(message).map_err(reject)?;
     check_armor(armored, direction)

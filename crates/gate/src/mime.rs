@@ -1,4 +1,4 @@
-//! MIME structure of an encrypted message (CHATMAIL.md §2 rules 1-4,
+//! MIME structure of an encrypted message (docs/specifications.md §2 rules 1-4,
 //! RFC 3156 §4), read from a message parsed by `mail-parser`.
 //!
 //! Flow: top-level `multipart/encrypted` -> exactly two sub-parts, neither

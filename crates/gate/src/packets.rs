@@ -1,4 +1,4 @@
-//! The OpenPGP packet sequence of an encrypted message (CHATMAIL.md §2 rule 5).
+//! The OpenPGP packet sequence of an encrypted message (docs/specifications.md §2 rule 5).
 //!
 //! Accepted grammar: `(PKESK | SKESK)+ SEIPD`, where the SEIPD (v1 or v2)
 //! ends exactly at the end of the data. A lone SEIPD is refused: without an

@@ -1,10 +1,10 @@
-//! chatmail-http: the relay's HTTPS endpoints (CHATMAIL.md §1, §7).
+//! chatmail-http: the relay's HTTPS endpoints (docs/specifications.md §1, §7).
 //!
 //! - `POST /new` (and the legacy `/cgi-bin/newemail.py`, which Delta Chat
 //!   calls without following redirects) hands out fresh random credentials;
 //!   nothing is stored until the first login creates the account.
 //! - `GET /new` redirects to `dcaccount:https://<domain>/new`.
-//! - `POST /mxdeliv` takes mail from other relays (CHATMAIL.md §6), with
+//! - `POST /mxdeliv` takes mail from other relays (docs/specifications.md §6), with
 //!   the checks of port 25 (`chatmail_inbound`); the body is bounded by
 //!   `max_message_size` (413 beyond).
 //! - `/robots.txt` disallows everything.

@@ -1,4 +1,4 @@
-//! `POST /mxdeliv`: mail from another relay over HTTPS (CHATMAIL.md §6).
+//! `POST /mxdeliv`: mail from another relay over HTTPS (docs/specifications.md §6).
 //!
 //! Request: `X-Mail-From: <sender>` (absent or empty: the null sender),
 //! one `X-Mail-To: <recipient>` per recipient, the raw RFC 5322 message as

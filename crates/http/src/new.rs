@@ -1,4 +1,4 @@
-//! Account creation over HTTPS (CHATMAIL.md §1).
+//! Account creation over HTTPS (docs/specifications.md §1).
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use mail_parser::MessageParser;
 
 /// Fields removed before storing: they describe the sender's relay and its
-/// checks, not the message (CHATMAIL §2, inbound rules).
+/// checks, not the message (docs/specifications.md §2, inbound rules).
 const STRIPPED: [&[u8]; 3] = [b"dkim-signature", b"authentication-results", b"received"];
 
 /// Longest address taken from a From header (RFC 5321 §4.5.3.1.3).

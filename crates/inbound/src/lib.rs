@@ -1,4 +1,4 @@
-//! chatmail-inbound: acceptance of mail from other relays (CHATMAIL.md §2
+//! chatmail-inbound: acceptance of mail from other relays (docs/specifications.md §2
 //! inbound rules, §6), shared by the SMTP MX on port 25 and `POST /mxdeliv`
 //! so that both give the same answers.
 //!
@@ -19,7 +19,7 @@
 //! - nothing is stored unless every check passed, and [`Inbound::accept`]
 //!   returns `Ok` only once the store has made the message durable;
 //! - the envelope sender is never stored: a sender that differs from the
-//!   From address is not refused, and no bounce path is kept (CHATMAIL §2:
+//!   From address is not refused, and no bounce path is kept (docs/specifications.md §2:
 //!   "store with an empty envelope sender");
 //! - a temporary failure (DNS, store) is always a 4xx, never a 5xx;
 //! - logs carry no message content, and nothing about addresses in no-log
@@ -133,9 +133,9 @@ impl Inbound {
         let from = from_address(message).ok_or(Refusal::invalid_from())?;
         let from_domain = domain_of(&from).ok_or(Refusal::invalid_from())?;
         self.check_sender_domain(from_domain)?;
-        // CHATMAIL §2: strict alignment, d= equal to the From domain.
+        // docs/specifications.md §2: strict alignment, d= equal to the From domain.
         chatmail_dkim::verify(message, from_domain, self.keys.as_ref()).await?;
-        // CHATMAIL §2: a sender other than From is not refused; the
+        // docs/specifications.md §2: a sender other than From is not refused; the
         // envelope is not stored, so no bounce path survives.
         self.store(recipients, strip_trace_headers(message)).await
     }

@@ -1,5 +1,5 @@
 //! Why a message or recipient was refused, as one SMTP reply (RFC 5321
-//! §4.2, enhanced codes RFC 3463) with its `/mxdeliv` status (CHATMAIL §6).
+//! §4.2, enhanced codes RFC 3463) with its `/mxdeliv` status (docs/specifications.md §6).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -91,7 +91,7 @@ impl Refusal {
         self.code < 500
     }
 
-    /// The `/mxdeliv` status (CHATMAIL §6): 400 content, 403 policy, 404 no
+    /// The `/mxdeliv` status (docs/specifications.md §6): 400 content, 403 policy, 404 no
     /// local recipient, 413 too large; 503 for temporary failures (the
     /// sender retries, as after an SMTP 4xx).
     pub fn http_status(&self) -> u16 {

@@ -1,4 +1,4 @@
-//! chatmail-queue: the durable outbound queue (CHATMAIL.md §6): messages for
+//! chatmail-queue: the durable outbound queue (docs/specifications.md §6): messages for
 //! other relays are DKIM-signed, committed to the store, handed to the
 //! transport by bounded workers, retried with backoff for the queue
 //! lifetime, and bounced to the sender when they fail for good.

@@ -1,5 +1,5 @@
 //! `AUTH PLAIN` and `AUTH LOGIN` (RFC 4954) against the account service,
-//! which creates accounts on first login (CHATMAIL.md §1).
+//! which creates accounts on first login (docs/specifications.md §1).
 //!
 //! Invariants: AUTH is refused before TLS; the password never reaches a
 //! log line; three failed attempts close the connection.
@@ -24,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Why AUTH cannot run now, if it cannot.
     pub(crate) fn auth_refusal(&self) -> Option<Reply> {
         if self.mx {
-            // CHATMAIL §3: the MX takes mail for local users, never logins.
+            // docs/specifications.md §3: the MX takes mail for local users, never logins.
             return Some(Reply::line(502, "5.5.1 AUTH not available on this port"));
         }
         if !self.tls {

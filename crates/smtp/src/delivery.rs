@@ -1,5 +1,5 @@
 //! `RCPT TO` and `DATA`: recipient rules, the message checks of
-//! CHATMAIL.md §2 (size, `From:`, encryption gate, header hygiene) and the
+//! docs/specifications.md §2 (size, `From:`, encryption gate, header hygiene) and the
 //! durable hand-off to the store (local recipients) and to the outbound
 //! queue (remote recipients, when the queue runs).
 //!

@@ -1,5 +1,5 @@
 //! chatmail-smtp: mail submission on ports 465 (implicit TLS) and 587
-//! (STARTTLS), CHATMAIL.md §2 (submission rules) and §3, and the MX on
+//! (STARTTLS), docs/specifications.md §2 (submission rules) and §3, and the MX on
 //! port 25 for mail from other relays (§2 inbound rules).
 //!
 //! Flow: [`serve`] accepts connections, counts them (global and per-IP
@@ -62,7 +62,7 @@ pub struct Context {
     /// Certificate and protocol versions of 465/587 (TLS 1.3 in the relay).
     pub tls: Arc<rustls::ServerConfig>,
     /// TLS of port 25, which must also accept TLS 1.2 from older peers
-    /// (CHATMAIL §3); `None` uses [`Context::tls`].
+    /// (docs/specifications.md §3); `None` uses [`Context::tls`].
     pub mx_tls: Option<Arc<rustls::ServerConfig>>,
     /// The inbound checks of port 25, shared with `/mxdeliv`.
     pub inbound: chatmail_inbound::Inbound,
@@ -161,7 +161,7 @@ pub(crate) async fn serve_with(
 }
 
 /// Runs a submission session on a stream whose TLS handshake is already
-/// done elsewhere (port 443 with ALPN `smtp`, CHATMAIL.md §7): no second
+/// done elsewhere (port 443 with ALPN `smtp`, docs/specifications.md §7): no second
 /// handshake, AUTH offered at once. The caller counts connections.
 pub async fn serve_tls_stream<S>(stream: S, ctx: Arc<Context>, shutdown: CancellationToken)
 where

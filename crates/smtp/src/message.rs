@@ -1,5 +1,5 @@
 //! Checks and rewrites of a submitted message's top-level header block
-//! (CHATMAIL.md §2, submission rules). Pure.
+//! (docs/specifications.md §2, submission rules). Pure.
 //!
 //! The header block ends at the first empty line (RFC 5322 §2.1); a field
 //! is its first line plus any continuation lines starting with SP or HTAB

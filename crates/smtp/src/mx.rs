@@ -1,4 +1,4 @@
-//! The MX session on port 25 (CHATMAIL.md §2 inbound rules, §3): mail from
+//! The MX session on port 25 (docs/specifications.md §2 inbound rules, §3): mail from
 //! other relays for local users, checked by `chatmail_inbound` exactly as
 //! `POST /mxdeliv` is.
 //!
@@ -29,7 +29,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(503, "5.5.1 Send EHLO first");
         }
         if !self.tls {
-            // CHATMAIL §3: STARTTLS required before MAIL (RFC 3207 §4).
+            // docs/specifications.md §3: STARTTLS required before MAIL (RFC 3207 §4).
             return self.reply(530, "5.7.0 Must issue a STARTTLS command first");
         }
         if self.transaction.is_some() {

@@ -121,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Makes this an MX session (port 25, CHATMAIL.md §3).
+    /// Makes this an MX session (port 25, docs/specifications.md §3).
     pub fn for_mx(mut self) -> Self {
         self.mx = true;
         self

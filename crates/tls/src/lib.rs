@@ -6,7 +6,7 @@
 //! across restarts. Only the ring crypto provider is used.
 //!
 //! Two configurations are built from one certificate: the relay's (TLS 1.3
-//! only, CHATMAIL.md §3) and the web one (TLS 1.2 and 1.3), both offering
+//! only, docs/specifications.md §3) and the web one (TLS 1.2 and 1.3), both offering
 //! ALPN `http/1.1` on HTTPS only.
 
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ impl Identity {
         Self::from_files(&cert, &key)
     }
 
-    /// The relay configuration: TLS 1.3 only (CHATMAIL.md §3), no ALPN.
+    /// The relay configuration: TLS 1.3 only (docs/specifications.md §3), no ALPN.
     pub fn relay_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         self.config(&[&rustls::version::TLS13], Vec::new())
     }

@@ -1,5 +1,5 @@
 //! chatmail-transport: delivery of one message to the relay of one domain
-//! (CHATMAIL.md §6 outbound).
+//! (docs/specifications.md §6 outbound).
 //!
 //! Flow of [`Transport::deliver`]:
 //! 1. route ([`route`]): a static route, an IP literal, or the domain's MX
@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chatmail_config::Settings;
 
-/// CHATMAIL.md §6: how long a host stays in the "no /mxdeliv" memory.
+/// docs/specifications.md §6: how long a host stays in the "no /mxdeliv" memory.
 const NO_MXDELIV_FOR: Duration = Duration::from_secs(30 * 60);
 /// Hosts the memory holds at most.
 const NO_MXDELIV_CAPACITY: usize = 4096;

@@ -1,4 +1,4 @@
-//! The "no /mxdeliv" memory (CHATMAIL.md §6): hosts whose `/mxdeliv`
+//! The "no /mxdeliv" memory (docs/specifications.md §6): hosts whose `/mxdeliv`
 //! failed while SMTP worked are sent SMTP only for a while.
 //!
 //! Invariant: the map never holds more than its capacity; expired entries

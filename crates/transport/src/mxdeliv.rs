@@ -1,4 +1,4 @@
-//! `POST /mxdeliv` client (CHATMAIL.md §6) over HTTP/1.1 and TLS.
+//! `POST /mxdeliv` client (docs/specifications.md §6) over HTTP/1.1 and TLS.
 //!
 //! Flow: take an idle connection to the host from the pool (or open one:
 //! TCP, TLS with ALPN `http/1.1`, HTTP/1.1 handshake), send the message
@@ -26,7 +26,7 @@ use tokio::time::timeout;
 
 use crate::{route, tls};
 
-/// CHATMAIL.md §6: one delivery over `/mxdeliv` takes at most 60 s.
+/// docs/specifications.md §6: one delivery over `/mxdeliv` takes at most 60 s.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per host.
 const MAX_IDLE_PER_HOST: usize = 8;
@@ -248,7 +248,7 @@ async fn send(
     Ok((status, bytes))
 }
 
-/// Maps the answer to a [`Reply`] (CHATMAIL.md §6).
+/// Maps the answer to a [`Reply`] (docs/specifications.md §6).
 fn classify(status: StatusCode, body: &[u8]) -> Reply {
     let text = reply_text(body);
     let or_default = |text: String| {

@@ -3,7 +3,7 @@
 //! Invariants:
 //! - only the ring crypto provider is used;
 //! - certificates are checked against the web PKI roots, except for
-//!   `_`-prefixed test domains and IP-literal domains (CHATMAIL.md §6),
+//!   `_`-prefixed test domains and IP-literal domains (docs/specifications.md §6),
 //!   whose relays use self-signed certificates; there any certificate is
 //!   accepted, but the handshake signature is still verified, so the peer
 //!   must hold the key of the certificate it presents.
@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 use crate::TransportError;
 
 /// Whether deliveries to `domain` accept any certificate: `_`-prefixed
-/// test domains and IP literals (CHATMAIL.md §6).
+/// test domains and IP literals (docs/specifications.md §6).
 pub(crate) fn accepts_any_certificate(domain: &str) -> bool {
     domain.starts_with('_') || domain.starts_with('[')
 }
