@@ -1,5 +1,5 @@
 //! chatmail-accounts: addresses, passwords and just-in-time account creation
-//! (CHATMAIL.md §1).
+//! (docs/specifications.md §1).
 //!
 //! Flow of [`Accounts::login`]: normalise the address (lower case, exactly
 //! one `@`, our domain) → look the account up → existing: check the password
@@ -12,10 +12,16 @@
 //!   tell a wrong password from a closed registration or a bad address;
 //! - passwords are never logged or stored; only PHC strings are stored and
 //!   only keyed digests are cached (module `cache`);
-//! - only the day of the last login is kept (privacy).
+//! - only the day of the last login is kept (privacy);
+//! - at most a fixed number of Argon2 runs exist at once in the process
+//!   (module `password`); a login that cannot get one in time fails with
+//!   [`LoginError::Busy`] rather than queue without bound;
+//! - an address with repeated failures has its refusals delayed (module
+//!   `penalty`), without slowing down anyone else.
 
 mod cache;
 mod password;
+mod penalty;
 mod rules;
 
 use std::sync::Arc;
@@ -28,7 +34,7 @@ use rand::Rng;
 /// Longest password looked at; longer ones are refused before hashing so a
 /// client cannot make the KDF chew megabytes.
 const MAX_PASSWORD_LEN: usize = 1024;
-/// Length of generated local parts (Delta Chat's own choice, CHATMAIL.md §1).
+/// Length of generated local parts (Delta Chat's own choice, docs/specifications.md §1).
 const GENERATED_LOCAL_LEN: usize = 9;
 /// Length of generated passwords (36^16 ≈ 2^82).
 const GENERATED_PASSWORD_LEN: usize = 16;
@@ -45,11 +51,18 @@ pub enum LoginError {
     /// The store failed; try again later.
     #[error("temporary failure: {0}")]
     Temporary(#[from] chatmail_store::StoreError),
+    /// Too many password checks are running; try again later (a temporary
+    /// reply, like [`LoginError::Temporary`]).
+    #[error("too many password checks in progress")]
+    Busy,
 }
 
 impl From<password::HashError> for LoginError {
     fn from(e: password::HashError) -> Self {
-        LoginError::Temporary(StoreError::internal(e.to_string()))
+        match e {
+            password::HashError::Busy => LoginError::Busy,
+            other => LoginError::Temporary(StoreError::internal(other.to_string())),
+        }
     }
 }
 
@@ -60,6 +73,10 @@ pub struct Accounts {
     settings: Arc<Settings>,
     /// Recent successful password checks (skips the KDF on repeat logins).
     cache: Arc<cache::LoginCache>,
+    /// Bound on concurrent Argon2 runs (process-wide outside tests).
+    kdf: Arc<password::KdfLimit>,
+    /// Consecutive failures per address, for the refusal delay.
+    failures: Arc<penalty::Failures>,
 }
 
 fn today() -> i64 {
@@ -78,10 +95,30 @@ fn random_string(len: usize) -> String {
 
 impl Accounts {
     pub fn new(store: Store, settings: Arc<Settings>) -> Self {
+        Self::with_kdf_limit(store, settings, password::KdfLimit::global())
+    }
+
+    /// Like [`Accounts::new`] but with its own bound on password checks:
+    /// at most `permits` at once, each login waiting at most `wait` for one
+    /// (then [`LoginError::Busy`]). For tests and embedders; servers use the
+    /// process-wide bound of [`Accounts::new`].
+    pub fn with_kdf_bound(
+        store: Store,
+        settings: Arc<Settings>,
+        permits: usize,
+        wait: std::time::Duration,
+    ) -> Self {
+        let kdf = Arc::new(password::KdfLimit::new(permits, wait));
+        Self::with_kdf_limit(store, settings, kdf)
+    }
+
+    fn with_kdf_limit(store: Store, settings: Arc<Settings>, kdf: Arc<password::KdfLimit>) -> Self {
         Self {
             store,
             settings,
             cache: Arc::new(cache::LoginCache::new()),
+            kdf,
+            failures: Arc::new(penalty::Failures::new()),
         }
     }
     /// The store behind this service.
@@ -91,17 +128,42 @@ impl Accounts {
     /// Verifies a login, creating the account on first login when the rules
     /// allow (registration open, our domain, local part rules, password
     /// length). Ten concurrent first logins of one address all succeed.
+    ///
+    /// A refusal of an address that failed repeatedly comes late (module
+    /// `penalty`); [`LoginError::Busy`] when the password checks are
+    /// saturated.
     pub async fn login(&self, address: &str, password: &str) -> Result<Account, LoginError> {
         let address =
             rules::parse_local(&self.settings.domain, address).ok_or(LoginError::Invalid)?;
+        match self.login_local(&address, password).await {
+            Ok(account) => {
+                self.failures.succeeded(&address.full);
+                self.record_day(account).await
+            }
+            Err(LoginError::Invalid) => {
+                let delay = self.failures.failed(&address.full);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Err(LoginError::Invalid)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Checks or registers a parsed address.
+    async fn login_local(
+        &self,
+        address: &rules::LocalAddress,
+        password: &str,
+    ) -> Result<Account, LoginError> {
         if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
             return Err(LoginError::Invalid);
         }
-        let account = match self.store.account(&address.full).await? {
-            Some(account) => self.check(account, password).await?,
-            None => self.register(&address, password).await?,
-        };
-        self.record_day(account).await
+        match self.store.account(&address.full).await? {
+            Some(account) => self.check(account, password).await,
+            None => self.register(address, password).await,
+        }
     }
 
     /// Checks `password` against an existing account.
@@ -112,7 +174,8 @@ impl Accounts {
         {
             return Ok(account);
         }
-        if !password::verify(password.to_owned(), account.password_hash.clone()).await? {
+        let phc = account.password_hash.clone();
+        if !password::verify(&self.kdf, password.to_owned(), phc).await? {
             return Err(LoginError::Invalid);
         }
         self.cache
@@ -133,7 +196,7 @@ impl Accounts {
         {
             return Err(LoginError::Invalid);
         }
-        let phc = password::hash(password.to_owned()).await?;
+        let phc = password::hash(&self.kdf, password.to_owned()).await?;
         match self.store.create_account(&address.full, &phc).await? {
             Created::New(account) => {
                 tracing::debug!("account created on first login");
@@ -193,7 +256,7 @@ impl Accounts {
         if !rules::may_register(&address.local, rules) || !password_ok {
             return Err(LoginError::Invalid);
         }
-        let phc = password::hash(password.to_owned()).await?;
+        let phc = password::hash(&self.kdf, password.to_owned()).await?;
         let created = self.store.create_account(&address.full, &phc).await?;
         Ok(matches!(created, Created::New(_)))
     }
@@ -215,6 +278,7 @@ impl Accounts {
 mod tests {
     use super::*;
     use chatmail_store::StoreOptions;
+    use std::time::{Duration, Instant};
     use tempfile::TempDir;
 
     const CONFIG: &str = "mail_domain = \"example.org\"\n[tls]\nmode = \"self-signed\"\n";
@@ -229,6 +293,97 @@ mod tests {
         .await
         .unwrap();
         Accounts::new(store, Arc::new(settings))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_wrong_passwords_never_exceed_the_kdf_limit() {
+        let dir = TempDir::new().unwrap();
+        let plain = service(&dir, "").await;
+        let limit = Arc::new(password::KdfLimit::new(2, Duration::from_secs(120)));
+        let accounts =
+            Accounts::with_kdf_limit(plain.store.clone(), plain.settings.clone(), limit.clone());
+        accounts
+            .login("victim001@example.org", "the-password")
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..48 {
+            let accounts = accounts.clone();
+            tasks.spawn(async move {
+                let password = format!("wrong-{i}");
+                accounts.login("victim001@example.org", &password).await
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            assert!(matches!(result.unwrap(), Err(LoginError::Invalid)));
+        }
+        assert_eq!(limit.peak(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_saturated_kdf_answers_busy() {
+        let dir = TempDir::new().unwrap();
+        let plain = service(&dir, "").await;
+        plain
+            .login("busyuser1@example.org", "the-password")
+            .await
+            .unwrap();
+        let limit = Arc::new(password::KdfLimit::new(0, Duration::from_millis(50)));
+        let accounts = Accounts::with_kdf_limit(plain.store.clone(), plain.settings.clone(), limit);
+        let result = accounts.login("busyuser1@example.org", "wrong-pass").await;
+        assert!(matches!(result, Err(LoginError::Busy)), "{result:?}");
+        let result = accounts.login("newcomer2@example.org", "password123").await;
+        assert!(matches!(result, Err(LoginError::Busy)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_delay_only_that_address() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        accounts
+            .login("slowuser1@example.org", "the-password")
+            .await
+            .unwrap();
+        accounts
+            .login("fastuser1@example.org", "the-password")
+            .await
+            .unwrap();
+        for _ in 0..penalty::THRESHOLD {
+            let started = Instant::now();
+            let _ = accounts.login("slowuser1@example.org", "wrong-pass").await;
+            assert!(started.elapsed() < penalty::STEP);
+        }
+        let slow = tokio::spawn({
+            let accounts = accounts.clone();
+            async move {
+                let started = Instant::now();
+                let result = accounts.login("slowuser1@example.org", "wrong-pass").await;
+                (result, started.elapsed())
+            }
+        });
+        // Meanwhile another address logs in and fails without delay.
+        let started = Instant::now();
+        assert!(
+            accounts
+                .login("fastuser1@example.org", "the-password")
+                .await
+                .is_ok()
+        );
+        let _ = accounts.login("fastuser1@example.org", "wrong-pass").await;
+        assert!(started.elapsed() < penalty::STEP);
+        let (result, took) = slow.await.unwrap();
+        assert!(matches!(result, Err(LoginError::Invalid)));
+        assert!(took >= penalty::STEP, "{took:?}");
+        // Success clears the count.
+        assert!(
+            accounts
+                .login("slowuser1@example.org", "the-password")
+                .await
+                .is_ok()
+        );
+        let started = Instant::now();
+        let _ = accounts.login("slowuser1@example.org", "wrong-pass").await;
+        assert!(started.elapsed() < penalty::STEP);
     }
 
     #[tokio::test]

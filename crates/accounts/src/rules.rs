@@ -1,4 +1,4 @@
-//! Address rules (CHATMAIL.md §1), pure and without I/O.
+//! Address rules (docs/specifications.md §1), pure and without I/O.
 
 use chatmail_config::MailDomain;
 use chatmail_config::schema::RegistrationConfig;
@@ -39,7 +39,7 @@ pub(crate) fn parse_local(domain: &MailDomain, address: &str) -> Option<LocalAdd
 }
 
 /// Whether a local part may be registered: length within the configured
-/// bounds and only `[a-z0-9._-]` (CHATMAIL.md §1).
+/// bounds and only `[a-z0-9._-]` (docs/specifications.md §1).
 pub(crate) fn may_register(local: &str, rules: &RegistrationConfig) -> bool {
     let length_ok = (rules.username_min_length..=rules.username_max_length).contains(&local.len());
     let chars_ok = local

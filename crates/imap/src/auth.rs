@@ -18,7 +18,7 @@ use crate::session::{Done, Flow, Handled, HandlerError, Session, State};
 /// How long the client may take to send the AUTHENTICATE response.
 const SASL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Capabilities after login (CHATMAIL.md §4). COMPRESS=DEFLATE is not
+/// Capabilities after login (docs/specifications.md §4). COMPRESS=DEFLATE is not
 /// implemented and therefore never advertised.
 pub const AUTHENTICATED_CAPABILITIES: &str =
     "IMAP4rev1 IDLE MOVE UIDPLUS UNSELECT QUOTA METADATA ID ENABLE XCHATMAIL XDELTAPUSH";
@@ -142,7 +142,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tracing::info!(user = %account.address, "login");
                 }
                 self.state = State::Authenticated { account };
-                // CHATMAIL.md §4: Delta Chat reads capabilities from this OK.
+                self.io.write_timeout = crate::session::AUTHENTICATED_WRITE_TIMEOUT;
+                // docs/specifications.md §4: Delta Chat reads capabilities from this OK.
                 Ok(Done::ok(format!(
                     "[CAPABILITY {AUTHENTICATED_CAPABILITIES}] Logged in"
                 )))
@@ -154,6 +155,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials"))
             }
             Err(LoginError::Temporary(e)) => Err(e.into()),
+            // Password checks saturated: a temporary refusal (RFC 5530 §3).
+            Err(LoginError::Busy) => Ok(Done::no("[UNAVAILABLE] Server busy, try again later")),
         }
     }
 }

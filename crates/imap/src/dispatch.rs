@@ -64,7 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 date,
                 message,
             } => {
-                self.handle_append(&mailbox, &flags, date.as_ref(), &message)
+                self.handle_append(&mailbox, &flags, date.as_ref(), message)
                     .await
             }
             C::Enable { .. } => Ok(self.handle_enable()),

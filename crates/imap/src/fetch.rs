@@ -11,7 +11,7 @@
 //! RFC822, RFC822.HEADER, RFC822.TEXT, and the FAST macro. ENVELOPE,
 //! BODYSTRUCTURE and MIME part numbers are answered with BAD.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chatmail_store::{FlagOp, MessageMeta};
 use imap_codec::imap_types::fetch::{
@@ -89,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .into_iter()
             .map(|m| (m.uid, m))
             .collect();
-        let mut flags_changed = Vec::new();
+        let mut flags_changed = HashSet::new();
         // RFC 3501 §6.4.5: BODY[...] without PEEK sets \Seen.
         if !read_only
             && items.iter().any(|i| {
@@ -114,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 {
                     if let Some(meta) = metas.get_mut(&uid) {
                         meta.flags = flags;
-                        flags_changed.push(uid);
+                        flags_changed.insert(uid);
                     }
                 }
             }

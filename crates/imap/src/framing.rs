@@ -8,11 +8,20 @@
 //! way). Otherwise `+ Ready` is sent (synchronizing only, RFC 3501 §7.5), the
 //! literal and the next line are read, and decoding starts over.
 //!
+//! Literals above [`MAX_SMALL_LITERAL`] (APPEND only) also need their size
+//! in bytes from the server-wide [`LiteralBudget`], taken before `+` is
+//! sent: without it a synchronizing literal is refused with
+//! [`Incoming::Busy`] and a non-synchronizing one ends the connection. The
+//! framer holds those bytes until the next command is read, i.e. until the
+//! command's handler is done with the literal.
+//!
 //! Invariants: a line never exceeds [`MAX_LINE`]; a command never exceeds its
-//! total bound (literal bound + [`MAX_COMMAND_OVERHEAD`]); the input buffer is
+//! total bound (literal bound + [`MAX_COMMAND_OVERHEAD`]); large literals in
+//! flight never exceed the budget; the input buffer is
 //! only changed by `read_buf` and by splitting off complete units, so
 //! [`Framer::read_line`] is cancel-safe (IDLE races it against store events).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +30,7 @@ use imap_codec::decode::{CommandDecodeError, Decoder};
 use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::LiteralMode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Longest accepted line (without literals).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -38,6 +48,8 @@ pub enum FrameError {
     LineTooLong,
     #[error("non-synchronizing literal too big")]
     NonSyncTooBig,
+    #[error("no budget for a non-synchronizing literal")]
+    Busy,
     #[error("inactivity timeout")]
     Timeout,
     #[error("i/o: {0}")]
@@ -53,6 +65,22 @@ pub enum Incoming {
     Bad { tag: Option<String> },
     /// A synchronizing literal over the bound, refused before `+`.
     TooBig { tag: String },
+    /// A large synchronizing literal the budget cannot take now, refused
+    /// before `+`.
+    Busy { tag: String },
+}
+
+/// Bytes of large literals that may be in memory at once, shared by all
+/// sessions.
+pub type LiteralBudget = Arc<Semaphore>;
+
+/// The process-wide budget: four messages of the largest size. Sized by
+/// the first caller (a process serves one configuration).
+pub fn literal_budget(max_message_size: u64) -> LiteralBudget {
+    static BUDGET: OnceLock<LiteralBudget> = OnceLock::new();
+    let bytes = usize::try_from(max_message_size.saturating_mul(4)).unwrap_or(usize::MAX);
+    let bytes = bytes.clamp(MAX_SMALL_LITERAL as usize, Semaphore::MAX_PERMITS);
+    Arc::clone(BUDGET.get_or_init(|| Arc::new(Semaphore::new(bytes))))
 }
 
 /// Input buffer of one connection.
@@ -60,6 +88,8 @@ pub enum Incoming {
 pub struct Framer {
     /// Bytes received and not yet consumed.
     buf: BytesMut,
+    /// Budget bytes of the last command's large literal.
+    held: Option<OwnedSemaphorePermit>,
 }
 
 impl Framer {
@@ -122,15 +152,18 @@ impl Framer {
     }
 
     /// Reads one whole command, answering literal continuations on `stream`.
+    /// Releases the budget of the previous command.
     pub async fn read_command<S>(
         &mut self,
         stream: &mut S,
         max_append: u64,
         idle: Duration,
+        budget: &LiteralBudget,
     ) -> Result<Incoming, FrameError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        self.held = None;
         let mut command = BytesMut::from(&self.read_line(stream, Some(idle)).await?[..]);
         let (tag, name) = tag_and_name(&command);
         let max_literal = if name.eq_ignore_ascii_case("APPEND") {
@@ -156,15 +189,47 @@ impl Framer {
                     });
                 }
                 (true, LiteralMode::NonSync) => return Err(FrameError::NonSyncTooBig),
+                (false, _) if !self.admit(length, budget) => {
+                    return match mode {
+                        LiteralMode::Sync => Ok(Incoming::Busy {
+                            tag: tag.unwrap_or_else(|| "*".into()),
+                        }),
+                        LiteralMode::NonSync => Err(FrameError::Busy),
+                    };
+                }
                 (false, LiteralMode::Sync) => {
-                    stream.write_all(b"+ Ready for literal data\r\n").await?;
-                    stream.flush().await?;
+                    // A client that does not read cannot block us here.
+                    let ready = async {
+                        stream.write_all(b"+ Ready for literal data\r\n").await?;
+                        stream.flush().await
+                    };
+                    tokio::time::timeout(idle, ready)
+                        .await
+                        .map_err(|_| FrameError::Timeout)??;
                 }
                 (false, LiteralMode::NonSync) => {}
             }
             command.extend_from_slice(&self.read_exact(stream, length as usize, Some(idle)).await?);
             command.extend_from_slice(&self.read_line(stream, Some(idle)).await?);
         }
+    }
+}
+
+impl Framer {
+    /// Takes budget for a literal of `length` bytes if it is large; false
+    /// when the budget cannot cover it now.
+    fn admit(&mut self, length: u32, budget: &LiteralBudget) -> bool {
+        if length <= MAX_SMALL_LITERAL {
+            return true;
+        }
+        let Ok(permit) = Arc::clone(budget).try_acquire_many_owned(length) else {
+            return false;
+        };
+        match &mut self.held {
+            Some(held) => held.merge(permit),
+            None => self.held = Some(permit),
+        }
+        true
     }
 }
 
@@ -195,8 +260,9 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         client.write_all(input).await.unwrap();
         let mut framer = Framer::default();
+        let budget = Arc::new(Semaphore::new(1 << 20));
         let result = framer
-            .read_command(&mut server, max_append, Duration::from_secs(5))
+            .read_command(&mut server, max_append, Duration::from_secs(5), &budget)
             .await;
         drop(server);
         let mut written = Vec::new();

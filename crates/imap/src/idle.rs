@@ -15,7 +15,7 @@ use crate::framing::FrameError;
 use crate::session::{Done, Flow, Handled, HandlerError, Session, State};
 
 /// Delta Chat gives up on an IDLE after 5 minutes of silence
-/// (CHATMAIL.md §4); a keepalive well inside that keeps it connected.
+/// (docs/specifications.md §4); a keepalive well inside that keeps it connected.
 pub const KEEPALIVE: Duration = Duration::from_secs(60);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {

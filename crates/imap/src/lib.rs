@@ -1,4 +1,4 @@
-//! chatmail-imap: the IMAP4rev1 server Delta Chat talks to (CHATMAIL.md §4).
+//! chatmail-imap: the IMAP4rev1 server Delta Chat talks to (docs/specifications.md §4).
 //!
 //! # Flow
 //! [`serve`] accepts connections until its shutdown token is cancelled and

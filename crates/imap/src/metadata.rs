@@ -1,10 +1,16 @@
 //! METADATA (RFC 5464) and QUOTA (RFC 9208) as Delta Chat uses them
-//! (CHATMAIL.md §4).
+//! (docs/specifications.md §4).
 //!
 //! Server entries (mailbox `""`) come from [`server_entry`]; unknown keys
 //! answer NIL. The only per-user entry is `/private/devicetoken` on INBOX:
 //! SETMETADATA adds a token (multi-device), GETMETADATA returns all tokens
 //! joined by one space.
+//!
+//! Invariants: a token is printable ASCII without spaces (a space would
+//! split it in the joined GETMETADATA value), at most [`MAX_TOKEN`] bytes.
+//! Setting the entry to NIL answers OK and removes nothing: the chatmail
+//! protocol has no way to name one device's token to delete; stale tokens
+//! age out instead (the store keeps the 64 most recently set per account).
 
 use imap_codec::imap_types::core::NString8;
 use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue};
@@ -17,7 +23,7 @@ use crate::session::{Done, Handled, Session};
 
 /// The push device token entry.
 pub const DEVICE_TOKEN: &str = "/private/devicetoken";
-/// Longest device token accepted (CHATMAIL.md §4).
+/// Longest device token accepted (docs/specifications.md §4).
 const MAX_TOKEN: usize = 4096;
 /// Most entries answered by one GETMETADATA.
 const MAX_ENTRIES: usize = 100;
@@ -87,6 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if !String::from_utf8_lossy(value.entry.as_ref()).eq_ignore_ascii_case(DEVICE_TOKEN) {
                 return Ok(Done::no("[METADATA NOPRIVATE] Unsupported entry"));
             }
+            // RFC 5464 §4.3 NIL means "remove"; see the module doc.
             let Some(token) = nstring8(&value.value) else {
                 continue;
             };
@@ -96,13 +103,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 )));
             }
             match String::from_utf8(token) {
-                Ok(token)
-                    if !token.is_empty()
-                        && token.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
-                {
+                Ok(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => {
                     tokens.push(token)
                 }
-                _ => return Ok(Done::bad("Device token must be printable")),
+                _ => {
+                    return Ok(Done::bad(
+                        "Device token must be printable ASCII without spaces",
+                    ));
+                }
             }
         }
         for token in tokens {

@@ -2,8 +2,13 @@
 //! sequence sets, headers and text. Keys on the Date header (SENTBEFORE,
 //! SENTON, SENTSINCE) are answered with BAD.
 //!
-//! Flow: evaluate the criteria (an implicit AND) for each message of the
-//! view; bodies are read only when a key needs them.
+//! Flow: resolve every sequence and UID set of the criteria once into a
+//! hash set ([`Criterion`]), then evaluate the criteria (an implicit AND)
+//! for each message of the view; bodies are read only when a key needs
+//! them. Invariant: the work per message does not grow with the size of
+//! the sets, so `UID SEARCH UID 1:4294967295` stays linear.
+
+use std::collections::HashSet;
 
 use chatmail_store::MessageMeta;
 use imap_codec::imap_types::core::Charset;
@@ -23,7 +28,71 @@ struct Candidate<'a> {
     seq: u32,
     meta: &'a MessageMeta,
     body: Option<&'a [u8]>,
-    view: &'a View,
+}
+
+/// The criteria with their sets resolved against the view.
+enum Criterion<'k> {
+    /// The sequence numbers (or UIDs) a set names.
+    In {
+        numbers: HashSet<u32>,
+        by_uid: bool,
+    },
+    And(Vec<Criterion<'k>>),
+    Or(Box<Criterion<'k>>, Box<Criterion<'k>>),
+    Not(Box<Criterion<'k>>),
+    /// Any other key, tested against the message itself.
+    Key(&'k SearchKey<'k>),
+}
+
+impl<'k> Criterion<'k> {
+    fn compile(key: &'k SearchKey<'k>, view: &View) -> Self {
+        use SearchKey as K;
+        // A set naming messages beyond the mailbox matches nothing.
+        let resolve = |set, by_uid: bool| {
+            let pairs = view.resolve(set, by_uid).unwrap_or_default();
+            let numbers = pairs
+                .iter()
+                .map(|&(seq, uid)| if by_uid { uid } else { seq })
+                .collect();
+            Criterion::In { numbers, by_uid }
+        };
+        match key {
+            K::And(keys) => Criterion::And(
+                keys.as_ref()
+                    .iter()
+                    .map(|k| Criterion::compile(k, view))
+                    .collect(),
+            ),
+            K::Or(a, b) => Criterion::Or(
+                Box::new(Criterion::compile(a, view)),
+                Box::new(Criterion::compile(b, view)),
+            ),
+            K::Not(k) => Criterion::Not(Box::new(Criterion::compile(k, view))),
+            K::SequenceSet(set) => resolve(set, false),
+            K::Uid(set) => resolve(set, true),
+            other => Criterion::Key(other),
+        }
+    }
+
+    /// Every key is evaluated (no short cut), so an unsupported key is
+    /// reported whatever the message.
+    fn matches(&self, c: &Candidate<'_>) -> Result<bool, Unsupported> {
+        Ok(match self {
+            Criterion::In { numbers, by_uid } => {
+                numbers.contains(if *by_uid { &c.meta.uid } else { &c.seq })
+            }
+            Criterion::And(all) => {
+                let mut result = true;
+                for criterion in all {
+                    result &= criterion.matches(c)?;
+                }
+                result
+            }
+            Criterion::Or(a, b) => a.matches(c)? | b.matches(c)?,
+            Criterion::Not(criterion) => !criterion.matches(c)?,
+            Criterion::Key(key) => matches(key, c)?,
+        })
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -49,6 +118,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let metas = store.messages(view.mailbox.id, 0).await?;
         let needs_body = criteria.iter().any(needs_body);
+        let criterion = Criterion::And(
+            criteria
+                .iter()
+                .map(|k| Criterion::compile(k, view))
+                .collect(),
+        );
         let mut found = Vec::new();
         for meta in &metas {
             let Some(seq) = view.seq_of(meta.uid) else {
@@ -63,18 +138,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 seq,
                 meta,
                 body: body.as_deref(),
-                view,
             };
-            let mut all = true;
-            for key in criteria {
-                match matches(key, &candidate) {
-                    Ok(true) => {}
-                    Ok(false) => all = false,
-                    Err(Unsupported) => return Ok(Done::bad("Unsupported SEARCH key")),
-                }
-            }
-            if all {
-                found.push(if by_uid { meta.uid } else { seq });
+            match criterion.matches(&candidate) {
+                Ok(true) => found.push(if by_uid { meta.uid } else { seq }),
+                Ok(false) => {}
+                Err(Unsupported) => return Ok(Done::bad("Unsupported SEARCH key")),
             }
         }
         let mut line = String::from("* SEARCH");
@@ -104,30 +172,14 @@ fn needs_body(key: &SearchKey<'_>) -> bool {
     }
 }
 
+/// A key other than a set or a combination ([`Criterion`] handles those).
 fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> Result<bool, Unsupported> {
     use SearchKey as K;
     let flag = |name: &str| c.meta.flags.iter().any(|f| f.eq_ignore_ascii_case(name));
     let day = unix_day(c.meta.internal_date);
     Ok(match key {
-        K::And(keys) => {
-            let mut all = true;
-            for key in keys.as_ref() {
-                all &= matches(key, c)?;
-            }
-            all
-        }
-        K::Or(a, b) => matches(a, c)? | matches(b, c)?,
-        K::Not(key) => !matches(key, c)?,
         K::All | K::Old => true,
         K::New | K::Recent => false,
-        K::SequenceSet(set) => c
-            .view
-            .resolve(set, false)
-            .is_ok_and(|v| v.iter().any(|t| t.0 == c.seq)),
-        K::Uid(set) => c
-            .view
-            .resolve(set, true)
-            .is_ok_and(|v| v.iter().any(|t| t.1 == c.meta.uid)),
         K::Answered => flag("\\Answered"),
         K::Unanswered => !flag("\\Answered"),
         K::Deleted => flag("\\Deleted"),
@@ -183,6 +235,56 @@ fn date_day(date: &NaiveDate) -> Result<i64, Unsupported> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use chatmail_store::MailboxInfo;
+
+    fn meta(uid: u32) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: vec![],
+            size: 10,
+            internal_date: 0,
+        }
+    }
+
+    #[test]
+    fn resolves_sets_once_and_tests_each_message_by_lookup() {
+        let info = MailboxInfo {
+            id: 1,
+            name: "INBOX".into(),
+            uidvalidity: 7,
+            uidnext: 1,
+            special_use: None,
+        };
+        let uids: Vec<u32> = (1..=20_000).map(|n| n * 2).collect();
+        let view = View::new(info, false, uids.clone());
+        let all = SearchKey::Uid("1:4294967295".try_into().unwrap());
+        let tail = SearchKey::Not(Box::new(SearchKey::SequenceSet(
+            "1:19998".try_into().unwrap(),
+        )));
+        let (all, tail) = (
+            Criterion::compile(&all, &view),
+            Criterion::compile(&tail, &view),
+        );
+        let Criterion::In { numbers, by_uid } = &all else {
+            panic!("UID set not resolved up front");
+        };
+        assert!(*by_uid && numbers.len() == uids.len());
+        let mut found = Vec::new();
+        for (index, uid) in uids.iter().enumerate() {
+            let meta = meta(*uid);
+            let c = Candidate {
+                seq: index as u32 + 1,
+                meta: &meta,
+                body: None,
+            };
+            assert!(all.matches(&c).is_ok_and(|m| m));
+            if tail.matches(&c).is_ok_and(|m| m) {
+                found.push(c.seq);
+            }
+        }
+        assert_eq!(found, vec![19_999, 20_000]);
+    }
 
     #[test]
     fn finds_substrings_ignoring_ascii_case() {

@@ -2,7 +2,8 @@
 //!
 //! Invariants: at most `max_imap_connections` sessions run at once and at
 //! most a fifth of that per IP address (over the limit: `* BYE Too many
-//! connections`); connection tasks live in a `JoinSet` owned by [`serve`],
+//! connections` on port 143; on port 993 the TCP connection is closed
+//! before any TLS handshake work is spent on it); connection tasks live in a `JoinSet` owned by [`serve`],
 //! so none outlives it; the IP address is logged only without `no_log`.
 
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ use crate::{Context, Mode};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long running sessions get to say BYE at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the refusal BYE may take to write.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `shutdown` is cancelled; one task per
 /// connection. Returns after the sessions have closed (or were aborted).
@@ -97,9 +100,13 @@ async fn connection(
     let result = match mode {
         Mode::StartTls if permit.is_none() => refuse(stream).await,
         Mode::StartTls => serve_stream(stream, false, ctx, shutdown).await,
+        // Over the limit: close at once, no handshake (it costs CPU).
+        Mode::ImplicitTls if permit.is_none() => {
+            drop(stream);
+            Ok(())
+        }
         Mode::ImplicitTls => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) if permit.is_none() => refuse(tls).await,
                 Ok(Ok(tls)) => serve_stream(tls, true, ctx, shutdown).await,
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(std::io::Error::new(
@@ -116,8 +123,13 @@ async fn connection(
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
-    stream.write_all(b"* BYE Too many connections\r\n").await?;
-    stream.shutdown().await
+    let bye = async {
+        stream.write_all(b"* BYE Too many connections\r\n").await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(REFUSE_TIMEOUT, bye)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "refusal not read"))?
 }
 
 /// Runs the IMAP protocol on an accepted stream; `encrypted` says whether

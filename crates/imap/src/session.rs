@@ -7,6 +7,10 @@
 //! buffer and return the tagged status, so mailbox updates always precede
 //! the tagged reply (RFC 3501 §7).
 //!
+//! Every flush is bounded (60 s before login, 5 min after) and gives up
+//! shortly after shutdown: a client that sends commands but never reads the
+//! answers loses its connection instead of pinning the session.
+//!
 //! The session is generic over the stream, so tests drive it over
 //! `tokio::io::duplex`. STARTTLS ends the session with [`Ending::StartTls`]
 //! and the caller continues with a fresh session over TLS.
@@ -21,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
-use crate::framing::{FrameError, Framer, Incoming};
+use crate::framing::{FrameError, Framer, Incoming, LiteralBudget};
 use crate::view::View;
 
 /// RFC 3501 §5.4: at least 30 minutes once authenticated.
@@ -30,6 +34,14 @@ const AUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output is written out once this much is buffered (large FETCHes).
 const FLUSH_AT: usize = 256 * 1024;
+/// How long one write may wait for a client that does not read, before
+/// login and after it. A client that pipelines without reading cannot hold
+/// the session forever.
+pub(crate) const UNAUTHENTICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const AUTHENTICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long a pending write may still take once the server shuts down
+/// (enough for a BYE to a reading client).
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +133,10 @@ pub(crate) struct Io<S> {
     pub framer: Framer,
     /// Response bytes not yet written.
     pub out: Vec<u8>,
+    /// Bound on one flush; raised at login.
+    pub write_timeout: Duration,
+    /// Server shutdown: a blocked write gives up shortly after it.
+    pub shutdown: CancellationToken,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
@@ -129,12 +145,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Writes out all pending output. Fails with `TimedOut` when the client
+    /// does not take it within the write timeout (or shortly after
+    /// shutdown); the caller then ends the connection.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
+        let (stream, out) = (&mut self.stream, &mut self.out);
+        let write = async {
+            if !out.is_empty() {
+                stream.write_all(out).await?;
+                out.clear();
+            }
+            stream.flush().await
+        };
+        let (shutdown, limit) = (self.shutdown.clone(), self.write_timeout);
+        let stalled = async {
+            tokio::select! {
+                _ = tokio::time::sleep(limit) => {}
+                _ = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
+                } => {}
+            }
+        };
+        tokio::select! {
+            biased;
+            result = write => result,
+            _ = stalled => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read its responses",
+            )),
         }
-        self.stream.flush().await
     }
 
     /// Writes out buffered output once it is large.
@@ -160,16 +200,21 @@ pub struct Session<S> {
     greet: bool,
     /// Interval of `* OK Still here` during IDLE.
     pub(crate) keepalive: Duration,
+    /// Server-wide bytes for large APPEND literals.
+    pub(crate) literal_budget: LiteralBudget,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A session over `stream`; `tls` says whether it is already encrypted
     /// (implicit TLS, or in-memory tests).
     pub fn new(stream: S, ctx: Arc<Context>, tls: bool, shutdown: CancellationToken) -> Self {
+        let literal_budget = crate::framing::literal_budget(ctx.settings.limits().max_message_size);
         let io = Io {
             stream,
             framer: Framer::default(),
             out: Vec::new(),
+            write_timeout: UNAUTHENTICATED_WRITE_TIMEOUT,
+            shutdown: shutdown.clone(),
         };
         Session {
             io,
@@ -179,6 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             shutdown,
             greet: true,
             keepalive: crate::idle::KEEPALIVE,
+            literal_budget,
         }
     }
 
@@ -224,6 +270,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.io.line(&format!("{tag} NO [TOOBIG] Literal too big"));
                     Flow::Continue
                 }
+                // RFC 5530 §3: a temporary refusal.
+                Incoming::Busy { tag } => {
+                    let reply = format!("{tag} NO [UNAVAILABLE] Server busy, try again");
+                    self.io.line(&reply);
+                    Flow::Continue
+                }
             };
             match flow {
                 Flow::Continue => {}
@@ -256,7 +308,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let shutdown = self.shutdown.clone();
         let result = tokio::select! {
-            result = self.io.framer.read_command(&mut self.io.stream, max_append, idle) => result,
+            result = self.io.framer.read_command(
+                &mut self.io.stream, max_append, idle, &self.literal_budget,
+            ) => result,
             _ = shutdown.cancelled() => {
                 self.io.line("* BYE Server shutting down");
                 return Ok(None);
@@ -269,6 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(FrameError::Timeout) => self.bye("Autologout; idle for too long"),
             Err(FrameError::LineTooLong) => self.bye("Line too long"),
             Err(FrameError::NonSyncTooBig) => self.bye("Literal too big"),
+            Err(FrameError::Busy) => self.bye("Server busy, try again"),
             Err(FrameError::Io(e)) => Err(e.into()),
         }
     }

@@ -290,6 +290,28 @@ async fn refuses_a_wrong_password() {
 }
 
 #[tokio::test]
+async fn answers_unavailable_when_password_checks_are_saturated() {
+    let h = setup().await;
+    let accounts = Accounts::with_kdf_bound(
+        h.store().clone(),
+        h.ctx.settings.clone(),
+        0,
+        Duration::from_millis(20),
+    );
+    let ctx = Arc::new(Context {
+        settings: h.ctx.settings.clone(),
+        accounts,
+        tls: h.ctx.tls.clone(),
+    });
+    let (client, server) = tokio::io::duplex(1 << 16);
+    tokio::spawn(Session::new(server, ctx, true, h.shutdown.clone()).run());
+    let mut client = Client::new(client);
+    client.line().await;
+    let (_, status) = client.command(&format!("LOGIN {ALICE} {PASSWORD}")).await;
+    assert_eq!(status, "NO [UNAVAILABLE] Server busy, try again later");
+}
+
+#[tokio::test]
 async fn authenticates_with_plain_and_sasl_ir() {
     use base64::Engine;
     let h = setup().await;
@@ -563,6 +585,35 @@ async fn refuses_an_oversize_literal_without_a_continuation() {
 }
 
 #[tokio::test]
+async fn large_append_literals_share_a_bounded_budget() {
+    let h = setup().await;
+    let budget = Arc::new(tokio::sync::Semaphore::new(100_000));
+    let mut client = h
+        .connect_with(true, |s| s.literal_budget = budget.clone())
+        .await;
+    client.ok(&format!("LOGIN {ALICE} {PASSWORD}")).await;
+    // Another session holds half of the budget: no continuation.
+    let held = budget.clone().acquire_many_owned(50_000).await.unwrap();
+    client.send(b"b1 APPEND INBOX {70000}\r\n").await;
+    assert_eq!(
+        client.line().await,
+        "b1 NO [UNAVAILABLE] Server busy, try again\r\n"
+    );
+    drop(held);
+    client.send(b"b2 APPEND INBOX {70000}\r\n").await;
+    assert_eq!(client.line().await, "+ Ready for literal data\r\n");
+    assert_eq!(budget.available_permits(), 30_000);
+    let mut literal = vec![b'x'; 70_000];
+    literal.extend_from_slice(b"\r\n");
+    client.send(&literal).await;
+    let (_, status) = client.until_tagged("b2").await;
+    assert!(status.starts_with("NO [CANNOT]"), "{status}");
+    // The next command releases the literal's bytes.
+    client.ok("NOOP").await;
+    assert_eq!(budget.available_permits(), 100_000);
+}
+
+#[tokio::test]
 async fn bounds_literals_tightly_before_login() {
     let h = setup().await;
     let mut client = h.connect().await;
@@ -642,6 +693,81 @@ async fn stores_and_returns_device_tokens() {
 }
 
 #[tokio::test]
+async fn refuses_device_tokens_with_spaces_and_accepts_nil() {
+    let h = setup().await;
+    let mut client = h.logged_in().await;
+    client
+        .ok("SETMETADATA INBOX (/private/devicetoken \"token-one\")")
+        .await;
+    for bad in ["\"two words\"", "\"tab\tinside\""] {
+        let command = format!("SETMETADATA INBOX (/private/devicetoken {bad})");
+        let (_, status) = client.command(&command).await;
+        assert!(status.starts_with("BAD"), "{bad}: {status}");
+    }
+    client
+        .ok("SETMETADATA INBOX (/private/devicetoken NIL)")
+        .await;
+    let (lines, _) = client
+        .command("GETMETADATA INBOX /private/devicetoken")
+        .await;
+    assert_eq!(
+        lines,
+        vec!["* METADATA \"INBOX\" (/private/devicetoken \"token-one\")\r\n"]
+    );
+}
+
+/// Pipelines commands into a session over a tiny buffer and never reads;
+/// returns how long (in paused time) the session took to give up, and how.
+async fn stall_session(h: &Harness, login: bool) -> (Duration, Option<std::io::ErrorKind>) {
+    let (client, server) = tokio::io::duplex(1024);
+    let session = Session::new(server, h.ctx.clone(), true, h.shutdown.clone());
+    let session = tokio::spawn(session.run());
+    let mut client = Client::new(client);
+    client.line().await;
+    if login {
+        client.ok(&format!("LOGIN {ALICE} {PASSWORD}")).await;
+    }
+    // From here on time is virtual; nothing reads the responses.
+    tokio::time::pause();
+    let started = tokio::time::Instant::now();
+    let Client { mut writer, .. } = client;
+    tokio::spawn(async move {
+        for n in 0..10_000 {
+            let command = format!("p{n} CAPABILITY\r\n");
+            if writer.write_all(command.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        // Keep the stream open: the session must give up by itself.
+        std::future::pending::<()>().await;
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(3600), session).await;
+    let kind = match ended {
+        Ok(Ok(Err(crate::SessionError::Io(e)))) => Some(e.kind()),
+        _ => None,
+    };
+    (started.elapsed(), kind)
+}
+
+#[tokio::test]
+async fn closes_a_session_whose_client_never_reads() {
+    let h = setup().await;
+    let (took, kind) = stall_session(&h, false).await;
+    assert_eq!(kind, Some(std::io::ErrorKind::TimedOut), "after {took:?}");
+    assert!(took >= crate::session::UNAUTHENTICATED_WRITE_TIMEOUT);
+    assert!(took < crate::session::AUTHENTICATED_WRITE_TIMEOUT);
+}
+
+#[tokio::test]
+async fn gives_a_logged_in_client_longer_to_read() {
+    let h = setup().await;
+    let (took, kind) = stall_session(&h, true).await;
+    assert_eq!(kind, Some(std::io::ErrorKind::TimedOut), "after {took:?}");
+    assert!(took >= crate::session::AUTHENTICATED_WRITE_TIMEOUT);
+    assert!(took < 2 * crate::session::AUTHENTICATED_WRITE_TIMEOUT);
+}
+
+#[tokio::test]
 async fn says_bye_on_logout_and_shutdown() {
     let h = setup().await;
     let mut client = h.connect().await;
@@ -692,13 +818,18 @@ async fn serves_implicit_tls_with_per_ip_limits_until_shutdown() {
         h.shutdown.clone(),
     ));
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut first = Client::new(tls_connect(cert.clone(), tcp).await);
+    let mut first = Client::new(tls_connect(cert, tcp).await);
     assert!(first.line().await.starts_with("* OK [CAPABILITY IMAP4rev1"));
     first.ok(&format!("LOGIN {ALICE} {PASSWORD}")).await;
-    // One fifth of 5 is one connection per IP address.
-    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut second = Client::new(tls_connect(cert, tcp).await);
-    assert_eq!(second.line().await, "* BYE Too many connections\r\n");
+    // One fifth of 5 is one connection per IP address. Over the limit the
+    // server closes the TCP connection without waiting for a ClientHello.
+    let mut second = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed without handshake: {read:?}"
+    );
     h.shutdown.cancel();
     assert_eq!(first.line().await, "* BYE Server shutting down\r\n");
     let stopped = tokio::time::timeout(Duration::from_secs(5), server).await;
@@ -734,6 +865,32 @@ async fn searches_by_flags_uids_and_headers() {
     );
     let (_, status) = client.command("SEARCH SENTON 1-Jan-2020").await;
     assert!(status.starts_with("BAD"), "{status}");
+}
+
+#[tokio::test]
+async fn searches_huge_uid_and_sequence_ranges_correctly() {
+    let h = setup().await;
+    for n in 1..=40 {
+        h.deliver(&message(n)).await;
+    }
+    let mut client = h.logged_in().await;
+    let select = client.ok("SELECT INBOX").await;
+    let last = number_after(&select, "UIDNEXT") - 1;
+    let uids: Vec<String> = (last - 39..=last).map(|u| u.to_string()).collect();
+    assert_eq!(
+        client.ok("UID SEARCH UID 1:4294967295").await,
+        vec![format!("* SEARCH {}\r\n", uids.join(" "))]
+    );
+    assert_eq!(
+        client.ok("SEARCH 1:* NOT 3:38").await,
+        vec!["* SEARCH 1 2 39 40\r\n"]
+    );
+    assert_eq!(
+        client
+            .ok(&format!("SEARCH OR UID {last} 2 UID 1:4294967295"))
+            .await,
+        vec!["* SEARCH 2 40\r\n"]
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! codes (RFC 4315 §3).
 //!
 //! Invariant: APPEND stores nothing the encryption gate refuses
-//! (CHATMAIL.md §2); the store makes the message durable before the OK.
+//! (docs/specifications.md §2); the store makes the message durable before the OK.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,14 +78,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         mailbox: &Mailbox<'_>,
         flags: &[Flag<'_>],
         date: Option<&DateTime>,
-        message: &LiteralOrLiteral8<'_>,
+        message: LiteralOrLiteral8<'_>,
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
             return Ok(Done::bad("Not authenticated"));
         };
-        let data: &[u8] = match message {
-            LiteralOrLiteral8::Literal(literal) => literal.data(),
-            LiteralOrLiteral8::Literal8(literal) => &literal.data,
+        // The decoded command owns the literal: take it, no copy.
+        let data: Vec<u8> = match message {
+            LiteralOrLiteral8::Literal(literal) => literal.into_inner().into_owned(),
+            LiteralOrLiteral8::Literal8(literal) => literal.data.into_owned(),
         };
         if data.len() as u64 > self.ctx.settings.limits().max_message_size {
             return Ok(Done::no("[TOOBIG] Message too big"));
@@ -100,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             sender: &account.address,
             recipients: &recipients,
         };
-        if let Err(reason) = chatmail_gate::check(data, direction) {
+        if let Err(reason) = chatmail_gate::check(&data, direction) {
             tracing::debug!(reason = %reason, "APPEND refused by the encryption gate");
             return Ok(Done::no(
                 "[CANNOT] Encryption Needed: Invalid Unencrypted Mail",
@@ -113,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .map_or(0, |d| d.as_secs() as i64),
         };
         let new = NewMessage {
-            body: bytes::Bytes::copy_from_slice(data),
+            body: bytes::Bytes::from(data),
             flags: flag_names(flags),
             internal_date,
         };

@@ -96,6 +96,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 self.reply(454, "4.7.0 Temporary authentication failure")
             }
+            // Too many password checks in flight: try again shortly.
+            Err(LoginError::Busy) => self.reply(454, "4.7.0 Server busy, try again later"),
         }
     }
 
