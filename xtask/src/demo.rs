@@ -51,7 +51,10 @@ pub fn check(root: &Path, madmail: &Path, python: &Path, path_env: &std::ffi::Os
         .status()?;
     let exit = demo.wait()?;
     anyhow::ensure!(status.success(), "the demo scenario failed");
-    anyhow::ensure!(interrupted.success() && exit.success(), "madmail demo did not stop cleanly: {exit}");
+    anyhow::ensure!(
+        interrupted.success() && exit.success(),
+        "madmail demo did not stop cleanly: {exit}"
+    );
     println!("quick trial (madmail demo) works with a real Delta Chat client");
     Ok(())
 }

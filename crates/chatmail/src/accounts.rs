@@ -39,13 +39,16 @@ pub async fn run(settings: Settings, command: AccountsCommand) -> anyhow::Result
         AccountsCommand::Add { address, password } => {
             let generated = password.is_none();
             let password = password.unwrap_or_else(|| accounts.generate().1);
-            let added = accounts.add(&address, &password).await.map_err(|e| match e {
-                chatmail_accounts::LoginError::Invalid => anyhow::anyhow!(
-                    "{address}: refused: the domain must be this relay's, the local part \
+            let added = accounts
+                .add(&address, &password)
+                .await
+                .map_err(|e| match e {
+                    chatmail_accounts::LoginError::Invalid => anyhow::anyhow!(
+                        "{address}: refused: the domain must be this relay's, the local part \
                      must follow the registration rules and the password must be long enough"
-                ),
-                other => other.into(),
-            })?;
+                    ),
+                    other => other.into(),
+                })?;
             if !added {
                 eprintln!("{address} exists already");
                 return Ok(ExitCode::FAILURE);

@@ -44,7 +44,10 @@ pub async fn queue(settings: Settings, command: QueueCommand) -> anyhow::Result<
                 );
             }
             let counts = store.queue_counts().await?;
-            println!("{} message(s), {} recipient(s) pending", counts.messages, counts.recipients);
+            println!(
+                "{} message(s), {} recipient(s) pending",
+                counts.messages, counts.recipients
+            );
         }
         QueueCommand::Flush => println!("{} deliveries made due", store.queue_flush().await?),
         QueueCommand::Purge => println!("{} queued message(s) dropped", store.queue_purge().await?),
@@ -59,7 +62,10 @@ pub fn dns(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else if records.is_empty() {
-        println!("; {} is an IP-only relay: it needs no DNS records", settings.domain.host());
+        println!(
+            "; {} is an IP-only relay: it needs no DNS records",
+            settings.domain.host()
+        );
     } else {
         print!("{}", crate::dns::zone(&records));
     }

@@ -54,26 +54,40 @@ impl Ports {
 /// Runs the demo relay until Ctrl-C.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let temp = tempfile::Builder::new().prefix("madmail-demo-").tempdir()?;
-    let state_dir = options.state_dir.clone().unwrap_or_else(|| temp.path().into());
+    let state_dir = options
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().into());
     let ports = Ports::new(options.standard_ports);
     let settings = settings(&options, &ports, &state_dir)?;
     crate::logging::init(&settings.config.log);
     let relay = crate::server::start(settings).await?;
-    println!("madmail demo relay on {} (state in {})\n", options.ip, state_dir.display());
+    println!(
+        "madmail demo relay on {} (state in {})\n",
+        options.ip,
+        state_dir.display()
+    );
     for name in ["first", "second"] {
         let (email, password) = relay.accounts.generate();
         relay.accounts.add(&email, &password).await?;
         let link = dclogin(&email, &password, options.ip.into(), &ports);
         println!("Account {name}: {email}\n{}\n{link}\n", qr(&link));
     }
-    println!("More accounts: POST {}/new  (or scan DCACCOUNT:{}/new)", relay.base_url, relay.base_url);
+    println!(
+        "More accounts: POST {}/new  (or scan DCACCOUNT:{}/new)",
+        relay.base_url, relay.base_url
+    );
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     relay.stop().await;
     Ok(())
 }
 
-fn settings(options: &DemoOptions, ports: &Ports, state_dir: &std::path::Path) -> anyhow::Result<Settings> {
+fn settings(
+    options: &DemoOptions,
+    ports: &Ports,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Settings> {
     let at = |port: u16| format!("[\"{}\"]", SocketAddr::new(options.ip.into(), port));
     let text = format!(
         "mail_domain = \"{ip}\"\nstate_dir = {state:?}\n\
@@ -119,7 +133,12 @@ mod tests {
 
     #[test]
     fn demo_links_name_servers_and_ports() {
-        let link = dclogin("abc@[127.0.0.1]", "pw", "127.0.0.1".parse().unwrap(), &Ports::new(false));
+        let link = dclogin(
+            "abc@[127.0.0.1]",
+            "pw",
+            "127.0.0.1".parse().unwrap(),
+            &Ports::new(false),
+        );
         assert_eq!(
             link,
             "dclogin:abc@[127.0.0.1]?p=pw&v=1&ih=127.0.0.1&ip=10993&is=ssl&sh=127.0.0.1&sp=10465&ss=ssl&ic=3"

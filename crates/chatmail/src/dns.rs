@@ -34,17 +34,37 @@ pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
         required,
     };
     let srv = |service: &str, port: u16| {
-        record(format!("_{service}._tcp.{fq}"), "SRV", format!("0 1 {port} {fq}"), false)
+        record(
+            format!("_{service}._tcp.{fq}"),
+            "SRV",
+            format!("0 1 {port} {fq}"),
+            false,
+        )
     };
     let mut out = vec![
         record(fq.clone(), "MX", format!("10 {fq}"), true),
         record(dkim.record_name(domain), "TXT", dkim.txt_record(), true),
-        record(format!("_mta-sts.{fq}"), "TXT", format!("v=STSv1; id={}", mta_sts_id(domain)), true),
+        record(
+            format!("_mta-sts.{fq}"),
+            "TXT",
+            format!("v=STSv1; id={}", mta_sts_id(domain)),
+            true,
+        ),
         record(format!("mta-sts.{fq}"), "CNAME", fq.clone(), true),
         record(format!("www.{fq}"), "CNAME", fq.clone(), true),
         record(fq.clone(), "TXT", "v=spf1 a ~all".into(), false),
-        record(format!("_dmarc.{fq}"), "TXT", "v=DMARC1;p=reject;adkim=s;aspf=s".into(), false),
-        record(fq.clone(), "CAA", "0 issue \"letsencrypt.org\"".into(), false),
+        record(
+            format!("_dmarc.{fq}"),
+            "TXT",
+            "v=DMARC1;p=reject;adkim=s;aspf=s".into(),
+            false,
+        ),
+        record(
+            fq.clone(),
+            "CAA",
+            "0 issue \"letsencrypt.org\"".into(),
+            false,
+        ),
     ];
     out.extend([
         srv("submission", 587),
@@ -64,9 +84,9 @@ pub fn mta_sts_policy(domain: &str) -> String {
 /// policy does (RFC 8461 §3.1).
 fn mta_sts_id(domain: &str) -> String {
     let policy = mta_sts_policy(domain);
-    let sum = policy
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let sum = policy.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{sum:016x}")
 }
 
@@ -104,13 +124,25 @@ mod tests {
 
     #[test]
     fn zone_lists_mx_dkim_and_mta_sts_with_short_txt_strings() {
-        let settings = chatmail_config::parse("mail_domain = \"chat.example.org\"\n[tls]\nmode = \"self-signed\"\n").unwrap();
+        let settings = chatmail_config::parse(
+            "mail_domain = \"chat.example.org\"\n[tls]\nmode = \"self-signed\"\n",
+        )
+        .unwrap();
         let key = key();
         let zone = zone(&records(&settings, &key));
-        assert!(zone.contains("chat.example.org. 3600 IN MX 10 chat.example.org.\n"), "{zone}");
-        assert!(zone.contains("opendkim._domainkey.chat.example.org. 3600 IN TXT ( \"v=DKIM1; k=rsa; p="));
+        assert!(
+            zone.contains("chat.example.org. 3600 IN MX 10 chat.example.org.\n"),
+            "{zone}"
+        );
+        assert!(
+            zone.contains(
+                "opendkim._domainkey.chat.example.org. 3600 IN TXT ( \"v=DKIM1; k=rsa; p="
+            )
+        );
         assert!(zone.contains("_mta-sts.chat.example.org. 3600 IN TXT ( \"v=STSv1; id="));
-        assert!(zone.contains("_imaps._tcp.chat.example.org. 3600 IN SRV 0 1 993 chat.example.org. ; recommended"));
+        assert!(zone.contains(
+            "_imaps._tcp.chat.example.org. 3600 IN SRV 0 1 993 chat.example.org. ; recommended"
+        ));
         for quoted in zone.split('"').skip(1).step_by(2) {
             assert!(quoted.len() <= 255);
         }

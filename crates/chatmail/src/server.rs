@@ -133,13 +133,20 @@ fn identity(settings: &Settings) -> anyhow::Result<Identity> {
     let tls = &settings.config.tls;
     if settings.self_signed {
         let host = settings.domain.host();
-        let names = vec![host.clone(), format!("mta-sts.{host}"), format!("www.{host}")];
+        let names = vec![
+            host.clone(),
+            format!("mta-sts.{host}"),
+            format!("www.{host}"),
+        ];
         let names = if matches!(settings.domain, chatmail_config::MailDomain::Ip(_)) {
             vec![host]
         } else {
             names
         };
-        Ok(Identity::self_signed(&settings.config.state_dir.join("tls"), &names)?)
+        Ok(Identity::self_signed(
+            &settings.config.state_dir.join("tls"),
+            &names,
+        )?)
     } else {
         let (Some(cert), Some(key)) = (&tls.cert_path, &tls.key_path) else {
             anyhow::bail!("tls.cert_path and tls.key_path are required");

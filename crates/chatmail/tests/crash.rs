@@ -20,12 +20,20 @@ async fn acknowledged_messages_survive_sigkill() {
     let tls = tls_config(&relay.cert_path()).unwrap();
     let rcpt = "receiver1@[127.0.0.1]";
     // The first login creates the recipient's account.
-    drop(Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD).await.unwrap());
+    drop(
+        Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD)
+            .await
+            .unwrap(),
+    );
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut senders = Vec::new();
     for n in 0..SENDERS {
-        let (acked, tls, addr) = (acked.clone(), tls.clone(), relay.addr(relay.ports.submissions));
+        let (acked, tls, addr) = (
+            acked.clone(),
+            tls.clone(),
+            relay.addr(relay.ports.submissions),
+        );
         senders.push(tokio::spawn(async move {
             let from = format!("sender{n:03}@[127.0.0.1]");
             let Ok(mut smtp) = Smtp::login(addr, &tls, &from, PASSWORD).await else {
@@ -51,13 +59,23 @@ async fn acknowledged_messages_survive_sigkill() {
     let acked = acked.lock().unwrap().clone();
 
     relay.restart().await.unwrap();
-    let mut imap = Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD).await.unwrap();
+    let mut imap = Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD)
+        .await
+        .unwrap();
     imap.command("SELECT INBOX").await.unwrap();
     let lines = imap
         .command("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
         .await
         .unwrap();
     let stored = lines.join("\n");
-    let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(id.as_str())).collect();
-    assert!(missing.is_empty(), "{} of {} acknowledged messages lost", missing.len(), acked.len());
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !stored.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost",
+        missing.len(),
+        acked.len()
+    );
 }

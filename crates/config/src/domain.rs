@@ -27,7 +27,9 @@ impl MailDomain {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
-            return Err(format!("`{text}` is neither a domain name nor an IPv4 address"));
+            return Err(format!(
+                "`{text}` is neither a domain name nor an IPv4 address"
+            ));
         }
         Ok(Self::Name(name))
     }

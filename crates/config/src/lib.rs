@@ -148,7 +148,6 @@ pub fn parse(text: &str) -> Result<Settings, ConfigError> {
     }
 }
 
-
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(span) => format!(
@@ -203,32 +202,56 @@ fn validate(config: &Config) -> Vec<Problem> {
         bad("limits.max_recipients", "must be at least 1".into());
     }
     if limits.max_user_send_per_minute == 0 {
-        bad("limits.max_user_send_per_minute", "must be at least 1".into());
+        bad(
+            "limits.max_user_send_per_minute",
+            "must be at least 1".into(),
+        );
     }
     if limits.max_user_send_burst == 0 {
         bad("limits.max_user_send_burst", "must be at least 1".into());
     }
     if config.federation.max_parallel_deliveries == 0 {
-        bad("federation.max_parallel_deliveries", "must be at least 1".into());
+        bad(
+            "federation.max_parallel_deliveries",
+            "must be at least 1".into(),
+        );
     }
     for domain in config.federation.static_routes.keys() {
         if MailDomain::parse(domain).is_err() {
-            bad(&format!("federation.static_routes.{domain}"), "not a domain name or IPv4 address".into());
+            bad(
+                &format!("federation.static_routes.{domain}"),
+                "not a domain name or IPv4 address".into(),
+            );
         }
     }
     let selector = &config.dkim.selector;
-    if selector.is_empty() || !selector.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        bad("dkim.selector", "must be letters, digits, `-` or `_`".into());
+    if selector.is_empty()
+        || !selector
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        bad(
+            "dkim.selector",
+            "must be letters, digits, `-` or `_`".into(),
+        );
     }
     if config.storage.max_commit_batch == 0 {
         bad("storage.max_commit_batch", "must be at least 1".into());
     }
-    if config.tls.mode == TlsMode::Files || (config.tls.mode == TlsMode::Auto && !needs_self_signed(config)) {
+    if config.tls.mode == TlsMode::Files
+        || (config.tls.mode == TlsMode::Auto && !needs_self_signed(config))
+    {
         if config.tls.cert_path.is_none() {
-            bad("tls.cert_path", "required when TLS certificates come from files".into());
+            bad(
+                "tls.cert_path",
+                "required when TLS certificates come from files".into(),
+            );
         }
         if config.tls.key_path.is_none() {
-            bad("tls.key_path", "required when TLS certificates come from files".into());
+            bad(
+                "tls.key_path",
+                "required when TLS certificates come from files".into(),
+            );
         }
     }
     problems
@@ -281,11 +304,21 @@ mod tests {
         let p = problems(
             "mail_domain = \"_x.test\"\nbogus = 1\n[limits]\nmax_recipients = \"many\"\nfoo = 2\n[registration]\nusername_min_length = 10\n",
         );
-        assert!(p.iter().any(|p| p.starts_with("bogus: unknown field")), "{p:?}");
-        assert!(p.iter().any(|p| p.starts_with("limits.foo: unknown field")), "{p:?}");
-        assert!(p.iter().any(|p| p.starts_with("limits.max_recipients:")), "{p:?}");
         assert!(
-            p.iter().any(|p| p.starts_with("registration.username_min_length:")),
+            p.iter().any(|p| p.starts_with("bogus: unknown field")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.starts_with("limits.foo: unknown field")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.starts_with("limits.max_recipients:")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("registration.username_min_length:")),
             "{p:?}"
         );
     }
@@ -296,7 +329,10 @@ mod tests {
         assert!(s.federation_allows("A.test"));
         assert!(s.federation_allows("[5.6.7.8]"));
         assert!(!s.federation_allows("b.test"));
-        let s = parse("mail_domain = \"1.2.3.4\"\n[federation]\npolicy = \"block\"\ndomains = [\"a.test\"]\n").unwrap();
+        let s = parse(
+            "mail_domain = \"1.2.3.4\"\n[federation]\npolicy = \"block\"\ndomains = [\"a.test\"]\n",
+        )
+        .unwrap();
         assert!(!s.federation_allows("a.test"));
         assert!(s.federation_allows("b.test"));
     }
@@ -309,7 +345,9 @@ mod tests {
     #[test]
     fn dns_domain_needs_certificate_files() {
         let p = problems("mail_domain = \"chat.example.org\"");
-        assert!(p.contains(&"tls.cert_path: required when TLS certificates come from files".to_string()));
+        assert!(p.contains(
+            &"tls.cert_path: required when TLS certificates come from files".to_string()
+        ));
     }
 
     #[test]

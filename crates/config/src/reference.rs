@@ -23,8 +23,16 @@ fn section(root: &Value, node: &Value, prefix: &str, out: &mut String) {
     let Some(properties) = node.get("properties").and_then(Value::as_object) else {
         return;
     };
-    let title = if prefix.is_empty() { "Top level".to_owned() } else { format!("`[{prefix}]`") };
-    let description = if prefix.is_empty() { "" } else { text(node, "description") };
+    let title = if prefix.is_empty() {
+        "Top level".to_owned()
+    } else {
+        format!("`[{prefix}]`")
+    };
+    let description = if prefix.is_empty() {
+        ""
+    } else {
+        text(node, "description")
+    };
     out.push_str(&format!("\n## {title}\n\n"));
     if !description.is_empty() {
         out.push_str(&format!("{description}\n\n"));
@@ -37,14 +45,32 @@ fn section(root: &Value, node: &Value, prefix: &str, out: &mut String) {
             tables.push((key, target));
             continue;
         }
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         let meaning = text(property, "description").replace('\n', " ");
-        let meaning = if meaning.is_empty() { text(target, "description").replace('\n', " ") } else { meaning };
-        let default = property.get("default").map(render_default).unwrap_or_else(|| "required".into());
-        out.push_str(&format!("| `{path}` | {} | {default} | {meaning} |\n", type_of(root, property)));
+        let meaning = if meaning.is_empty() {
+            text(target, "description").replace('\n', " ")
+        } else {
+            meaning
+        };
+        let default = property
+            .get("default")
+            .map(render_default)
+            .unwrap_or_else(|| "required".into());
+        out.push_str(&format!(
+            "| `{path}` | {} | {default} | {meaning} |\n",
+            type_of(root, property)
+        ));
     }
     for (key, target) in tables {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         section(root, target, &path, out);
     }
 }
@@ -54,7 +80,11 @@ fn text<'a>(node: &'a Value, key: &str) -> &'a str {
 }
 
 fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
-    match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+    match node
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+    {
         Some(pointer) => root.pointer(pointer).unwrap_or(node),
         None => node,
     }
@@ -72,7 +102,10 @@ fn type_of(root: &Value, property: &Value) -> String {
     }
     match target.get("type") {
         Some(Value::String(t)) if t == "array" => {
-            let item = target.get("items").map(|i| type_of(root, i)).unwrap_or_default();
+            let item = target
+                .get("items")
+                .map(|i| type_of(root, i))
+                .unwrap_or_default();
             format!("list of {item}")
         }
         Some(Value::String(t)) => t.clone(),

@@ -54,7 +54,12 @@ impl TlsListener {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx, shutdown));
+        tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(config),
+            tx,
+            shutdown,
+        ));
         Self { ready, local }
     }
 }

@@ -183,9 +183,12 @@ mod tests {
 
     #[test]
     fn missing_files_are_reported_with_their_path() {
-        let err = Identity::from_files(Path::new("/nonexistent/c.pem"), Path::new("/nonexistent/k.pem"))
-            .err()
-            .unwrap();
+        let err = Identity::from_files(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
     }
 
