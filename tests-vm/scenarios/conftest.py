@@ -22,13 +22,25 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 
 
 def pytest_report_header():
-    relay = Relay.from_env()
-    return [f"madmail relay: domain={relay.domain} host={relay.host} new={relay.new_url}"]
+    lines = []
+    for label, prefix in (("madmail relay", "MADMAIL"), ("second relay", "MADMAIL2")):
+        if prefix == "MADMAIL" or os.environ.get(f"{prefix}_DOMAIN"):
+            relay = Relay.from_env(prefix)
+            lines.append(f"{label}: domain={relay.domain} host={relay.host} new={relay.new_url}")
+    return lines
 
 
 @pytest.fixture(scope="session")
 def relay() -> Relay:
     return Relay.from_env()
+
+
+@pytest.fixture(scope="session")
+def relay2() -> Relay:
+    """A second relay (`MADMAIL2_*`) for federation scenarios; they skip without one."""
+    if not os.environ.get("MADMAIL2_DOMAIN"):
+        pytest.skip("MADMAIL2_DOMAIN not set: no second relay to federate with")
+    return Relay.from_env("MADMAIL2")
 
 
 @pytest.fixture
@@ -42,18 +54,20 @@ def deltachat(tmp_path):
 def make_profiles(deltachat, relay):
     """`make_profiles(n)` configures n new profiles in parallel and brings them online.
 
-    `make_profiles(credentials=[(addr, pw), ...])` uses the given logins.
+    `make_profiles(credentials=[(addr, pw), ...])` uses the given logins;
+    `make_profiles(on=[relay, relay2, ...])` makes one profile on each relay listed.
     """
 
-    def make(count: int = 0, credentials=None):
-        credentials = credentials or [relay.new_credentials() for _ in range(count)]
+    def make(count: int = 0, credentials=None, on=None):
+        relays = on or [relay] * (len(credentials) if credentials else count)
+        credentials = credentials or [where.new_credentials() for where in relays]
         pending = []
-        for address, password in credentials:
+        for (address, password), where in zip(credentials, relays):
             account = deltachat.add_account()
             # Never let the core add relays of its own choosing.
             account.set_config("autorelay", "0")
             account.set_config("displayname", address.split("@")[0])
-            pending.append((account, account.add_transport_from_qr.future(relay.dclogin(address, password))))
+            pending.append((account, account.add_transport_from_qr.future(where.dclogin(address, password))))
         for account, configured in pending:
             configured()
             assert account.is_configured()

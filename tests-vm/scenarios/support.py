@@ -37,10 +37,6 @@ def _is_ip(text: str) -> bool:
         return False
 
 
-def _env_port(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
 @dataclass(frozen=True)
 class Relay:
     """Where the relay under test is and how to reach it."""
@@ -61,25 +57,32 @@ class Relay:
     # Argument for `cmping`, or None to skip that scenario.
     cmping_relay: Optional[str]
 
+    # The relay's log file (only when the runner knows it), for scenarios
+    # that check what the relay did.
+    log_path: Optional[str] = None
+
     @classmethod
-    def from_env(cls) -> "Relay":
-        domain = os.environ.get("MADMAIL_DOMAIN", "_madmail.test")
-        host = os.environ.get("MADMAIL_HOST", domain)
-        https_port = _env_port("MADMAIL_HTTPS_PORT", 443)
-        optional = {
-            name: int(os.environ[name]) if os.environ.get(name) else None
-            for name in ("MADMAIL_IMAP_PORT", "MADMAIL_SUBMISSION_PORT")
-        }
+    def from_env(cls, prefix: str = "MADMAIL") -> "Relay":
+        """The relay described by `<prefix>_*` variables (`MADMAIL2` for a second one)."""
+
+        def env(name: str, default=None):
+            return os.environ.get(f"{prefix}_{name}") or default
+
+        domain = env("DOMAIN", "_madmail.test")
+        host = env("HOST", domain)
+        https_port = int(env("HTTPS_PORT", 443))
+        optional = {name: int(env(name)) if env(name) else None for name in ("IMAP_PORT", "SUBMISSION_PORT")}
         return cls(
             domain=domain,
             host=host,
-            imaps_port=_env_port("MADMAIL_IMAPS_PORT", 993),
-            submissions_port=_env_port("MADMAIL_SUBMISSIONS_PORT", 465),
-            imap_port=optional["MADMAIL_IMAP_PORT"],
-            submission_port=optional["MADMAIL_SUBMISSION_PORT"],
-            new_url=os.environ.get("MADMAIL_NEW_URL", f"https://{host}:{https_port}/new"),
-            localpart_length=_env_port("MADMAIL_LOCALPART_LENGTH", 9),
-            cmping_relay=os.environ.get("MADMAIL_CMPING_RELAY") or None,
+            imaps_port=int(env("IMAPS_PORT", 993)),
+            submissions_port=int(env("SUBMISSIONS_PORT", 465)),
+            imap_port=optional["IMAP_PORT"],
+            submission_port=optional["SUBMISSION_PORT"],
+            new_url=env("NEW_URL", f"https://{host}:{https_port}/new"),
+            localpart_length=int(env("LOCALPART_LENGTH", 9)),
+            cmping_relay=env("CMPING_RELAY"),
+            log_path=env("LOG"),
         )
 
     @property
