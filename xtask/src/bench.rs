@@ -7,6 +7,12 @@
 //! and measures, for every message, the time from the sender reading `250`
 //! to the recipient reading the `* N EXISTS` that covers it. Peak RSS is
 //! the relay's VmHWM.
+//!
+//! With `--federation`, the same two phases run between two relays (module
+//! `federation`): submitted on A, delivered by A's queue to B over
+//! `/mxdeliv` and, in a second run, over SMTP, and read on B.
+
+mod federation;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,6 +43,10 @@ pub struct BenchOptions {
     /// Message size in bytes.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// Relay to relay instead: senders on relay A, recipients on relay B,
+    /// over `/mxdeliv` and over SMTP, side by side.
+    #[arg(long)]
+    federation: bool,
     /// The relay binary (default: build the release binary).
     #[arg(long)]
     madmail: Option<PathBuf>,
@@ -63,21 +73,33 @@ pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> 
             crate::target_dir(root).join("release/madmail")
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if options.federation {
+        return runtime.block_on(federation::bench(&binary, &options));
+    }
     runtime.block_on(bench(binary, options))
 }
 
 async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
-    let limits = "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n";
-    let relay = RelayProcess::start(&binary, limits).await.map_err(anyhow::Error::msg)?;
+    let limits =
+        "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n";
+    let relay = RelayProcess::start(&binary, limits)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let tls = tls_config(&relay.cert_path()).map_err(anyhow::Error::msg)?;
-    let recipients: Vec<String> = (0..options.recipients).map(|n| format!("rcpt{n:05}@[127.0.0.1]")).collect();
+    let recipients: Vec<String> = (0..options.recipients)
+        .map(|n| format!("rcpt{n:05}@[127.0.0.1]"))
+        .collect();
     let book: Book = Arc::new((0..options.recipients).map(|_| Mutex::default()).collect());
     for (index, rcpt) in recipients.iter().enumerate() {
         let mut imap = Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD)
             .await
             .map_err(anyhow::Error::msg)?;
-        imap.command("SELECT INBOX").await.map_err(anyhow::Error::msg)?;
+        imap.command("SELECT INBOX")
+            .await
+            .map_err(anyhow::Error::msg)?;
         imap.idle().await.map_err(anyhow::Error::msg)?;
         tokio::spawn(watch(imap, book.clone(), index));
     }
@@ -105,20 +127,42 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     for entry in book.iter() {
-        entry.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.latencies.clear();
+        entry
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .latencies
+            .clear();
     }
 
     let total = options.rate as u64 * options.seconds;
     let per_sender = (total as usize).div_ceil(options.senders);
     let interval = Duration::from_secs_f64(options.senders as f64 / options.rate as f64);
-    send_phase(smtps, &recipients, &book, per_sender, Some(interval), options.size).await?;
+    send_phase(
+        smtps,
+        &recipients,
+        &book,
+        per_sender,
+        Some(interval),
+        options.size,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut latencies: Vec<Duration> = book
         .iter()
-        .flat_map(|entry| entry.lock().map(|a| a.latencies.clone()).unwrap_or_default())
+        .flat_map(|entry| {
+            entry
+                .lock()
+                .map(|a| a.latencies.clone())
+                .unwrap_or_default()
+        })
         .collect();
     latencies.sort();
-    let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "latency at {} msg/s: {} messages, 250-to-EXISTS p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         options.rate,
@@ -129,8 +173,14 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
     );
     if let Some(pid) = relay.pid() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?");
-        println!("relay peak RSS: {}", hwm.trim_start_matches("VmHWM:").trim());
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap_or("VmHWM: ?");
+        println!(
+            "relay peak RSS: {}",
+            hwm.trim_start_matches("VmHWM:").trim()
+        );
     }
     Ok(())
 }
@@ -160,7 +210,9 @@ async fn send_phase(
                 let index = (n + k * 7) % recipients.len();
                 let message = encrypted(&from, &recipients[index], size);
                 let mut arrivals = None;
-                let reply = smtp.send(&from, &[recipients[index].as_str()], &message).await;
+                let reply = smtp
+                    .send(&from, &[recipients[index].as_str()], &message)
+                    .await;
                 match reply {
                     Ok((250, _)) => arrivals = Some(Instant::now()),
                     Ok((code, text)) => eprintln!("{from}: {code} {text}"),
@@ -184,7 +236,9 @@ async fn send_phase(
 async fn watch(mut imap: Imap, book: Book, index: usize) {
     while let Ok(exists) = imap.wait_exists().await {
         let now = Instant::now();
-        let Ok(mut entry) = book[index].lock() else { return };
+        let Ok(mut entry) = book[index].lock() else {
+            return;
+        };
         let exists = exists as usize;
         while entry.seen < exists {
             let seen = entry.seen;

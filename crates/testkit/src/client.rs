@@ -32,10 +32,19 @@ pub fn tls_config(cert: &Path) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-async fn connect(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Result<Stream> {
+/// Connects to `addr`, verifying the certificate for `server_name` (a DNS
+/// name), or for the IP address of `addr` when `None`.
+async fn connect(
+    addr: SocketAddr,
+    server_name: Option<&str>,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Stream> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let name = ServerName::IpAddress(addr.ip().into());
+    let name = match server_name {
+        Some(name) => ServerName::try_from(name.to_owned())?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
     let stream = TlsConnector::from(tls.clone()).connect(name, tcp).await?;
     Ok(BufReader::new(stream))
 }
@@ -55,11 +64,31 @@ pub struct Smtp {
 
 impl Smtp {
     /// Connects, reads the greeting, sends EHLO and authenticates.
-    pub async fn login(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, user: &str, password: &str) -> Result<Self> {
-        let mut smtp = Self { stream: connect(addr, tls).await? };
+    pub async fn login(
+        addr: SocketAddr,
+        tls: &Arc<rustls::ClientConfig>,
+        user: &str,
+        password: &str,
+    ) -> Result<Self> {
+        Self::login_named(addr, None, tls, user, password).await
+    }
+
+    /// [`Smtp::login`] verifying the certificate for `server_name` (the
+    /// relay's DNS name) instead of the IP address.
+    pub async fn login_named(
+        addr: SocketAddr,
+        server_name: Option<&str>,
+        tls: &Arc<rustls::ClientConfig>,
+        user: &str,
+        password: &str,
+    ) -> Result<Self> {
+        let mut smtp = Self {
+            stream: connect(addr, server_name, tls).await?,
+        };
         smtp.reply().await?;
         smtp.command("EHLO [127.0.0.1]").await?;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         let (code, text) = smtp.command(&format!("AUTH PLAIN {token}")).await?;
         if code != 235 {
             return Err(format!("AUTH failed: {code} {text}").into());
@@ -69,7 +98,9 @@ impl Smtp {
 
     /// Sends one command line and reads the (possibly multi-line) reply.
     pub async fn command(&mut self, line: &str) -> Result<(u16, String)> {
-        self.stream.write_all(format!("{line}\r\n").as_bytes()).await?;
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await?;
         self.stream.flush().await?;
         self.reply().await
     }
@@ -78,7 +109,10 @@ impl Smtp {
         let mut text = String::new();
         loop {
             let line = read_line(&mut self.stream).await?;
-            let code = line.get(..3).and_then(|c| c.parse().ok()).ok_or("bad SMTP reply")?;
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or("bad SMTP reply")?;
             text.push_str(line.get(4..).unwrap_or("").trim_end());
             if line.as_bytes().get(3) != Some(&b'-') {
                 return Ok((code, text));
@@ -105,21 +139,27 @@ impl Smtp {
         if reply.0 != 354 {
             return Ok(reply);
         }
-        let mut data = Vec::with_capacity(message.len() + 16);
-        for line in message.split_inclusive(|b| *b == b'\n') {
-            if line.first() == Some(&b'.') {
-                data.push(b'.'); // RFC 5321 §4.5.2
-            }
-            data.extend_from_slice(line);
-        }
-        if !data.ends_with(b"\r\n") {
-            data.extend_from_slice(b"\r\n");
-        }
-        data.extend_from_slice(b".\r\n");
-        self.stream.write_all(&data).await?;
+        self.stream.write_all(&dot_stuff(message)).await?;
         self.stream.flush().await?;
         self.reply().await
     }
+}
+
+/// `message` as DATA content: dot-stuffed, CRLF-terminated, with the
+/// final `.` line.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(message.len() + 16);
+    for line in message.split_inclusive(|b| *b == b'\n') {
+        if line.first() == Some(&b'.') {
+            data.push(b'.'); // RFC 5321 §4.5.2
+        }
+        data.extend_from_slice(line);
+    }
+    if !data.ends_with(b"\r\n") {
+        data.extend_from_slice(b"\r\n");
+    }
+    data.extend_from_slice(b".\r\n");
+    data
 }
 
 /// An IMAP session (implicit TLS, LOGIN).
@@ -130,10 +170,32 @@ pub struct Imap {
 
 impl Imap {
     /// Connects and logs in.
-    pub async fn login(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>, user: &str, password: &str) -> Result<Self> {
-        let mut imap = Self { stream: connect(addr, tls).await?, tag: 0 };
+    pub async fn login(
+        addr: SocketAddr,
+        tls: &Arc<rustls::ClientConfig>,
+        user: &str,
+        password: &str,
+    ) -> Result<Self> {
+        Self::login_named(addr, None, tls, user, password).await
+    }
+
+    /// [`Imap::login`] verifying the certificate for `server_name` (the
+    /// relay's DNS name) instead of the IP address.
+    pub async fn login_named(
+        addr: SocketAddr,
+        server_name: Option<&str>,
+        tls: &Arc<rustls::ClientConfig>,
+        user: &str,
+        password: &str,
+    ) -> Result<Self> {
+        let mut imap = Self {
+            stream: connect(addr, server_name, tls).await?,
+            tag: 0,
+        };
         read_line(&mut imap.stream).await?;
-        let lines = imap.command(&format!("LOGIN \"{user}\" \"{password}\"")).await?;
+        let lines = imap
+            .command(&format!("LOGIN \"{user}\" \"{password}\""))
+            .await?;
         match lines.last() {
             Some(last) if last.contains(" OK") => Ok(imap),
             other => Err(format!("LOGIN failed: {other:?}").into()),
@@ -145,7 +207,9 @@ impl Imap {
     pub async fn command(&mut self, command: &str) -> Result<Vec<String>> {
         self.tag += 1;
         let tag = format!("t{}", self.tag);
-        self.stream.write_all(format!("{tag} {command}\r\n").as_bytes()).await?;
+        self.stream
+            .write_all(format!("{tag} {command}\r\n").as_bytes())
+            .await?;
         self.stream.flush().await?;
         let mut lines = Vec::new();
         loop {
@@ -173,7 +237,9 @@ impl Imap {
     pub async fn idle(&mut self) -> Result<()> {
         self.tag += 1;
         let tag = format!("t{}", self.tag);
-        self.stream.write_all(format!("{tag} IDLE\r\n").as_bytes()).await?;
+        self.stream
+            .write_all(format!("{tag} IDLE\r\n").as_bytes())
+            .await?;
         self.stream.flush().await?;
         loop {
             if read_line(&mut self.stream).await?.starts_with('+') {
@@ -186,7 +252,10 @@ impl Imap {
     pub async fn wait_exists(&mut self) -> Result<u32> {
         loop {
             let line = read_line(&mut self.stream).await?;
-            if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS\r\n")) {
+            if let Some(n) = line
+                .strip_prefix("* ")
+                .and_then(|l| l.strip_suffix(" EXISTS\r\n"))
+            {
                 return Ok(n.parse()?);
             }
         }

@@ -1,9 +1,11 @@
 //! chatmail-testkit: what whole-server tests and benchmarks share: a relay
-//! process on loopback, minimal SMTP and IMAP clients over real TLS, and
+//! process on loopback (one loopback IP per relay, so that two can federate),
+//! minimal SMTP (submission and MX) and IMAP clients over real TLS, and
 //! encrypted-shaped test messages. Test support only, never shipped.
 
 pub mod client;
 pub mod message;
+pub mod mx;
 pub mod relay;
 
 /// Errors of test helpers: anything, with a message.

@@ -79,6 +79,8 @@ pub fn plaintext(from: &str, to: &str) -> Vec<u8> {
 /// The `Message-ID` header value of a message made here.
 pub fn message_id(message: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(message);
-    let line = text.lines().find(|l| l.to_ascii_lowercase().starts_with("message-id:"))?;
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))?;
     Some(line["message-id:".len()..].trim().to_owned())
 }

@@ -1,10 +1,16 @@
 //! A `madmail` process on loopback with its own state directory and free
 //! ports, for tests that need the real binary (restarts, SIGKILL) and for
 //! benchmarks.
+//!
+//! Every relay listens on one loopback address (`127.0.0.1` unless chosen
+//! with [`RelayOptions::ip`]); Linux routes all of `127.0.0.0/8` to the
+//! loopback interface, so two relays on `127.0.0.2` and `127.0.0.3` run side
+//! by side without DNS. A relay can be [configured](RelayProcess::configure)
+//! without starting, so that a peer can route to it while it is down.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::Result;
@@ -20,12 +26,22 @@ pub struct Ports {
     pub smtp: u16,
 }
 
+/// A port on `ip` that nothing listens on (bound, then released).
+pub fn closed_port(ip: Ipv4Addr) -> Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
 impl Ports {
-    /// Five currently free loopback ports.
+    /// Six currently free ports on `127.0.0.1`.
     pub fn free() -> Result<Self> {
+        Self::free_on(Ipv4Addr::LOCALHOST)
+    }
+
+    /// Six currently free ports on the loopback address `ip`.
+    pub fn free_on(ip: Ipv4Addr) -> Result<Self> {
         let mut holders = Vec::new();
         let mut next = || -> Result<u16> {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let listener = TcpListener::bind((ip, 0))?;
             let port = listener.local_addr()?.port();
             holders.push(listener);
             Ok(port)
@@ -41,7 +57,30 @@ impl Ports {
     }
 }
 
-/// A running relay process.
+/// Where and as what a relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// The loopback address every listener binds.
+    pub ip: Ipv4Addr,
+    /// The mail domain; `None`: the IP address (an IP-only relay, whose
+    /// addresses read `user@[ip]`).
+    pub domain: Option<String>,
+    /// TOML appended verbatim to the generated top-level settings.
+    pub extra: String,
+}
+
+impl RelayOptions {
+    /// An IP-only relay on `ip` with `extra` settings.
+    pub fn on(ip: Ipv4Addr, extra: &str) -> Self {
+        Self {
+            ip,
+            domain: None,
+            extra: extra.to_owned(),
+        }
+    }
+}
+
+/// A relay process (running or not).
 pub struct RelayProcess {
     binary: PathBuf,
     /// Keeps the state directory alive; removed on drop.
@@ -49,7 +88,9 @@ pub struct RelayProcess {
     child: Option<Child>,
     /// Where the relay listens.
     pub ports: Ports,
-    /// The relay's mail domain (an IP literal: `127.0.0.1`).
+    /// The loopback address the relay listens on.
+    pub ip: Ipv4Addr,
+    /// The relay's mail domain (the IP address for IP-only relays).
     pub domain: String,
 }
 
@@ -57,15 +98,32 @@ impl RelayProcess {
     /// Writes a configuration (IP-only domain `127.0.0.1`, self-signed TLS,
     /// `extra` appended verbatim) and starts `binary` with it.
     pub async fn start(binary: &Path, extra: &str) -> Result<Self> {
+        Self::start_with(binary, &RelayOptions::on(Ipv4Addr::LOCALHOST, extra)).await
+    }
+
+    /// [`RelayProcess::configure`], then [`RelayProcess::launch`].
+    pub async fn start_with(binary: &Path, options: &RelayOptions) -> Result<Self> {
+        let mut relay = Self::configure(binary, options)?;
+        relay.launch().await?;
+        Ok(relay)
+    }
+
+    /// Picks free ports and writes the configuration without starting the
+    /// process; [`RelayProcess::append_config`] may add more before
+    /// [`RelayProcess::launch`].
+    pub fn configure(binary: &Path, options: &RelayOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("madmail-test-").tempdir()?;
-        let ports = Ports::free()?;
-        let at = |port: u16| format!("[\"127.0.0.1:{port}\"]");
+        let ip = options.ip;
+        let ports = Ports::free_on(ip)?;
+        let domain = options.domain.clone().unwrap_or_else(|| ip.to_string());
+        let at = |port: u16| format!("[\"{ip}:{port}\"]");
         let config = format!(
-            "mail_domain = \"127.0.0.1\"\nstate_dir = {:?}\n{extra}\n\
+            "mail_domain = {domain:?}\nstate_dir = {:?}\n{}\n\
              [log]\nno_log = false\nlevel = \"warn\"\n\
              [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\n\
              [tls]\nmode = \"self-signed\"\n",
             dir.path().join("state").display().to_string(),
+            options.extra,
             at(ports.submissions),
             at(ports.submission),
             at(ports.imaps),
@@ -74,38 +132,63 @@ impl RelayProcess {
             at(ports.smtp),
         );
         std::fs::write(dir.path().join("chatmail.toml"), config)?;
-        let mut relay = Self {
+        Ok(Self {
             binary: binary.to_owned(),
             dir,
             child: None,
             ports,
-            domain: "127.0.0.1".into(),
-        };
-        relay.spawn().await?;
-        Ok(relay)
+            ip,
+            domain,
+        })
     }
 
-    async fn spawn(&mut self) -> Result<()> {
+    /// Appends TOML (whole tables, e.g. a [`RelayProcess::route`]) to the
+    /// configuration; takes effect at the next (re)start.
+    pub fn append_config(&self, toml: &str) -> Result<()> {
+        let path = self.config_path();
+        let mut config = std::fs::read_to_string(&path)?;
+        config.push('\n');
+        config.push_str(toml);
+        std::fs::write(path, config)?;
+        Ok(())
+    }
+
+    /// Starts the process (if not running) and waits until it listens.
+    pub async fn launch(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
         let child = Command::new(&self.binary)
             .arg("run")
             .arg("--config")
-            .arg(self.dir.path().join("chatmail.toml"))
+            .arg(self.config_path())
             .stdin(Stdio::null())
             .spawn()?;
         self.child = Some(child);
-        for _ in 0..200 {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+        let ports = [
+            self.ports.imaps,
+            self.ports.submissions,
+            self.ports.https,
+            self.ports.smtp,
+        ];
+        for _ in 0..400 {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
                 return Err(format!("madmail exited early: {status}").into());
             }
-            let ready = [self.ports.imaps, self.ports.submissions, self.ports.https]
+            let ready = ports
                 .iter()
-                .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
+                .all(|port| std::net::TcpStream::connect((self.ip, *port)).is_ok());
             if ready {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err("madmail did not start listening within 10 s".into())
+        Err("madmail did not start listening within 20 s".into())
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and waits.
@@ -119,7 +202,77 @@ impl RelayProcess {
     /// Starts the process again with the same state and ports.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.spawn().await
+        self.launch().await
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Runs `madmail <args…> --config <this relay's config>` to completion
+    /// (e.g. `["queue", "list"]`); fails unless it exits successfully.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let (command, rest) = args.split_first().ok_or("no command")?;
+        let output: Output = Command::new(&self.binary)
+            .arg(command)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(rest)
+            .stdin(Stdio::null())
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!(
+                "madmail {args:?} failed: {}: {stdout}{stderr}",
+                output.status
+            )
+            .into());
+        }
+        Ok(stdout)
+    }
+
+    /// A static route (TOML table for `federation.static_routes`) that sends
+    /// this relay's mail to its listeners: `/mxdeliv` first when `https` is
+    /// true, else SMTP only.
+    pub fn route(&self, https: bool) -> String {
+        self.route_to(https.then_some(self.ports.https), self.ports.smtp)
+    }
+
+    /// A static route for this relay's domain to its IP with explicit ports
+    /// (e.g. a closed one, to make a transport impossible).
+    pub fn route_to(&self, https_port: Option<u16>, smtp_port: u16) -> String {
+        let https = https_port.map_or(String::new(), |p| format!("https_port = {p}\n"));
+        format!(
+            "[federation.static_routes.{:?}]\nhost = \"{}\"\n{https}smtp_port = {smtp_port}\n",
+            self.address_domain(),
+            self.ip,
+        )
+    }
+
+    /// The name its certificate is issued for, when that is a DNS name
+    /// (pass to `login_named`); `None` for IP-only relays.
+    pub fn server_name(&self) -> Option<&str> {
+        if self.domain.parse::<Ipv4Addr>().is_ok() {
+            None
+        } else {
+            Some(&self.domain)
+        }
+    }
+
+    /// The domain part of this relay's addresses (`[ip]` for IP-only ones).
+    pub fn address_domain(&self) -> String {
+        if self.domain.parse::<Ipv4Addr>().is_ok() {
+            format!("[{}]", self.domain)
+        } else {
+            self.domain.clone()
+        }
+    }
+
+    /// The address of `local_part` at this relay.
+    pub fn address(&self, local_part: &str) -> String {
+        format!("{local_part}@{}", self.address_domain())
     }
 
     /// The relay's self-signed certificate (PEM).
@@ -132,9 +285,9 @@ impl RelayProcess {
         self.dir.path().join("chatmail.toml")
     }
 
-    /// A loopback socket address for `port`.
+    /// This relay's socket address for `port`.
     pub fn addr(&self, port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+        SocketAddr::new(IpAddr::V4(self.ip), port)
     }
 
     /// The process id, while running.

@@ -1,0 +1,140 @@
+//! A minimal SMTP client for a relay's MX port (25): plaintext greeting and
+//! `EHLO`, then `STARTTLS` (RFC 3207), as another relay would connect.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::Result;
+
+/// The connection before and after `STARTTLS`.
+enum Stream {
+    Plain(BufReader<TcpStream>),
+    Tls(Box<BufReader<TlsStream<TcpStream>>>),
+    /// Only while the handshake runs, or after it failed.
+    Closed,
+}
+
+/// An SMTP session with a relay's MX port.
+pub struct Mx {
+    stream: Stream,
+}
+
+impl Mx {
+    /// Connects and reads the greeting (which must be 220).
+    pub async fn connect(addr: SocketAddr) -> Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut mx = Self {
+            stream: Stream::Plain(BufReader::new(tcp)),
+        };
+        let (code, text) = mx.reply().await?;
+        if code != 220 {
+            return Err(format!("greeting {code} {text}").into());
+        }
+        Ok(mx)
+    }
+
+    /// `EHLO`, `STARTTLS` (trusting `tls`), then `EHLO` again over TLS.
+    pub async fn starttls(
+        &mut self,
+        tls: &Arc<rustls::ClientConfig>,
+        server: SocketAddr,
+    ) -> Result<()> {
+        self.command("EHLO peer.test").await?;
+        let (code, text) = self.command("STARTTLS").await?;
+        if code != 220 {
+            return Err(format!("STARTTLS refused: {code} {text}").into());
+        }
+        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err("already TLS".into());
+        };
+        if !plain.buffer().is_empty() {
+            return Err("data after the STARTTLS reply (RFC 3207 §4)".into());
+        }
+        let name = ServerName::IpAddress(server.ip().into());
+        let tls = TlsConnector::from(tls.clone())
+            .connect(name, plain.into_inner())
+            .await?;
+        self.stream = Stream::Tls(Box::new(BufReader::new(tls)));
+        let (code, text) = self.command("EHLO peer.test").await?;
+        if code != 250 {
+            return Err(format!("EHLO after STARTTLS: {code} {text}").into());
+        }
+        Ok(())
+    }
+
+    /// Sends one command line and reads the (possibly multi-line) reply.
+    pub async fn command(&mut self, line: &str) -> Result<(u16, String)> {
+        self.write(format!("{line}\r\n").as_bytes()).await?;
+        self.reply().await
+    }
+
+    /// `MAIL`, `RCPT`s, `DATA` and the message; returns the first reply that
+    /// is not a success, else the final one.
+    pub async fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(u16, String)> {
+        let reply = self.command(&format!("MAIL FROM:<{from}>")).await?;
+        if reply.0 != 250 {
+            return Ok(reply);
+        }
+        for rcpt in to {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            if reply.0 != 250 {
+                self.command("RSET").await?;
+                return Ok(reply);
+            }
+        }
+        let reply = self.command("DATA").await?;
+        if reply.0 != 354 {
+            return Ok(reply);
+        }
+        self.write(&crate::client::dot_stuff(message)).await?;
+        self.reply().await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.stream {
+            Stream::Plain(s) => write_all(s, bytes).await,
+            Stream::Tls(s) => write_all(s.as_mut(), bytes).await,
+            Stream::Closed => Err("connection closed".into()),
+        }
+    }
+
+    async fn reply(&mut self) -> Result<(u16, String)> {
+        match &mut self.stream {
+            Stream::Plain(s) => read_reply(s).await,
+            Stream::Tls(s) => read_reply(s.as_mut()).await,
+            Stream::Closed => Err("connection closed".into()),
+        }
+    }
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+async fn read_reply<S: AsyncBufRead + Unpin>(stream: &mut S) -> Result<(u16, String)> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err("connection closed".into());
+        }
+        let code = line
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .ok_or("bad SMTP reply")?;
+        text.push_str(line.get(4..).unwrap_or("").trim_end());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok((code, text));
+        }
+        text.push('\n');
+    }
+}
