@@ -233,7 +233,8 @@ pub struct FederationConfig {
     pub max_parallel_deliveries: usize,
     /// Fixed routes that bypass DNS, for tests and NATed setups: the mail
     /// domain maps to a host and the ports of its `/mxdeliv` HTTPS and SMTP
-    /// services. No MX lookup happens for a routed domain.
+    /// services. No MX lookup happens for a routed domain. Keys are written
+    /// like `mail_domain`; an IPv4 key matches with or without brackets.
     pub static_routes: std::collections::BTreeMap<String, StaticRoute>,
     /// DNS servers (`ip:port`) for MX and DKIM lookups; empty: the system's
     /// resolver configuration (`/etc/resolv.conf`).

@@ -126,6 +126,9 @@ type EntryRow = (
     i64,
 );
 
+/// Recipient rows read per wanted group in [`Store::due_deliveries`].
+const DUE_ROWS_PER_GROUP: usize = 8;
+
 impl Store {
     /// Queues `body` from `sender` (`None`: null sender) for `recipients`,
     /// all due at `now` (ms). Durable on return.
@@ -153,36 +156,44 @@ impl Store {
         now: i64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let groups: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
-            "SELECT r.message_id, r.domain, m.sender, MAX(r.attempts), m.created \
+        // Read due recipient rows in index order and group them here: the
+        // cost is bounded by the rows read, not by the queue's length (a
+        // GROUP BY over every due row made each scheduler round O(queue)).
+        // A group cut at the row limit is delivered in two attempts, which
+        // is correct, just less batched.
+        let rows_limit = i64::try_from(limit.saturating_mul(DUE_ROWS_PER_GROUP)).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT r.message_id, r.domain, r.recipient, m.sender, r.attempts, m.created \
              FROM queue_recipients r JOIN queue_messages m ON m.id = r.message_id \
              WHERE r.state = 'pending' AND r.next_attempt <= ? \
-             GROUP BY r.message_id, r.domain ORDER BY MIN(r.next_attempt), r.message_id LIMIT ?",
+             ORDER BY r.next_attempt, r.message_id LIMIT ?",
         )
         .bind(now)
-        .bind(limit)
+        .bind(rows_limit)
         .fetch_all(self.db())
         .await?;
-        let mut due = Vec::with_capacity(groups.len());
-        for (id, domain, sender, attempts, created) in groups {
-            let recipients: Vec<String> = sqlx::query_scalar(
-                "SELECT recipient FROM queue_recipients WHERE message_id = ? AND domain = ? \
-                 AND state = 'pending' AND next_attempt <= ? ORDER BY recipient",
-            )
-            .bind(id)
-            .bind(&domain)
-            .bind(now)
-            .fetch_all(self.db())
-            .await?;
+        let mut due: Vec<DueDelivery> = Vec::new();
+        for (id, domain, recipient, sender, attempts, created) in rows {
+            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            if let Some(group) = due.iter_mut().find(|d| d.id == id && d.domain == domain) {
+                group.recipients.push(recipient);
+                group.attempts = group.attempts.max(attempts);
+                continue;
+            }
+            if due.len() == limit {
+                continue;
+            }
             due.push(DueDelivery {
                 id,
                 domain,
                 sender: Some(sender).filter(|s| !s.is_empty()),
-                recipients,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                recipients: vec![recipient],
+                attempts,
                 created,
             });
+        }
+        for group in &mut due {
+            group.recipients.sort();
         }
         Ok(due)
     }

@@ -56,12 +56,12 @@ pub(crate) async fn resolve(
     domain: &str,
 ) -> Result<Vec<Hop>, Outcome> {
     let routes = &settings.config.federation.static_routes;
-    let route = routes.get(domain).or_else(|| {
-        routes
-            .iter()
-            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
-            .map(|(_, r)| r)
-    });
+    // Keys are written like `mail_domain`: `relay.test`, `1.2.3.4` or
+    // `[1.2.3.4]` all name their domain.
+    let route = routes
+        .iter()
+        .find(|(key, _)| chatmail_config::MailDomain::parse(key).is_ok_and(|d| d.matches(domain)))
+        .map(|(_, route)| route);
     if let Some(route) = route {
         return Ok(vec![Hop {
             host: route.host.clone(),

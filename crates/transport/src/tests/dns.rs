@@ -172,3 +172,18 @@ async fn static_routes_and_ip_literals_bypass_dns() {
     let hops = route::resolve(&settings, &unused, "[192.0.2.7]").await;
     assert_eq!(hops, Ok(vec![dns_hop("192.0.2.7")]));
 }
+
+#[tokio::test]
+async fn static_route_for_an_ip_domain_matches_with_or_without_brackets() {
+    let unused = resolver(free_udp_port());
+    for key in ["127.0.0.3", "[127.0.0.3]"] {
+        let settings = super::settings(key, None, 2525);
+        let hops = route::resolve(&settings, &unused, "[127.0.0.3]").await;
+        let routed = Hop {
+            host: "127.0.0.1".into(),
+            https_port: None,
+            smtp_port: 2525,
+        };
+        assert_eq!(hops, Ok(vec![routed]), "route key {key}");
+    }
+}
