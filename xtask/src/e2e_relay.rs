@@ -109,7 +109,7 @@ impl RelaySpec {
             "mail_domain = \"{domain}\"\nstate_dir = \"{state}\"\n\n\
              [log]\nno_log = false\nlevel = \"{log_level}\"\n\n\
              [listen]\nsubmissions = {submissions}\nsubmission = {submission}\n\
-             imaps = {imaps}\nimap = {imap}\nhttps = {https}\nsmtp = {smtp}\n\n\
+             imaps = {imaps}\nimap = {imap}\nhttps = {https}\nsmtp = {smtp}\nhttp = []\n\n\
              [tls]\nmode = \"self-signed\"\n{extra}",
             domain = self.domain,
             state = state_dir.display(),

@@ -92,7 +92,7 @@ fn settings(
     let text = format!(
         "mail_domain = \"{ip}\"\nstate_dir = {state:?}\n\
          [log]\nno_log = false\nlevel = {log:?}\n\
-         [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\n\
+         [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\nhttp = []\n\
          [tls]\nmode = \"self-signed\"\n",
         at(ports.submissions),
         at(ports.submission),

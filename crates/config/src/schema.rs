@@ -47,6 +47,18 @@ pub struct Config {
     /// DKIM signing of outgoing mail.
     #[serde(default)]
     pub dkim: DkimConfig,
+    /// Server metadata that clients read with IMAP `GETMETADATA`.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
+    /// TURN credentials handed to clients (the `turn` metadata entry).
+    #[serde(default)]
+    pub turn: TurnConfig,
+    /// Automatic deletion of old mail and inactive accounts.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// The web pages.
+    #[serde(default)]
+    pub web: WebConfig,
 }
 
 /// Logging settings.
@@ -88,6 +100,8 @@ pub struct ListenConfig {
     pub https: Vec<SocketAddr>,
     /// SMTP MX for mail from other relays (STARTTLS required before MAIL).
     pub smtp: Vec<SocketAddr>,
+    /// Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 challenges.
+    pub http: Vec<SocketAddr>,
 }
 
 impl Default for ListenConfig {
@@ -100,6 +114,7 @@ impl Default for ListenConfig {
             imap: any(143),
             https: any(443),
             smtp: any(25),
+            http: any(80),
         }
     }
 }
@@ -184,6 +199,10 @@ pub struct LimitsConfig {
     pub max_imap_connections: usize,
     /// Most simultaneous SMTP connections (one fifth of it per IP address).
     pub max_smtp_connections: usize,
+    /// Storage quota per account in bytes; at 75 % the oldest messages are
+    /// trimmed down to 70 % (never those of the last 24 hours); a delivery
+    /// that would exceed it is refused with `552 5.2.2 Quota exceeded`.
+    pub max_mailbox_size: u64,
 }
 
 impl Default for LimitsConfig {
@@ -195,6 +214,7 @@ impl Default for LimitsConfig {
             max_user_send_burst: 10,
             max_imap_connections: 10_000,
             max_smtp_connections: 1_000,
+            max_mailbox_size: 500 * 1024 * 1024,
         }
     }
 }
@@ -311,6 +331,89 @@ pub enum DkimAlgorithm {
     Rsa,
     /// Ed25519 (RFC 8463).
     Ed25519,
+}
+
+/// Server metadata entries (RFC 5464), read by Delta Chat at every start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// Operator contact address, published as `/shared/admin`
+    /// (`mailto:<address>`).
+    pub admin: Option<String>,
+    /// Free text published as `/shared/comment`.
+    pub comment: Option<String>,
+    /// iroh relay URL for webxdc realtime apps
+    /// (`/shared/vendor/deltachat/irohrelay`); unset: `https://<mail_domain>`.
+    pub iroh_relay: Option<String>,
+    /// One-line JSON of client versions
+    /// (`/shared/vendor/deltachat/appversions`); unset: no entry.
+    pub app_versions: Option<String>,
+}
+
+/// TURN credentials (coturn REST scheme: the username is the expiry time,
+/// the password `base64(HMAC-SHA1(secret, username))`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Whether the `turn` metadata entry is published.
+    pub enabled: bool,
+    /// Host clients reach the TURN server at; unset: the mail domain.
+    pub host: Option<String>,
+    /// TURN port (UDP and TCP).
+    pub port: u16,
+    /// Seconds a minted credential stays valid.
+    pub credential_lifetime: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            host: None,
+            port: 3478,
+            credential_lifetime: 5 * 24 * 3600,
+        }
+    }
+}
+
+/// Retention: what the relay deletes by itself, and when.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days after which every message is deleted.
+    pub delete_mails_after: u32,
+    /// Days after which seen messages larger than `large_message_size`
+    /// are deleted.
+    pub delete_large_after: u32,
+    /// Bytes above which a message counts as large.
+    pub large_message_size: u64,
+    /// Days without login after which an account and its mail are deleted.
+    pub delete_inactive_users_after: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            delete_mails_after: 20,
+            delete_large_after: 7,
+            large_message_size: 200_000,
+            delete_inactive_users_after: 90,
+        }
+    }
+}
+
+/// The web pages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Operator name shown on the privacy page.
+    pub privacy_operator: Option<String>,
+    /// Postal address of the operator for the privacy page.
+    pub privacy_postal: Option<String>,
+    /// Contact e-mail for privacy questions.
+    pub privacy_mail: Option<String>,
+    /// Name of the data protection officer, if any.
+    pub privacy_supervisor: Option<String>,
 }
 
 fn default_state_dir() -> PathBuf {

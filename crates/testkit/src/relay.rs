@@ -120,7 +120,7 @@ impl RelayProcess {
         let config = format!(
             "mail_domain = {domain:?}\nstate_dir = {:?}\n{}\n\
              [log]\nno_log = false\nlevel = \"warn\"\n\
-             [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\n\
+             [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\nhttp = []\n\
              [tls]\nmode = \"self-signed\"\n",
             dir.path().join("state").display().to_string(),
             options.extra,
