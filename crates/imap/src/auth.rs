@@ -18,10 +18,10 @@ use crate::session::{Done, Flow, Handled, HandlerError, Session, State};
 /// How long the client may take to send the AUTHENTICATE response.
 const SASL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Capabilities after login (docs/specifications.md §4). COMPRESS=DEFLATE is not
-/// implemented and therefore never advertised.
-pub const AUTHENTICATED_CAPABILITIES: &str =
-    "IMAP4rev1 IDLE MOVE UIDPLUS UNSELECT QUOTA METADATA ID ENABLE XCHATMAIL XDELTAPUSH";
+/// Capabilities after login (docs/specifications.md §4). Delta Chat turns
+/// COMPRESS=DEFLATE on as soon as it sees it; COMPRESS is only allowed
+/// once authenticated, so it is not advertised before.
+pub const AUTHENTICATED_CAPABILITIES: &str = "IMAP4rev1 IDLE MOVE UIDPLUS UNSELECT QUOTA METADATA ID ENABLE COMPRESS=DEFLATE XCHATMAIL XDELTAPUSH";
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The capability list for the current state.
@@ -200,8 +200,8 @@ mod tests {
     }
 
     #[test]
-    fn never_advertises_compression() {
-        assert!(!AUTHENTICATED_CAPABILITIES.contains("COMPRESS"));
+    fn advertises_compression_and_the_chatmail_extensions_after_login() {
+        assert!(AUTHENTICATED_CAPABILITIES.contains(" COMPRESS=DEFLATE "));
         assert!(AUTHENTICATED_CAPABILITIES.contains("XCHATMAIL"));
         assert!(AUTHENTICATED_CAPABILITIES.contains("XDELTAPUSH"));
     }

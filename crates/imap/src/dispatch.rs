@@ -69,6 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             C::Enable { .. } => Ok(self.handle_enable()),
             C::Idle => self.handle_idle().await,
+            C::Compress { .. } => Ok(self.handle_compress()),
             C::GetQuota { root } => self.handle_getquota(root.as_ref()).await,
             C::GetQuotaRoot { mailbox } => self.handle_getquotaroot(&mailbox).await,
             C::GetMetadata {

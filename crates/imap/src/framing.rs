@@ -98,6 +98,12 @@ impl Framer {
         self.buf.clear();
     }
 
+    /// Takes the buffered input (bytes that arrived after the last
+    /// command, e.g. already compressed ones after COMPRESS).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.buf.split()
+    }
+
     /// Reads one line including its line ending. Cancel-safe.
     pub async fn read_line<R: AsyncRead + Unpin>(
         &mut self,

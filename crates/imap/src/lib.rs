@@ -6,7 +6,8 @@
 //! connection). Each connection passes the connection limits, the TLS
 //! handshake (port 993) or STARTTLS (port 143), then a [`Session`]: read a
 //! command ([`framing`]), check the state table below, run the handler,
-//! report mailbox changes, answer. Mail lives in `chatmail_store`; IDLE
+//! report mailbox changes, answer. After COMPRESS DEFLATE the same session
+//! continues over a deflate layer ([`compress`]). Mail lives in `chatmail_store`; IDLE
 //! wakes on the store's change events, never by polling.
 //!
 //! # States and commands (RFC 3501 §3, §6)
@@ -14,11 +15,11 @@
 //! |---|---|---|---|
 //! | CAPABILITY NOOP CHECK LOGOUT ID | yes | yes | yes |
 //! | STARTTLS LOGIN AUTHENTICATE (PLAIN, SASL-IR) | yes | – | – |
-//! | SELECT EXAMINE CREATE DELETE SUBSCRIBE UNSUBSCRIBE LIST LSUB STATUS APPEND ENABLE IDLE GETQUOTA GETQUOTAROOT GETMETADATA SETMETADATA | – | yes | yes |
+//! | SELECT EXAMINE CREATE DELETE SUBSCRIBE UNSUBSCRIBE LIST LSUB STATUS APPEND ENABLE IDLE GETQUOTA GETQUOTAROOT GETMETADATA SETMETADATA COMPRESS | – | yes | yes |
 //! | CLOSE UNSELECT EXPUNGE (UID) FETCH (UID) STORE (UID) COPY (UID) MOVE (UID) SEARCH | – | – | yes |
 //!
 //! Commands in the wrong state get `BAD`; unknown or unsupported ones
-//! (RENAME, COMPRESS, SETQUOTA, THREAD, SORT) get `BAD` too, and the session
+//! (RENAME, SETQUOTA, THREAD, SORT) get `BAD` too, and the session
 //! goes on. LOGIN and AUTHENTICATE are refused before TLS (LOGINDISABLED).
 //!
 //! # Invariants
@@ -31,6 +32,7 @@
 //!   addresses or IP addresses.
 
 mod auth;
+mod compress;
 mod dispatch;
 mod fetch;
 mod flags;
@@ -65,6 +67,9 @@ pub struct Context {
     pub accounts: Accounts,
     /// TLS for port 993 and STARTTLS.
     pub tls: Arc<rustls::ServerConfig>,
+    /// Mints the METADATA `turn` entry; `None` publishes no entry (it is
+    /// also withheld while `[turn] enabled` is false).
+    pub turn: Option<Arc<chatmail_turn::Credentials>>,
 }
 
 /// How a listener's connections start.

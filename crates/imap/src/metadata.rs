@@ -1,22 +1,26 @@
 //! METADATA (RFC 5464) and QUOTA (RFC 9208) as Delta Chat uses them
 //! (docs/specifications.md §4).
 //!
-//! Server entries (mailbox `""`) come from [`server_entry`]; unknown keys
-//! answer NIL. The only per-user entry is `/private/devicetoken` on INBOX:
-//! SETMETADATA adds a token (multi-device), GETMETADATA returns all tokens
-//! joined by one space.
+//! Server entries (mailbox `""`) come from [`server_entry`], built from the
+//! `[metadata]`, `[turn]` and `[limits]` configuration; unknown keys answer
+//! NIL. The only per-user entry is `/private/devicetoken` on INBOX:
+//! SETMETADATA adds a token (multi-device), GETMETADATA returns the tokens
+//! set within the last [`TOKEN_LIFETIME`] joined by one space.
 //!
 //! Invariants: a token is printable ASCII without spaces (a space would
 //! split it in the joined GETMETADATA value), at most [`MAX_TOKEN`] bytes.
 //! Setting the entry to NIL answers OK and removes nothing: the chatmail
 //! protocol has no way to name one device's token to delete; stale tokens
-//! age out instead (the store keeps the 64 most recently set per account).
+//! age out instead (90 days after their last SET; the store also keeps only
+//! the 64 most recently set per account). The TURN entry is minted afresh
+//! for every request, so it is always valid for the full lifetime.
 
 use imap_codec::imap_types::core::NString8;
 use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue};
 use imap_codec::imap_types::mailbox::Mailbox;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::Context;
 use crate::mailboxes::mailbox_name;
 use crate::response;
 use crate::session::{Done, Handled, Session};
@@ -25,16 +29,57 @@ use crate::session::{Done, Handled, Session};
 pub const DEVICE_TOKEN: &str = "/private/devicetoken";
 /// Longest device token accepted (docs/specifications.md §4).
 const MAX_TOKEN: usize = 4096;
+/// A device token is live for this long after its last SETMETADATA
+/// (docs/specifications.md §4).
+pub const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
 /// Most entries answered by one GETMETADATA.
 const MAX_ENTRIES: usize = 100;
-/// Storage quota in KiB (500 MiB).
-pub const QUOTA_KIB: u64 = 500 * 1024;
 
-/// The value of a server entry, if this server knows it. No entry is
-/// published yet: `/shared/vendor/deltachat/maxsmtprecipients` would mark
-/// the relay push-capable, which waits for the notifier.
-pub fn server_entry(_key: &str) -> Option<String> {
-    None
+/// The value of the server entry `key` (lower case), if this server
+/// publishes it (docs/specifications.md §4).
+pub fn server_entry(ctx: &Context, key: &str) -> Option<String> {
+    let config = &ctx.settings.config;
+    match key {
+        "/shared/admin" => config
+            .metadata
+            .admin
+            .as_ref()
+            .map(|a| format!("mailto:{a}")),
+        "/shared/comment" => config.metadata.comment.clone(),
+        // Published only when configured: the built-in iroh relay is not
+        // part of madmail yet, and a URL that answers nothing would break
+        // webxdc realtime, while an absent entry makes Delta Chat fall back
+        // to its default relays.
+        "/shared/vendor/deltachat/irohrelay" => config.metadata.iroh_relay.clone(),
+        "/shared/vendor/deltachat/turn" => turn_entry(ctx),
+        // Its presence tells Delta Chat the relay sends push notifications,
+        // so it is withheld until push delivery exists
+        // (docs/specifications.md §4).
+        "/shared/vendor/deltachat/maxsmtprecipients" => None,
+        "/shared/vendor/deltachat/appversions" => config.metadata.app_versions.clone(),
+        _ => None,
+    }
+}
+
+/// `<host>:<port>:<username>:<password>` with freshly minted credentials,
+/// when TURN is enabled and a minter is wired in.
+fn turn_entry(ctx: &Context) -> Option<String> {
+    let turn = &ctx.settings.config.turn;
+    let credentials = ctx.turn.as_ref().filter(|_| turn.enabled)?;
+    let host = turn
+        .host
+        .clone()
+        .unwrap_or_else(|| ctx.settings.domain.host());
+    let (username, password) = credentials.mint_now();
+    Some(format!("{host}:{}:{username}:{password}", turn.port))
+}
+
+/// Unix seconds from which a device token counts as live.
+fn token_cutoff() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(now.saturating_sub(TOKEN_LIFETIME.as_secs())).unwrap_or(i64::MAX)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -56,9 +101,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for (i, entry) in entries.iter().enumerate() {
             let key = String::from_utf8_lossy(entry.as_ref()).to_ascii_lowercase();
             let value = if name.is_empty() {
-                server_entry(&key)
+                server_entry(&self.ctx, &key)
             } else if name == "INBOX" && key == DEVICE_TOKEN {
-                let tokens = self.store().user_metadata(account.id, DEVICE_TOKEN).await?;
+                let tokens = self
+                    .store()
+                    .live_user_metadata(account.id, DEVICE_TOKEN, token_cutoff())
+                    .await?;
                 (!tokens.is_empty()).then(|| tokens.join(" "))
             } else {
                 None
@@ -142,9 +190,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(Done::bad("Not authenticated"));
         };
         let used_kib = self.store().usage(account.id).await?.div_ceil(1024);
-        // RFC 9208 §5.1: STORAGE in units of 1024 octets.
-        self.io
-            .line(&format!("* QUOTA \"\" (STORAGE {used_kib} {QUOTA_KIB})"));
+        // RFC 9208 §5.1: STORAGE in units of 1024 octets; the limit is the
+        // configured one (no resource listed when there is none).
+        let line = match self.store().quota() {
+            Some(limit) => format!("* QUOTA \"\" (STORAGE {used_kib} {})", limit / 1024),
+            None => "* QUOTA \"\" ()".to_owned(),
+        };
+        self.io.line(&line);
         Ok(Done::ok("GETQUOTA completed"))
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
+use crate::compress::Layer;
 use crate::framing::{FrameError, Framer, Incoming, LiteralBudget};
 use crate::view::View;
 
@@ -87,6 +88,8 @@ pub(crate) enum Flow {
     Continue,
     Logout,
     StartTls,
+    /// RFC 4978: switch both directions to deflate after the tagged OK.
+    Compress,
 }
 
 /// A handler's tagged status (`OK ...`, `NO ...`, `BAD ...`) and the flow.
@@ -129,7 +132,8 @@ pub(crate) type Handled = Result<Done, HandlerError>;
 
 /// The byte stream with its input buffer and pending output.
 pub(crate) struct Io<S> {
-    pub stream: S,
+    /// The connection, compressed after COMPRESS DEFLATE.
+    pub stream: Layer<S>,
     pub framer: Framer,
     /// Response bytes not yet written.
     pub out: Vec<u8>,
@@ -210,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub fn new(stream: S, ctx: Arc<Context>, tls: bool, shutdown: CancellationToken) -> Self {
         let literal_budget = crate::framing::literal_budget(ctx.settings.limits().max_message_size);
         let io = Io {
-            stream,
+            stream: Layer::new(stream),
             framer: Framer::default(),
             out: Vec::new(),
             write_timeout: UNAUTHENTICATED_WRITE_TIMEOUT,
@@ -287,7 +291,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.io.flush().await?;
                     // RFC 3501 §6.2.1: nothing sent before the handshake counts.
                     self.io.framer.clear();
-                    return Ok(Ending::StartTls(self.io.stream));
+                    return Ok(Ending::StartTls(self.io.stream.into_inner()));
+                }
+                Flow::Compress => {
+                    // RFC 4978 §3: the tagged OK is the last uncompressed data.
+                    self.io.flush().await?;
+                    let early = self.io.framer.take_buffered();
+                    if !self.io.stream.start_deflate(&early) {
+                        return Ok(Ending::Closed);
+                    }
                 }
             }
         }
@@ -348,6 +360,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let done = match self.dispatch(command.body).await {
             Ok(done) => done,
             Err(HandlerError::Io(e)) => return Err(e.into()),
+            // RFC 9208 §4.3: APPEND, COPY or MOVE beyond the quota.
+            Err(HandlerError::Store(StoreError::QuotaExceeded)) => {
+                Done::no("[OVERQUOTA] Quota exceeded")
+            }
             Err(HandlerError::Store(e)) => {
                 tracing::warn!(command = name, error = %e, "store failure");
                 Done::no("[UNAVAILABLE] Temporary failure, try again later")

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Context, Session};
 
+mod compress;
+mod metadata;
+
 const ALICE: &str = "alice0001@example.org";
 const PASSWORD: &str = "correct-horse-battery";
 const ENCRYPTED: &[u8] = include_bytes!("../testdata/encrypted.eml");
@@ -62,12 +65,20 @@ async fn harness_with(extra: &str) -> (Harness, rustls::pki_types::CertificateDe
     })
     .await
     .unwrap();
+    // As the server does: the configured quota is the enforced one.
+    store.set_quota(Some(settings.limits().max_mailbox_size));
     let accounts = Accounts::new(store, settings.clone());
     let (tls, cert) = tls_config("imap.example.org");
+    let turn = chatmail_turn::Credentials::load_or_create(
+        dir.path(),
+        settings.config.turn.credential_lifetime,
+    )
+    .unwrap();
     let ctx = Arc::new(Context {
         settings,
         accounts,
         tls,
+        turn: Some(Arc::new(turn)),
     });
     (
         Harness {
@@ -271,7 +282,8 @@ async fn login_answers_with_the_chatmail_capabilities() {
             "{capability} missing in {status}"
         );
     }
-    assert!(!status.contains("COMPRESS"));
+    assert!(status.contains(" COMPRESS=DEFLATE "), "{status}");
+    assert!(!client.greeting.contains("COMPRESS"));
     let lines = client.ok("ID (\"name\" \"Delta Chat\")").await;
     assert_eq!(lines, vec!["* ID (\"name\" \"madmail\")\r\n"]);
 }
@@ -302,6 +314,7 @@ async fn answers_unavailable_when_password_checks_are_saturated() {
         settings: h.ctx.settings.clone(),
         accounts,
         tls: h.ctx.tls.clone(),
+        turn: h.ctx.turn.clone(),
     });
     let (client, server) = tokio::io::duplex(1 << 16);
     tokio::spawn(Session::new(server, ctx, true, h.shutdown.clone()).run());
@@ -921,4 +934,82 @@ async fn examine_is_read_only() {
     assert!(fetched[0].ends_with("FLAGS ())\r\n"), "{fetched:?}");
     let (_, status) = client.command("STORE 1 +FLAGS (\\Deleted)").await;
     assert!(status.starts_with("NO [READ-ONLY]"), "{status}");
+}
+
+/// A message of the last minute (never trimmed) filling `size` bytes.
+fn recent_filler(size: usize) -> NewMessage {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    NewMessage {
+        body: vec![b'x'; size].into(),
+        flags: vec![],
+        internal_date: i64::try_from(now).unwrap() - 60,
+    }
+}
+
+#[tokio::test]
+async fn append_beyond_the_quota_gets_overquota() {
+    let h = setup().await;
+    let account = h.account().await;
+    let inbox = h.store().mailbox(account, "INBOX").await.unwrap().unwrap();
+    h.store()
+        .append(inbox.id, recent_filler(ENCRYPTED.len()))
+        .await
+        .unwrap();
+    h.store().set_quota(Some(ENCRYPTED.len() as u64 * 3 / 2));
+    let mut client = h.logged_in().await;
+    client
+        .send(format!("q1 APPEND INBOX {{{}}}\r\n", ENCRYPTED.len()).as_bytes())
+        .await;
+    assert!(client.line().await.starts_with("+ "));
+    client.send(ENCRYPTED).await;
+    client.send(b"\r\n").await;
+    let (_, status) = client.until_tagged("q1").await;
+    assert_eq!(status, "NO [OVERQUOTA] Quota exceeded");
+    assert_eq!(h.store().uids(inbox.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn getquotaroot_reports_usage_and_the_configured_limit_in_kib() {
+    let (h, _) = harness_with("[limits]\nmax_mailbox_size = 1048576\n").await;
+    let account = h.account().await;
+    let inbox = h.store().mailbox(account, "INBOX").await.unwrap().unwrap();
+    h.store()
+        .append(inbox.id, recent_filler(3 * 1024 + 1))
+        .await
+        .unwrap();
+    let mut client = h.logged_in().await;
+    let lines = client.ok("GETQUOTAROOT INBOX").await;
+    assert_eq!(
+        lines,
+        vec![
+            "* QUOTAROOT \"INBOX\" \"\"\r\n".to_owned(),
+            "* QUOTA \"\" (STORAGE 4 1024)\r\n".to_owned(),
+        ]
+    );
+    let lines = client.ok("GETQUOTA \"\"").await;
+    assert_eq!(lines, vec!["* QUOTA \"\" (STORAGE 4 1024)\r\n".to_owned()]);
+}
+
+#[tokio::test]
+async fn idle_client_sees_expunge_from_expiry() {
+    let h = setup().await;
+    h.deliver(&message(1)).await; // internal date in 2023: long expired
+    let mut client = h.logged_in().await;
+    client.ok("SELECT INBOX").await;
+    client.send(b"i1 IDLE\r\n").await;
+    assert_eq!(client.line().await, "+ idling\r\n");
+    let rules = chatmail_store::ExpireRules {
+        delete_mails_after: 20,
+        delete_large_after: 7,
+        large_message_size: 200_000,
+        delete_inactive_users_after: 0,
+    };
+    let report = h.store().expire(1_800_000_000, &rules).await.unwrap();
+    assert_eq!(report.old_messages, 1);
+    assert_eq!(client.line().await, "* 1 EXPUNGE\r\n");
+    client.send(b"DONE\r\n").await;
+    client.until_tagged("i1").await;
 }

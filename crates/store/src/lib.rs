@@ -41,22 +41,27 @@
 //! stores the message (RFC 3501 §2.3.1.1); `INBOX` is case-insensitive,
 //! other mailbox names are case-sensitive (RFC 3501 §5.1).
 
+mod delivery;
 mod events;
+pub mod expire;
 mod flags;
 mod messages;
+mod metadata;
 mod ops;
 mod queue;
+pub mod quota;
 mod read;
 mod types;
 mod writer;
 
+pub use expire::{ExpireReport, ExpireRules};
 pub use queue::{
     AttemptOutcome, DueDelivery, QueueCounts, QueueEntry, QueueId, QueueRecipient, QueueState,
 };
 pub use types::*;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -78,6 +83,9 @@ struct Inner {
     writer: writer::Writer,
     /// Change counters and statistics shared with the writer.
     shared: Arc<writer::Shared>,
+    /// Per-account quota in bytes, [`quota::UNLIMITED`] for none; read when
+    /// a write is queued (see [`Store::set_quota`]).
+    quota: AtomicU64,
 }
 
 /// How long a connection waits for a lock before failing.
@@ -138,6 +146,7 @@ impl Store {
                 read,
                 writer,
                 shared,
+                quota: AtomicU64::new(quota::UNLIMITED),
             }),
         })
     }
@@ -197,38 +206,6 @@ impl Store {
         self.inner
             .writer
             .run(0, move |c| Box::pin(ops::record_login(c, account, day)))
-            .await
-    }
-
-    // --- delivery (group commit) ---
-
-    /// Stores one message in the INBOX of every recipient. Returns only
-    /// after the transaction holding it is durable (fsync'd); concurrent
-    /// calls share one commit.
-    ///
-    /// Duplicate recipients get one copy. Recipients whose account was
-    /// deleted meanwhile are skipped (the result lists the stored copies);
-    /// if none is left the call fails with [`StoreError::NoAccount`].
-    pub async fn deliver(
-        &self,
-        recipients: &[AccountId],
-        message: NewMessage,
-    ) -> Result<Vec<Delivered>, StoreError> {
-        let recipients = recipients.to_vec();
-        let bytes = message.body.len().saturating_mul(recipients.len());
-        self.inner
-            .writer
-            .run(bytes, move |c| {
-                Box::pin(ops::deliver(c, recipients, message))
-            })
-            .await
-    }
-    /// Stores one message in a given mailbox (IMAP APPEND), durable on return.
-    pub async fn append(&self, mailbox: MailboxId, message: NewMessage) -> Result<u32, StoreError> {
-        let bytes = message.body.len();
-        self.inner
-            .writer
-            .run(bytes, move |c| Box::pin(ops::append(c, mailbox, message)))
             .await
     }
 
@@ -326,17 +303,21 @@ impl Store {
             .run(0, move |c| Box::pin(messages::expunge(c, mailbox, uids)))
             .await
     }
-    /// Copies messages; returns (source uid, new uid) pairs.
+    /// Copies messages; returns (source uid, new uid) pairs. Fails with
+    /// [`StoreError::QuotaExceeded`] (copying nothing) if the copies would
+    /// put the account over its quota.
     pub async fn copy(
         &self,
         from: MailboxId,
         uids: &[u32],
         to: MailboxId,
     ) -> Result<Vec<(u32, u32)>, StoreError> {
-        let uids = uids.to_vec();
+        let (uids, quota) = (uids.to_vec(), self.quota());
         self.inner
             .writer
-            .run(0, move |c| Box::pin(messages::copy(c, from, uids, to)))
+            .run(0, move |c| {
+                Box::pin(messages::copy(c, from, uids, to, quota))
+            })
             .await
     }
     /// Moves messages atomically; returns (source uid, new uid) pairs.

@@ -91,10 +91,28 @@ pub(crate) async fn expunge(
     Ok((removed, touched))
 }
 
+/// COPY (RFC 3501 §6.4.7): [`copy_unchecked`], refused as a whole with
+/// [`StoreError::QuotaExceeded`] if the copies put the account over
+/// `quota` (the savepoint then rolls them back).
+pub(crate) async fn copy(
+    c: &mut SqliteConnection,
+    from: MailboxId,
+    uids: Vec<u32>,
+    to: MailboxId,
+    quota: Option<u64>,
+) -> OpResult<Vec<(u32, u32)>> {
+    let (pairs, touched) = copy_unchecked(c, from, uids, to).await?;
+    if !pairs.is_empty() {
+        let account = owner(c, to).await?;
+        crate::quota::check_after(c, account, quota).await?;
+    }
+    Ok((pairs, touched))
+}
+
 /// Copies the existing messages among `uids` to `to`, keeping flags and
 /// internal date (RFC 3501 §6.4.7). Returns (source uid, new uid) pairs in
 /// ascending source order.
-pub(crate) async fn copy(
+async fn copy_unchecked(
     c: &mut SqliteConnection,
     from: MailboxId,
     uids: Vec<u32>,
@@ -138,7 +156,7 @@ pub(crate) async fn move_messages(
     to: MailboxId,
 ) -> OpResult<Vec<(u32, u32)>> {
     let source = owner(c, from).await?;
-    let (pairs, mut touched) = copy(c, from, uids, to).await?;
+    let (pairs, mut touched) = copy_unchecked(c, from, uids, to).await?;
     for (uid, _) in &pairs {
         sqlx::query("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?")
             .bind(from)

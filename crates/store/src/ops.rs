@@ -16,7 +16,8 @@ use sqlx::SqliteConnection;
 use crate::read::{self, canonical_name};
 use crate::writer::OpResult;
 use crate::{
-    Account, AccountId, Created, Delivered, MailboxId, MailboxInfo, NewMessage, StoreError, flags,
+    Account, AccountId, Created, Delivered, DeliveryReport, MailboxId, MailboxInfo, NewMessage,
+    StoreError, flags, quota,
 };
 
 /// Most values kept per metadata key of an account; the oldest go first.
@@ -226,11 +227,21 @@ async fn insert_message(
     Ok(())
 }
 
+/// Stores one message in `mailbox` (IMAP APPEND), trimming or refusing
+/// per [`crate::quota`].
 pub(crate) async fn append(
     c: &mut SqliteConnection,
     mailbox: MailboxId,
     message: NewMessage,
+    quota: Option<u64>,
 ) -> OpResult<u32> {
+    let account = read::mailbox_account(&mut *c, mailbox)
+        .await?
+        .ok_or(StoreError::NoMailbox)?;
+    let size = u64::try_from(message.body.len()).unwrap_or(u64::MAX);
+    if !quota::make_room(c, account, size, quota, unix_now()).await? {
+        return Err(StoreError::QuotaExceeded);
+    }
     let (uid, account) = allocate_uid(c, mailbox)
         .await?
         .ok_or(StoreError::NoMailbox)?;
@@ -240,17 +251,25 @@ pub(crate) async fn append(
 }
 
 /// Stores one copy per recipient INBOX. Recipients whose account vanished
-/// meanwhile are skipped; if none is left the delivery fails with
-/// [`StoreError::NoAccount`].
+/// meanwhile are skipped; recipients whose quota the copy would exceed are
+/// listed in the report (after trimming per [`crate::quota`]). If no copy
+/// was stored the delivery fails: [`StoreError::QuotaExceeded`] if some
+/// recipient was over quota, else [`StoreError::NoAccount`].
 pub(crate) async fn deliver(
     c: &mut SqliteConnection,
     recipients: Vec<AccountId>,
     message: NewMessage,
-) -> OpResult<Vec<Delivered>> {
+    quota: Option<u64>,
+) -> OpResult<DeliveryReport> {
     let column = flags::encode(&flags::clean(&message.flags));
-    let mut delivered: Vec<Delivered> = Vec::with_capacity(recipients.len());
+    let size = u64::try_from(message.body.len()).unwrap_or(u64::MAX);
+    let now = unix_now();
+    let mut report = DeliveryReport::default();
     for account in recipients {
-        if delivered.iter().any(|d| d.account == account) {
+        let seen = |a: &AccountId| *a == account;
+        if report.delivered.iter().any(|d| d.account == account)
+            || report.over_quota.iter().any(seen)
+        {
             continue;
         }
         let inbox: Option<MailboxId> =
@@ -259,21 +278,29 @@ pub(crate) async fn deliver(
                 .fetch_optional(&mut *c)
                 .await?;
         let Some(mailbox) = inbox else { continue };
+        if !quota::make_room(c, account, size, quota, now).await? {
+            report.over_quota.push(account);
+            continue;
+        }
         let Some((uid, _)) = allocate_uid(c, mailbox).await? else {
             continue;
         };
         insert_message(c, mailbox, uid, &message, &column).await?;
-        delivered.push(Delivered {
+        report.delivered.push(Delivered {
             account,
             mailbox,
             uid,
         });
     }
-    if delivered.is_empty() {
-        return Err(StoreError::NoAccount);
+    if report.delivered.is_empty() {
+        return Err(if report.over_quota.is_empty() {
+            StoreError::NoAccount
+        } else {
+            StoreError::QuotaExceeded
+        });
     }
-    let touched = delivered.iter().map(|d| d.account).collect();
-    Ok((delivered, touched))
+    let touched = report.delivered.iter().map(|d| d.account).collect();
+    Ok((report, touched))
 }
 
 pub(crate) async fn add_user_metadata(

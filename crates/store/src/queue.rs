@@ -161,7 +161,8 @@ impl Store {
         // GROUP BY over every due row made each scheduler round O(queue)).
         // A group cut at the row limit is delivered in two attempts, which
         // is correct, just less batched.
-        let rows_limit = i64::try_from(limit.saturating_mul(DUE_ROWS_PER_GROUP)).unwrap_or(i64::MAX);
+        let rows_limit =
+            i64::try_from(limit.saturating_mul(DUE_ROWS_PER_GROUP)).unwrap_or(i64::MAX);
         let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
             "SELECT r.message_id, r.domain, r.recipient, m.sender, r.attempts, m.created \
              FROM queue_recipients r JOIN queue_messages m ON m.id = r.message_id \
@@ -380,7 +381,9 @@ async fn record_attempt(
     .await?;
     let mut touched = Vec::new();
     if let Some((account, message)) = bounce {
-        match ops::deliver(c, vec![account], message).await {
+        // Bounces are small and tell the sender about a failure: exempt
+        // from the quota.
+        match ops::deliver(c, vec![account], message, None).await {
             Ok((_, accounts)) => touched = accounts,
             // The sender's account is gone: nobody to tell.
             Err(StoreError::NoAccount) => {}

@@ -22,6 +22,10 @@ pub enum StoreError {
     NoAccount,
     #[error("store is shutting down")]
     Closed,
+    /// The write would put the account over its quota (see [`crate::quota`]).
+    /// Protocol code answers `552 5.2.2` (SMTP) or `NO [OVERQUOTA]` (IMAP).
+    #[error("quota exceeded")]
+    QuotaExceeded,
 }
 
 impl StoreError {
@@ -39,6 +43,16 @@ pub struct StoreOptions {
     pub path: PathBuf,
     /// Most deliveries committed together in one transaction.
     pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    /// `madmail.sqlite` in the working directory, batches of 256 writes.
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("madmail.sqlite"),
+            max_batch: 256,
+        }
+    }
 }
 
 /// An account row.
@@ -79,6 +93,15 @@ pub struct Delivered {
     pub account: AccountId,
     pub mailbox: MailboxId,
     pub uid: u32,
+}
+
+/// Per-recipient outcome of [`Store::deliver_report`](crate::Store::deliver_report).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The stored copies, in recipient order.
+    pub delivered: Vec<Delivered>,
+    /// Recipients refused because the copy would not fit their quota.
+    pub over_quota: Vec<AccountId>,
 }
 
 /// A mailbox and its counters.

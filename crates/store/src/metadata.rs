@@ -1,0 +1,66 @@
+//! Per-account metadata reads with an age limit (RFC 5464 private
+//! entries such as Delta Chat's push device tokens, which expire 90 days
+//! after their last SETMETADATA, docs/specifications.md §4).
+//!
+//! Invariant: expiry is a read-side filter on the `updated` column; rows
+//! are never rewritten here, so a token set again simply becomes live again.
+
+use crate::{AccountId, Store, StoreError};
+
+impl Store {
+    /// Per-account metadata values of `key` updated at or after `since`
+    /// (Unix seconds), oldest update first.
+    pub async fn live_user_metadata(
+        &self,
+        account: AccountId,
+        key: &str,
+        since: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let values = sqlx::query_scalar(
+            "SELECT value FROM user_metadata \
+             WHERE account_id = ? AND key = ? AND updated >= ? ORDER BY updated, value",
+        )
+        .bind(account)
+        .bind(key)
+        .bind(since)
+        .fetch_all(self.db())
+        .await?;
+        Ok(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Created, Store, StoreOptions};
+
+    #[tokio::test]
+    async fn returns_only_values_updated_since_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions {
+            path: dir.path().join("mail.sqlite"),
+            max_batch: 4,
+        })
+        .await
+        .unwrap();
+        let Created::New(account) = store.create_account("a@example.org", "hash").await.unwrap()
+        else {
+            panic!("account existed")
+        };
+        let account = account.id;
+        store
+            .add_user_metadata(account, "/private/devicetoken", "one")
+            .await
+            .unwrap();
+        let all = store
+            .live_user_metadata(account, "/private/devicetoken", 0)
+            .await
+            .unwrap();
+        assert_eq!(all, vec!["one".to_string()]);
+        let future = i64::MAX;
+        let none = store
+            .live_user_metadata(account, "/private/devicetoken", future)
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+}

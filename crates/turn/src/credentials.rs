@@ -1,0 +1,252 @@
+//! TURN REST credentials (the scheme coturn calls `use-auth-secret`).
+//!
+//! Flow: [`Credentials::load_or_create`] reads the 32-byte installation
+//! secret from `<state_dir>/turn-secret`, generating it on first use;
+//! [`Credentials::mint`] gives `(username, password)` where the username is
+//! the expiry as Unix seconds and the password is
+//! `base64(HMAC-SHA1(secret, username))`; [`Credentials::verify`] recomputes
+//! the HMAC and checks the expiry.
+//!
+//! Invariants: the secret file is written atomically (temporary file,
+//! fsync, rename) with mode 0600 and is never rewritten once present; a
+//! file of the wrong size is an error, never silently replaced (that would
+//! invalidate every credential in circulation); the secret never leaves
+//! this module (no `Debug` of it, no logging).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+
+/// Name of the secret file inside the state directory.
+pub const SECRET_FILE: &str = "turn-secret";
+/// Bytes of the installation secret.
+const SECRET_LEN: usize = 32;
+/// Longest username [`Credentials::verify`] looks at.
+const MAX_USERNAME: usize = 256;
+
+type HmacSha1 = Hmac<Sha1>;
+
+/// Why the secret could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("TURN secret {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TURN secret {path} has {len} bytes, expected {SECRET_LEN}")]
+    Corrupt { path: PathBuf, len: usize },
+}
+
+/// Mints and verifies TURN credentials with the installation secret.
+pub struct Credentials {
+    /// The shared HMAC key.
+    secret: [u8; SECRET_LEN],
+    /// Seconds a minted credential stays valid.
+    lifetime: u64,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Credentials from a known secret (tests, or a secret kept elsewhere).
+    pub fn from_secret(secret: [u8; SECRET_LEN], lifetime: u64) -> Self {
+        Credentials { secret, lifetime }
+    }
+
+    /// Loads the secret from `state_dir/turn-secret`, creating it (random,
+    /// mode 0600, atomically) if the file does not exist yet. Blocking file
+    /// I/O: call at start-up.
+    pub fn load_or_create(state_dir: &Path, lifetime: u64) -> Result<Self, CredentialsError> {
+        let path = state_dir.join(SECRET_FILE);
+        let io = |source| CredentialsError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret: [u8; SECRET_LEN] = rand::random();
+                write_atomically(state_dir, &path, &secret).map_err(io)?;
+                return Ok(Self::from_secret(secret, lifetime));
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let secret = <[u8; SECRET_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+            CredentialsError::Corrupt {
+                path: path.clone(),
+                len: bytes.len(),
+            }
+        })?;
+        Ok(Self::from_secret(secret, lifetime))
+    }
+
+    /// Seconds a minted credential stays valid.
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime
+    }
+
+    /// A fresh `(username, password)` valid until `now + lifetime` (Unix
+    /// seconds).
+    pub fn mint(&self, now: u64) -> (String, String) {
+        let username = now.saturating_add(self.lifetime).to_string();
+        let password = STANDARD.encode(self.mac(&username).finalize().into_bytes());
+        (username, password)
+    }
+
+    /// [`Credentials::mint`] at the current system time.
+    pub fn mint_now(&self) -> (String, String) {
+        self.mint(unix_now())
+    }
+
+    /// Whether `password` belongs to `username` and the expiry in the
+    /// username (digits, optionally followed by `:<name>`) is not past
+    /// `now`. The comparison runs in constant time.
+    pub fn verify(&self, username: &str, password: &str, now: u64) -> bool {
+        if username.len() > MAX_USERNAME {
+            return false;
+        }
+        let expiry = username.split(':').next().unwrap_or_default();
+        let Ok(expiry) = expiry.parse::<u64>() else {
+            return false;
+        };
+        if expiry < now {
+            return false;
+        }
+        let Ok(tag) = STANDARD.decode(password.as_bytes()) else {
+            return false;
+        };
+        self.mac(username).verify_slice(&tag).is_ok()
+    }
+
+    fn mac(&self, username: &str) -> HmacSha1 {
+        let mut mac = <HmacSha1 as KeyInit>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(username.as_bytes());
+        mac
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes `bytes` to `path` through a temporary file in `dir`, so a crash
+/// leaves either no file or the whole one.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{SECRET_FILE}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Secret bytes 0, 1, ..., 31.
+    fn counting_secret() -> [u8; SECRET_LEN] {
+        std::array::from_fn(|i| i as u8)
+    }
+
+    #[test]
+    fn mints_the_coturn_rest_password_of_a_known_vector() {
+        // Computed independently: python3 hmac.new(bytes(range(32)),
+        // b"1700432000", hashlib.sha1), base64.
+        let credentials = Credentials::from_secret(counting_secret(), 432_000);
+        let (username, password) = credentials.mint(1_700_000_000);
+        assert_eq!(username, "1700432000");
+        assert_eq!(password, "/VT/eLuZxsLgRjv+y/FKjpygHLQ=");
+        // The same tool for username "1".
+        let short = Credentials::from_secret(counting_secret(), 1);
+        assert_eq!(short.mint(0).1, "RN7y4Y+6iM569O0mWjv2ceHsOFQ=");
+    }
+
+    #[test]
+    fn verifies_its_own_credentials_until_they_expire() {
+        let credentials = Credentials::from_secret(counting_secret(), 100);
+        let (username, password) = credentials.mint(1000);
+        assert!(credentials.verify(&username, &password, 1000));
+        assert!(credentials.verify(&username, &password, 1100));
+        assert!(!credentials.verify(&username, &password, 1101));
+    }
+
+    #[test]
+    fn rejects_wrong_passwords_secrets_and_usernames() {
+        let credentials = Credentials::from_secret(counting_secret(), 100);
+        let (username, password) = credentials.mint(1000);
+        let other = Credentials::from_secret([7; SECRET_LEN], 100);
+        assert!(!other.verify(&username, &password, 1000));
+        assert!(!credentials.verify("1101", &password, 1000));
+        assert!(!credentials.verify(&username, "not base64!", 1000));
+        assert!(!credentials.verify("soon", &password, 1000));
+        assert!(!credentials.verify(&"9".repeat(300), &password, 1000));
+    }
+
+    #[test]
+    fn accepts_the_timestamp_colon_name_form() {
+        let credentials = Credentials::from_secret(counting_secret(), 100);
+        let username = "1100:alice";
+        let password = STANDARD.encode(credentials.mac(username).finalize().into_bytes());
+        assert!(credentials.verify(username, &password, 1000));
+        assert!(!credentials.verify(username, &password, 1101));
+    }
+
+    #[test]
+    fn creates_the_secret_once_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = Credentials::load_or_create(&state, 100).unwrap();
+        let path = state.join(SECRET_FILE);
+        assert_eq!(std::fs::read(&path).unwrap().len(), SECRET_LEN);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(!state.join(format!("{SECRET_FILE}.tmp")).exists());
+        let second = Credentials::load_or_create(&state, 100).unwrap();
+        let (username, password) = first.mint(1000);
+        assert!(second.verify(&username, &password, 1000));
+    }
+
+    #[test]
+    fn refuses_a_secret_file_of_the_wrong_size() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SECRET_FILE), b"short").unwrap();
+        let err = Credentials::load_or_create(dir.path(), 100).unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::Corrupt { len: 5, .. }),
+            "{err}"
+        );
+    }
+}
