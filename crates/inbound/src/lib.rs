@@ -8,12 +8,17 @@
 //! 2. [`Inbound::check_recipient`] per recipient — a local domain (else
 //!    `554 5.7.1 Relay access denied`: no open relay) and an existing
 //!    account (else `550 5.1.1 User unknown`);
+//!    The MX also asks [`Inbound::check_room`] per recipient
+//!    (`552 5.2.2 Quota exceeded`);
 //! 3. [`Inbound::accept`] — size, encryption gate (`523`), exactly one
 //!    From address whose domain passes the federation policy, DKIM with
 //!    `d=` equal to the From domain (IP literals exempt; the exact `554`
 //!    texts, `451` on DNS failure), removal of `DKIM-Signature`,
 //!    `Authentication-Results` and `Received`, then one durable store
-//!    transaction for all recipients.
+//!    transaction for all recipients. A recipient the message would put
+//!    over quota gets no copy (the store checks inside the transaction);
+//!    the others get theirs and the message is accepted. Only when every
+//!    recipient is over quota is it refused with `552 5.2.2`.
 //!
 //! Invariants:
 //! - nothing is stored unless every check passed, and [`Inbound::accept`]
@@ -86,6 +91,16 @@ impl Inbound {
         }
     }
 
+    /// Whether a message of `size` bytes (1 when not yet known) still fits
+    /// the quota of `account` (docs/specifications.md §5).
+    pub async fn check_room(&self, account: AccountId, size: u64) -> Result<(), Refusal> {
+        match self.accounts.store().has_room(account, size.max(1)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::quota_exceeded()),
+            Err(error) => Err(self.store_failure(&error)),
+        }
+    }
+
     /// The federation policy for a peer domain (after `@`, brackets kept
     /// for IP literals).
     pub fn check_sender_domain(&self, domain: &str) -> Result<(), Refusal> {
@@ -148,15 +163,23 @@ impl Inbound {
             flags: Vec::new(),
             internal_date: unix_now(),
         };
-        match self.accounts.store().deliver(recipients, message).await {
-            Ok(copies) => {
+        match self
+            .accounts
+            .store()
+            .deliver_report(recipients, message)
+            .await
+        {
+            Ok(report) => {
                 if self.log() {
-                    tracing::info!(recipients = copies.len(), size, "inbound message stored");
+                    let (recipients, over_quota) =
+                        (report.delivered.len(), report.over_quota.len());
+                    tracing::info!(recipients, over_quota, size, "inbound message stored");
                 }
                 Ok(())
             }
             // Every recipient's account was deleted meanwhile.
             Err(StoreError::NoAccount) => Err(Refusal::unknown_user()),
+            Err(StoreError::QuotaExceeded) => Err(Refusal::quota_exceeded()),
             Err(error) => Err(self.store_failure(&error)),
         }
     }

@@ -19,6 +19,8 @@ pub enum Kind {
     TooBig,
     /// The message itself fails a check (DKIM, encryption gate, From).
     Content,
+    /// The recipient's mailbox is full (docs/specifications.md §5).
+    Quota,
     /// Try again later (DNS or store failure).
     Temporary,
 }
@@ -71,6 +73,12 @@ impl Refusal {
         Self::new(552, "5.3.4", "Message exceeds maximum size", Kind::TooBig)
     }
 
+    /// RFC 3463 §3.3: X.2.2 mailbox full; permanent, as on the reference
+    /// relay.
+    pub const fn quota_exceeded() -> Self {
+        Self::new(552, "5.2.2", "Quota exceeded", Kind::Quota)
+    }
+
     pub(crate) const fn invalid_from() -> Self {
         Self::new(554, "5.7.1", "Invalid FROM header", Kind::Content)
     }
@@ -91,15 +99,16 @@ impl Refusal {
         self.code < 500
     }
 
-    /// The `/mxdeliv` status (docs/specifications.md §6): 400 content, 403 policy, 404 no
-    /// local recipient, 413 too large; 503 for temporary failures (the
+    /// The `/mxdeliv` status (docs/specifications.md §6): 400 content or
+    /// quota (with the SMTP text), 403 policy, 404 no local recipient, 413
+    /// too large; 503 for temporary failures (the
     /// sender retries, as after an SMTP 4xx).
     pub fn http_status(&self) -> u16 {
         match self.kind {
             Kind::UnknownUser | Kind::RelayDenied => 404,
             Kind::Policy => 403,
             Kind::TooBig => 413,
-            Kind::Content => 400,
+            Kind::Content | Kind::Quota => 400,
             Kind::Temporary => 503,
         }
     }
@@ -163,6 +172,11 @@ mod tests {
         assert_eq!(Refusal::relay_denied().http_status(), 404);
         assert_eq!(Refusal::policy().http_status(), 403);
         assert_eq!(Refusal::too_big().http_status(), 413);
+        assert_eq!(Refusal::quota_exceeded().http_status(), 400);
+        assert_eq!(
+            Refusal::quota_exceeded().to_string(),
+            "552 5.2.2 Quota exceeded"
+        );
         assert_eq!(
             Refusal::too_big().to_string(),
             "552 5.3.4 Message exceeds maximum size"

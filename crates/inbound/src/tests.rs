@@ -262,3 +262,47 @@ async fn refuses_an_empty_recipient_list() {
     let refusal = h.inbound.accept(None, &[], &signed).await.unwrap_err();
     assert_eq!(refusal.http_status(), 404);
 }
+
+/// Fills Bob's mailbox with messages of the last hour (never trimmed) so
+/// that less than `room` bytes are left under a quota of `quota`.
+async fn fill_bob(h: &Harness, quota: u64, room: u64) {
+    let account = h.store.account(BOB).await.unwrap().unwrap();
+    let inbox = h.store.mailbox(account.id, "INBOX").await.unwrap().unwrap();
+    let filler = NewMessage {
+        body: Bytes::from(vec![b'x'; usize::try_from(quota - room).unwrap() + 1]),
+        flags: Vec::new(),
+        internal_date: unix_now() - 60,
+    };
+    h.store.append(inbox.id, filler).await.unwrap();
+    h.store.set_quota(Some(quota));
+}
+
+#[tokio::test]
+async fn recipient_over_quota_is_refused_with_552() {
+    let h = Harness::new("").await;
+    let bob = h.bob().await;
+    assert_eq!(h.inbound.check_room(bob, 0).await, Ok(()));
+    fill_bob(&h, 10_000, 0).await;
+    let refusal = h.inbound.check_room(bob, 0).await.unwrap_err();
+    assert_eq!(refusal.to_string(), "552 5.2.2 Quota exceeded");
+    assert_eq!(refusal.http_status(), 400);
+}
+
+#[tokio::test]
+async fn delivery_refuses_only_when_every_recipient_is_over_quota() {
+    let h = Harness::new("").await;
+    let signed = h.sign(&encrypted(CAROL), "example.net");
+    fill_bob(&h, 10_000, 100).await;
+    let refusal = h.deliver(Some(CAROL), &signed).await.unwrap_err();
+    assert_eq!(refusal.to_string(), "552 5.2.2 Quota exceeded");
+    assert_eq!(h.inbox().await.len(), 1, "only the filler");
+
+    const DAVE: &str = "dave00001@example.org";
+    h.inbound.accounts.login(DAVE, PASSWORD).await.unwrap();
+    let dave = h.inbound.check_recipient(DAVE).await.unwrap();
+    let bob = h.bob().await;
+    let accepted = h.inbound.accept(Some(CAROL), &[bob, dave], &signed).await;
+    assert_eq!(accepted, Ok(()));
+    assert_eq!(h.inbox().await.len(), 1, "bob still gets nothing");
+    assert!(h.store.usage(dave).await.unwrap() > 0, "dave got his copy");
+}

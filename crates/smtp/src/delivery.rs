@@ -3,14 +3,18 @@
 //! durable hand-off to the store (local recipients) and to the outbound
 //! queue (remote recipients, when the queue runs).
 //!
+//! Quota (docs/specifications.md §5): checked per recipient at `RCPT`
+//! (`552 5.2.2 Quota exceeded` for that recipient only, using `SIZE=` when
+//! given) and again by the store inside the delivery transaction.
+//!
 //! Order after the end of DATA: line endings → size → `From:` → gate →
-//! hygiene → `Store::deliver` → `Queue::submit` → `250`. A failed check
+//! hygiene → `Store::deliver_report` → `Queue::submit` → `250`. A failed check
 //! leaves nothing stored; a failed hand-off answers 4xx, so the client
 //! retries (a local copy stored before a failed queue hand-off may then
 //! arrive twice; Delta Chat drops duplicates by Message-ID).
 
 use bytes::Bytes;
-use chatmail_store::NewMessage;
+use chatmail_store::{AccountId, NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::data::{Decoder, Defect};
@@ -19,7 +23,8 @@ use crate::reply::Reply;
 use crate::session::{Flow, Session, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// `RCPT TO` (RFC 5321 §4.1.1.3): local, existing accounts only.
+    /// `RCPT TO` (RFC 5321 §4.1.1.3): local, existing accounts with room
+    /// under their quota, or remote ones.
     pub(crate) async fn handle_rcpt(&mut self, address: &str) -> Flow {
         let max = self.shared.ctx.settings.limits().max_recipients;
         let Some(transaction) = &self.transaction else {
@@ -41,6 +46,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return self.reply(451, "4.3.0 Temporary failure");
             }
         };
+        let size = transaction.declared_size.unwrap_or(1);
+        if let Err(reply) = self.check_room(account.id, size).await {
+            return self.send(reply);
+        }
         if let Some(transaction) = &mut self.transaction
             && !transaction.accounts.contains(&account.id)
         {
@@ -48,6 +57,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             transaction.addresses.push(account.address);
         }
         self.reply(250, "2.1.5 OK")
+    }
+
+    /// docs/specifications.md §5: a recipient whose mailbox cannot take
+    /// `size` more bytes fails alone, at `RCPT`.
+    async fn check_room(&self, account: AccountId, size: u64) -> Result<(), Reply> {
+        match self
+            .shared
+            .ctx
+            .accounts
+            .store()
+            .has_room(account, size)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(quota_exceeded()),
+            Err(error) => {
+                if self.log() {
+                    tracing::warn!(%error, "quota lookup failed");
+                }
+                Err(Reply::line(451, "4.3.0 Temporary failure"))
+            }
+        }
     }
 
     /// `DATA` (RFC 5321 §4.1.1.4): reads the message, checks and stores it.
@@ -138,6 +169,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Stores the message for the local recipients, if any; durable on `Ok`.
+    ///
+    /// The store checks each recipient's quota again (the `RCPT` check
+    /// knew no size without `SIZE=`): a recipient the message does not fit
+    /// gets no copy. The message is refused with `552 5.2.2` only when no
+    /// copy at all could be stored and there is no remote recipient;
+    /// otherwise the others get it and the reply is `250`.
     async fn store_local(&self, transaction: &Transaction, body: Bytes) -> Result<(), Reply> {
         if transaction.accounts.is_empty() {
             return Ok(());
@@ -149,14 +186,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             internal_date: unix_now(),
         };
         let store = self.shared.ctx.accounts.store();
-        match store.deliver(&transaction.accounts, new).await {
-            Ok(_) => {
+        match store.deliver_report(&transaction.accounts, new).await {
+            Ok(report) => {
                 if self.log() {
-                    let (from, recipients) = (&transaction.mail_from, transaction.accounts.len());
-                    tracing::info!(%from, recipients, size, "message stored");
+                    let from = &transaction.mail_from;
+                    let (recipients, over_quota) =
+                        (report.delivered.len(), report.over_quota.len());
+                    tracing::info!(%from, recipients, over_quota, size, "message stored");
                 }
                 Ok(())
             }
+            Err(StoreError::QuotaExceeded) if transaction.remote.is_empty() => {
+                Err(quota_exceeded())
+            }
+            Err(StoreError::QuotaExceeded) => Ok(()),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "delivery failed");
@@ -188,6 +231,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
     }
+}
+
+/// RFC 3463 §3.3: X.2.2 mailbox full.
+fn quota_exceeded() -> Reply {
+    Reply::line(552, "5.2.2 Quota exceeded")
 }
 
 fn unix_now() -> i64 {

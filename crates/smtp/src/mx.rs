@@ -4,7 +4,7 @@
 //!
 //! Flow: greeting → `EHLO` → `STARTTLS` (required before `MAIL`) → `EHLO`
 //! → { `MAIL` (any sender, `<>` included; federation policy) → `RCPT`+
-//! (local, existing accounts only) → `DATA` (the submission DATA reader)
+//! (local, existing accounts with room under their quota) → `DATA` (the submission DATA reader)
 //! → `Inbound::accept` }* → `QUIT`. No AUTH, no relaying.
 
 use chatmail_inbound::Refusal;
@@ -44,7 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(refusal) = self.shared.ctx.inbound.check_sender(sender) {
             return self.send(refusal_reply(&refusal));
         }
-        self.transaction = Some(Transaction::new(mail.address));
+        self.transaction = Some(Transaction::new(mail.address, mail.size));
         self.reply(250, "2.1.0 OK")
     }
 
@@ -57,10 +57,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if transaction.addresses.len() >= max {
             return self.reply(452, "4.5.3 Too many recipients"); // RFC 5321 §4.5.3.1.10
         }
-        let account = match self.shared.ctx.inbound.check_recipient(address).await {
+        let size = transaction.declared_size.unwrap_or(1);
+        let inbound = &self.shared.ctx.inbound;
+        let account = match inbound.check_recipient(address).await {
             Ok(account) => account,
             Err(refusal) => return self.send(refusal_reply(&refusal)),
         };
+        // docs/specifications.md §5: a full mailbox fails this recipient only.
+        if let Err(refusal) = inbound.check_room(account, size).await {
+            return self.send(refusal_reply(&refusal));
+        }
         if let Some(transaction) = &mut self.transaction
             && !transaction.accounts.contains(&account)
         {

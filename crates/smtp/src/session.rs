@@ -61,12 +61,15 @@ pub(crate) struct Transaction {
     pub addresses: Vec<String>,
     /// Accepted remote recipients, for the outbound queue (submission).
     pub remote: Vec<String>,
+    /// `SIZE=` of `MAIL FROM` (RFC 1870 §6), for the quota check at `RCPT`.
+    pub declared_size: Option<u64>,
 }
 
 impl Transaction {
-    pub(crate) fn new(mail_from: String) -> Self {
+    pub(crate) fn new(mail_from: String, declared_size: Option<u64>) -> Self {
         Self {
             mail_from,
+            declared_size,
             accounts: Vec::new(),
             addresses: Vec::new(),
             remote: Vec::new(),
@@ -329,7 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let text = format!("4.7.1: Too much mail from {}", login.address);
             return self.send(Reply::line(450, text));
         }
-        self.transaction = Some(Transaction::new(login.address.clone()));
+        self.transaction = Some(Transaction::new(login.address.clone(), mail.size));
         self.reply(250, "2.1.0 OK")
     }
 }

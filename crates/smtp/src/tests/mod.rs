@@ -3,6 +3,7 @@
 
 mod mx;
 mod queue;
+mod quota;
 mod tls;
 mod transcripts;
 
