@@ -8,13 +8,25 @@
 //!   the checks of port 25 (`chatmail_inbound`); the body is bounded by
 //!   `max_message_size` (413 beyond).
 //! - `/robots.txt` disallows everything.
+//! - `/`, `/info`, `/privacy`: server-rendered pages without JavaScript
+//!   (`pages`); `/` carries the account QR code.
+//! - Autoconfig XML and the MTA-STS policy (`wellknown`).
 //!
 //! TLS is terminated by [`tls::TlsListener`], which runs handshakes in their
-//! own tasks so a slow client never blocks the accept loop.
+//! own tasks so a slow client never blocks the accept loop; on port 443 it
+//! also hands ALPN `imap`/`smtp` connections to the mail services
+//! ([`serve_multiplexed`]). Port 80 only redirects to HTTPS ([`serve_http`]).
 
+mod html;
 mod mxdeliv;
 mod new;
+mod pages;
+mod redirect;
 pub mod tls;
+mod wellknown;
+
+pub use redirect::serve_http;
+pub use tls::{AlpnHandlers, MailHandler, MailStream, mail_handler};
 
 use std::sync::Arc;
 
@@ -45,6 +57,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/new", get(new::redirect).post(new::create))
         .route("/cgi-bin/newemail.py", get(new::redirect).post(new::create))
         .route("/robots.txt", get(robots))
+        .route("/", get(pages::index))
+        .route("/info", get(pages::info))
+        .route("/privacy", get(pages::privacy))
+        .route(wellknown::AUTOCONFIG_PATH, get(wellknown::autoconfig))
+        .route(wellknown::AUTOCONFIG_ISP_PATH, get(wellknown::autoconfig))
+        .route(wellknown::MTA_STS_PATH, get(wellknown::mta_sts))
         .with_state(ctx)
 }
 
@@ -59,8 +77,111 @@ pub async fn serve(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = tls::TlsListener::new(listener, tls, shutdown.clone());
+    serve_multiplexed(listener, tls, ctx, None, shutdown).await
+}
+
+/// Serves HTTPS on `listener` and, with `mail`, IMAP and SMTP for clients
+/// that ask for them by ALPN (docs/specifications.md §7); `tls` must then
+/// offer `imap` and `smtp` (`chatmail_tls::Identity::multiplex_config`).
+pub async fn serve_multiplexed(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Arc<Context>,
+    mail: Option<AlpnHandlers>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::with_alpn(listener, tls, mail, shutdown.clone());
     axum::serve(listener, router(ctx))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use chatmail_accounts::Accounts;
+    use chatmail_dkim::StaticTxt;
+    use chatmail_inbound::{Inbound, KeyLookup};
+    use chatmail_store::{Store, StoreOptions};
+    use tower::ServiceExt as _;
+
+    use crate::Context;
+
+    /// A context for `mail_domain` with `extra` configuration appended.
+    pub async fn context(mail_domain: &str, extra: &str) -> (Arc<Context>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        // Named domains get certificates from files (never read here).
+        let tls = if mail_domain.parse::<std::net::Ipv4Addr>().is_ok() {
+            ""
+        } else {
+            "[tls]\nmode = \"files\"\ncert_path = \"/c.pem\"\nkey_path = \"/k.pem\"\n"
+        };
+        let text = format!(
+            "mail_domain = \"{mail_domain}\"\nstate_dir = \"{}\"\n{tls}{extra}",
+            dir.path().display()
+        );
+        let settings = Arc::new(chatmail_config::parse(&text).unwrap());
+        let store = Store::open(StoreOptions {
+            path: dir.path().join("mail.db"),
+            max_batch: 16,
+        })
+        .await
+        .unwrap();
+        let accounts = Accounts::new(store, Arc::clone(&settings));
+        let keys = KeyLookup::fixed(StaticTxt::new());
+        let inbound = Inbound::new(Arc::clone(&settings), accounts.clone(), keys);
+        let ctx = Context {
+            base_url: format!("https://{}", settings.domain.host()),
+            settings,
+            accounts,
+            inbound,
+        };
+        (Arc::new(ctx), dir)
+    }
+
+    /// A response's status, `Content-Type`, `Location` and body text.
+    pub struct Reply {
+        pub status: StatusCode,
+        pub content_type: String,
+        pub location: String,
+        pub cache: String,
+        pub body: String,
+    }
+
+    /// Sends `request` through `router` and collects the reply.
+    pub async fn send(router: axum::Router, request: Request<Body>) -> Reply {
+        let response = router.oneshot(request).await.unwrap();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let (content_type, location) = (header("content-type"), header("location"));
+        let cache = header("cache-control");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            content_type,
+            location,
+            cache,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    /// `GET path` with an optional `Host` header.
+    pub fn get(path: &str, host: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(path);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.body(Body::empty()).unwrap()
+    }
 }

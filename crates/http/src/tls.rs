@@ -5,6 +5,12 @@
 //! finish within [`HANDSHAKE_TIMEOUT`]; an established connection that moves
 //! no byte in either direction for [`IDLE_TIMEOUT`] is closed (axum's server
 //! sets no header-read timeout of its own).
+//!
+//! Port 443 also carries mail (docs/specifications.md §7): with
+//! [`AlpnHandlers`], a connection that negotiated ALPN `imap` or `smtp`
+//! (and TLS 1.3) is handed to that service without an idle deadline (IMAP
+//! IDLE sits silent for minutes) and counted against its own limit;
+//! everything else (`h2`, `http/1.1`, no ALPN) is HTTP.
 
 use std::future::Future;
 use std::io;
@@ -36,8 +42,45 @@ const READY_QUEUE: usize = 256;
 /// A served connection: the TLS stream with its idle deadline and its slot.
 pub type Connection = Guarded<TlsStream<TcpStream>>;
 
+/// A mail connection on port 443, TLS already established.
+pub type MailStream = TlsStream<TcpStream>;
+
+/// A mail session handed over after the handshake: it owns the stream and
+/// runs to the session's end.
+pub type MailHandler =
+    Arc<dyn Fn(MailStream, SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Wraps an async function as a [`MailHandler`].
+pub fn mail_handler<F, Fut>(handler: F) -> MailHandler
+where
+    F: Fn(MailStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |stream, peer| Box::pin(handler(stream, peer)))
+}
+
+/// Where connections that negotiated ALPN `imap` or `smtp` go
+/// (docs/specifications.md §7); without them every connection is HTTP.
+#[derive(Clone)]
+pub struct AlpnHandlers {
+    /// IMAP with TLS already established.
+    pub imap: MailHandler,
+    /// SMTP submission with TLS already established.
+    pub smtp: MailHandler,
+    /// Mail sessions at once on this port; they are counted apart from
+    /// HTTP connections, so idle IMAP clients cannot starve the web.
+    pub max_connections: usize,
+}
+
+/// The mail side of the listener: handlers and their own slots.
+#[derive(Clone)]
+struct Mail {
+    handlers: AlpnHandlers,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
 /// Accepts TCP connections, runs TLS handshakes concurrently and yields the
-/// finished streams.
+/// finished HTTP streams; mail streams go to their handlers.
 pub struct TlsListener {
     ready: mpsc::Receiver<(Connection, SocketAddr)>,
     local: SocketAddr,
@@ -50,16 +93,27 @@ impl TlsListener {
         config: Arc<rustls::ServerConfig>,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::with_alpn(listener, config, None, shutdown)
+    }
+
+    /// Like [`TlsListener::new`], handing ALPN `imap` and `smtp` connections
+    /// to `mail` (`config` must offer those protocols).
+    pub fn with_alpn(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        mail: Option<AlpnHandlers>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(config),
-            tx,
-            shutdown,
-        ));
+        let mail = mail.map(|handlers| Mail {
+            slots: Arc::new(tokio::sync::Semaphore::new(handlers.max_connections.max(1))),
+            handlers,
+        });
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(accept_loop(listener, acceptor, mail, tx, shutdown));
         Self { ready, local }
     }
 }
@@ -67,6 +121,7 @@ impl TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    mail: Option<Mail>,
     tx: mpsc::Sender<(Connection, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
@@ -87,18 +142,52 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        let (acceptor, tx, mail) = (acceptor.clone(), tx.clone(), mail.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send((Guarded::new(tls, permit), peer)).await;
-                }
+                Ok(Ok(tls)) => dispatch(tls, peer, permit, mail.as_ref(), &tx).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         });
     }
 }
+
+/// Sends a finished handshake where its ALPN protocol says.
+async fn dispatch(
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    mail: Option<&Mail>,
+    tx: &mpsc::Sender<(Connection, SocketAddr)>,
+) {
+    let (_, session) = tls.get_ref();
+    let handler = match (mail, session.alpn_protocol()) {
+        (Some(mail), Some(ALPN_IMAP)) => Some((mail, &mail.handlers.imap)),
+        (Some(mail), Some(ALPN_SMTP)) => Some((mail, &mail.handlers.smtp)),
+        _ => None,
+    };
+    let Some((mail, handler)) = handler else {
+        let _ = tx.send((Guarded::new(tls, permit), peer)).await;
+        return;
+    };
+    // Mail sessions keep TLS 1.3 as on 465 and 993 (docs/specifications.md §3).
+    if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        tracing::debug!("mail over ALPN refused below TLS 1.3");
+        return;
+    }
+    drop(permit);
+    let Ok(slot) = mail.slots.clone().try_acquire_owned() else {
+        tracing::debug!("too many mail sessions on the HTTPS port");
+        return;
+    };
+    handler(tls, peer).await;
+    drop(slot);
+}
+
+/// ALPN protocol ids of the mail services (docs/specifications.md §7).
+const ALPN_IMAP: &[u8] = b"imap";
+const ALPN_SMTP: &[u8] = b"smtp";
 
 impl axum::serve::Listener for TlsListener {
     type Io = Connection;
@@ -126,7 +215,7 @@ pub struct Guarded<S> {
 }
 
 impl<S> Guarded<S> {
-    fn new(inner: S, slot: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(inner: S, slot: OwnedSemaphorePermit) -> Self {
         Self {
             inner,
             deadline: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
@@ -227,5 +316,166 @@ mod tests {
             let mut byte = [0u8; 1];
             guarded.read_exact(&mut byte).await.unwrap();
         }
+    }
+}
+
+#[cfg(test)]
+mod alpn_tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::routing::get;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{AlpnHandlers, MailHandler, TlsListener, mail_handler};
+
+    struct Server {
+        addr: SocketAddr,
+        roots: Vec<CertificateDer<'static>>,
+        shutdown: CancellationToken,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    /// A handler that greets with `name` and closes.
+    fn greeter(name: &'static str) -> MailHandler {
+        mail_handler(move |mut tls, _peer| async move {
+            let greeting = format!("{name} session\r\n");
+            let _ = tls.write_all(greeting.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        })
+    }
+
+    /// Port 443 as the relay runs it: mail by ALPN, the rest HTTP.
+    async fn start(with_mail: bool) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let id = chatmail_tls::Identity::self_signed(dir.path(), &["localhost".into()]).unwrap();
+        let config = id.multiplex_config(true).unwrap();
+        let mail = with_mail.then(|| AlpnHandlers {
+            imap: greeter("imap"),
+            smtp: greeter("smtp"),
+            max_connections: 8,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let tls = TlsListener::with_alpn(listener, config, mail, shutdown.clone());
+        let app = Router::new().route("/", get(|| async { "web page" }));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(tls, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Server {
+            addr,
+            roots: id.chain.clone(),
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    async fn connect(
+        server: &Server,
+        alpn: &[&[u8]],
+        tls12: bool,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server.roots[0].clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        connector.connect(name, tcp).await.unwrap()
+    }
+
+    /// Sends an HTTP/1.1 request (ignored by mail sessions) and returns
+    /// everything the server sent until it closed.
+    async fn exchange(server: &Server, alpn: &[&[u8]], tls12: bool) -> String {
+        let mut tls = connect(server, alpn, tls12).await;
+        let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        let _ = tls.write_all(request).await;
+        let mut received = Vec::new();
+        let _ = tls.read_to_end(&mut received).await;
+        String::from_utf8_lossy(&received).into_owned()
+    }
+
+    #[tokio::test]
+    async fn alpn_imap_and_smtp_reach_the_mail_handlers() {
+        let server = start(true).await;
+        assert_eq!(
+            exchange(&server, &[b"imap"], false).await,
+            "imap session\r\n"
+        );
+        assert_eq!(
+            exchange(&server, &[b"smtp"], false).await,
+            "smtp session\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_alpn_and_no_alpn_get_the_web() {
+        let server = start(true).await;
+        for alpn in [&[b"http/1.1".as_slice()][..], &[]] {
+            let reply = exchange(&server, alpn, false).await;
+            assert!(reply.starts_with("HTTP/1.1 200"), "{alpn:?}: {reply}");
+            assert!(reply.ends_with("web page"), "{reply}");
+        }
+        // TLS 1.2 stays available to browsers.
+        let reply = exchange(&server, &[b"http/1.1"], true).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn mail_below_tls_1_3_is_refused() {
+        let server = start(true).await;
+        assert_eq!(exchange(&server, &[b"imap"], true).await, "");
+    }
+
+    #[tokio::test]
+    async fn without_handlers_mail_alpn_is_http() {
+        let server = start(false).await;
+        let reply = exchange(&server, &[b"imap"], false).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn alpn_h2_gets_http2() {
+        use http_body_util::{BodyExt, Empty};
+        let server = start(true).await;
+        let tls = connect(&server, &[b"h2", b"http/1.1"], false).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(executor, io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::get("https://localhost/")
+            .body(Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"web page");
     }
 }

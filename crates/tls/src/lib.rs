@@ -5,9 +5,11 @@
 //! (`tls/cert.pem`, `tls/key.pem`), so clients that pin it keep working
 //! across restarts. Only the ring crypto provider is used.
 //!
-//! Two configurations are built from one certificate: the relay's (TLS 1.3
-//! only, docs/specifications.md §3) and the web one (TLS 1.2 and 1.3), both offering
-//! ALPN `http/1.1` on HTTPS only.
+//! Configurations built from one certificate: the relay's (TLS 1.3 only,
+//! docs/specifications.md §3), the MX one (TLS 1.2 and 1.3), the web one
+//! (TLS 1.2 and 1.3, ALPN `http/1.1`) and the port 443 one, which also
+//! offers ALPN `imap` and `smtp` (docs/specifications.md §7); whoever
+//! serves port 443 refuses mail sessions that negotiated less than TLS 1.3.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +39,11 @@ pub enum TlsError {
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
 }
+
+/// ALPN protocol id of IMAP over TLS on a shared port.
+pub const ALPN_IMAP: &[u8] = b"imap";
+/// ALPN protocol id of SMTP submission over TLS on a shared port.
+pub const ALPN_SMTP: &[u8] = b"smtp";
 
 /// A certificate chain and its private key.
 pub struct Identity {
@@ -105,6 +112,19 @@ impl Identity {
             &[&rustls::version::TLS13, &rustls::version::TLS12],
             vec![b"http/1.1".to_vec()],
         )
+    }
+
+    /// The port 443 configuration: TLS 1.2 and 1.3, ALPN `imap` and `smtp`
+    /// (mail through networks that only pass HTTPS, docs/specifications.md
+    /// §7), then `h2` when `http2` is set, then `http/1.1`. rustls picks the
+    /// first protocol of this list that the client offers.
+    pub fn multiplex_config(&self, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut alpn = vec![ALPN_IMAP.to_vec(), ALPN_SMTP.to_vec()];
+        if http2 {
+            alpn.push(b"h2".to_vec());
+        }
+        alpn.push(b"http/1.1".to_vec());
+        self.config(&[&rustls::version::TLS13, &rustls::version::TLS12], alpn)
     }
 
     fn config(
@@ -200,5 +220,21 @@ mod tests {
         assert!(config.alpn_protocols.is_empty());
         let web = id.web_config().unwrap();
         assert_eq!(web.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn multiplex_config_offers_mail_before_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::self_signed(dir.path(), &["localhost".into()]).unwrap();
+        let names = |c: Arc<ServerConfig>| {
+            c.alpn_protocols
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect::<Vec<_>>()
+        };
+        let plain = names(id.multiplex_config(false).unwrap());
+        assert_eq!(plain, ["imap", "smtp", "http/1.1"]);
+        let h2 = names(id.multiplex_config(true).unwrap());
+        assert_eq!(h2, ["imap", "smtp", "h2", "http/1.1"]);
     }
 }

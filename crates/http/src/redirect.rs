@@ -1,0 +1,143 @@
+//! Port 80: plain HTTP, which only sends browsers to HTTPS
+//! (docs/specifications.md §7).
+//!
+//! Every request gets `301` to the same path on `base_url`, except ACME
+//! HTTP-01 challenges (RFC 8555 §8.3), which must be answered here over
+//! plain HTTP: [`acme_challenge`] is the place where an ACME client's
+//! token store plugs in; until then it answers 404.
+//!
+//! Bounds as on HTTPS: at most [`MAX_CONNECTIONS`] connections, each closed
+//! after [`crate::tls::IDLE_TIMEOUT`] without traffic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Context;
+use crate::tls::Guarded;
+
+/// Plain HTTP connections at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The port 80 routes.
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
+        .fallback(to_https)
+        .with_state(ctx)
+}
+
+/// Serves plain HTTP on `listener` until `shutdown` is cancelled.
+pub async fn serve_http(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = PlainListener {
+        listener,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// RFC 8555 §8.3: `GET /.well-known/acme-challenge/<token>` answers the key
+/// authorization of a pending challenge. No ACME client is wired in yet, so
+/// there is never a pending challenge.
+async fn acme_challenge() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// `301` to the same path and query on HTTPS.
+async fn to_https(State(ctx): State<Arc<Context>>, uri: Uri) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = format!("{}{path}", ctx.base_url);
+    (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, target)]).into_response()
+}
+
+/// A TCP listener with a connection limit and idle deadlines.
+struct PlainListener {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for PlainListener {
+    type Io = Guarded<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                // The semaphore is never closed; wait for shutdown.
+                return std::future::pending().await;
+            };
+            match self.listener.accept().await {
+                Ok((tcp, peer)) => return (Guarded::new(tcp, permit), peer),
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use crate::testutil::{context, get, send};
+
+    #[tokio::test]
+    async fn redirects_everything_to_https_with_path_and_query() {
+        let (ctx, _dir) = context("chat.example.org", "").await;
+        let reply = send(super::router(ctx.clone()), get("/info?x=1", None)).await;
+        assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(reply.location, "https://chat.example.org/info?x=1");
+        let reply = send(super::router(ctx), get("/", Some("evil.example"))).await;
+        assert_eq!(reply.location, "https://chat.example.org/");
+    }
+
+    #[tokio::test]
+    async fn acme_challenges_are_not_redirected() {
+        let (ctx, _dir) = context("chat.example.org", "").await;
+        let path = "/.well-known/acme-challenge/abc-123_x";
+        let reply = send(super::router(ctx), get(path, None)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+        assert!(reply.location.is_empty());
+    }
+
+    #[tokio::test]
+    async fn serves_redirects_over_tcp_until_shutdown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ctx, _dir) = context("chat.example.org", "").await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(super::serve_http(listener, ctx, shutdown.clone()));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /privacy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 301"), "{response}");
+        assert!(response.contains("location: https://chat.example.org/privacy\r\n"));
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+}
