@@ -5,6 +5,7 @@ mod accounts;
 mod admin;
 mod demo;
 mod dns;
+mod expire;
 mod federation;
 mod logging;
 mod server;
@@ -63,6 +64,15 @@ enum Command {
         #[command(subcommand)]
         command: admin::QueueCommand,
     },
+    /// Delete expired mail and inactive accounts now (or, with
+    /// `--dry-run`, count them). A running relay does this hourly.
+    Expire {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        options: expire::ExpireOptions,
+    },
     /// Print the version.
     Version,
 }
@@ -109,6 +119,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Queue { config, command } => {
             let settings = chatmail_config::load(&config)?;
             runtime()?.block_on(admin::queue(settings, command))
+        }
+        Command::Expire { config, options } => {
+            let settings = chatmail_config::load(&config)?;
+            runtime()?.block_on(expire::run(settings, options))
         }
         Command::Accounts { config, command } => {
             let settings = chatmail_config::load(&config)?;

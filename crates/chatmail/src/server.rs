@@ -49,13 +49,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
     })
     .await
     .with_context(|| format!("opening {}", settings.sqlite_path.display()))?;
-    let accounts = Accounts::new(store, settings.clone());
+    store.set_quota(Some(settings.limits().max_mailbox_size));
+    let accounts = Accounts::new(store.clone(), settings.clone());
     let identity = identity(&settings)?;
     let relay_tls = identity.relay_config()?;
     let listen = &settings.config.listen;
     let shutdown = CancellationToken::new();
     let base_url = base_url(&settings, listen.https.first());
     let mut tasks = JoinSet::new();
+    let expiry = crate::expire::spawn_expiry(
+        store,
+        crate::expire::rules(&settings.config.retention),
+        shutdown.clone(),
+        !settings.config.log.no_log,
+    );
+    tasks.spawn(async move { Ok(expiry.await?) });
 
     let federation = crate::federation::start(&settings, &accounts, &shutdown).await?;
     let smtp = Arc::new(chatmail_smtp::Context {
@@ -66,10 +74,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         inbound: federation.inbound.clone(),
         queue: Some(federation.queue.clone()),
     });
+    let turn = chatmail_turn::Credentials::load_or_create(
+        &settings.config.state_dir,
+        settings.config.turn.credential_lifetime,
+    )?;
     let imap = Arc::new(chatmail_imap::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
         tls: relay_tls,
+        turn: Some(Arc::new(turn)),
     });
     let http = Arc::new(chatmail_http::Context {
         settings: settings.clone(),
@@ -98,10 +111,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
             tasks.spawn(async move { Ok(chatmail_imap::serve(listener, mode, ctx, stop).await?) });
         }
     }
-    let web_tls = identity.web_config()?;
+    // Port 443: HTTPS, plus IMAP and submission for clients asking by ALPN.
+    let web_tls = identity.multiplex_config(true)?;
+    let alpn = alpn_handlers(&settings, &imap, &smtp, &shutdown);
     for listener in bind(&listen.https).await? {
         let (ctx, stop, tls) = (http.clone(), shutdown.clone(), web_tls.clone());
-        tasks.spawn(async move { Ok(chatmail_http::serve(listener, tls, ctx, stop).await?) });
+        let alpn = Some(alpn.clone());
+        tasks.spawn(async move {
+            Ok(chatmail_http::serve_multiplexed(listener, tls, ctx, alpn, stop).await?)
+        });
+    }
+    // Port 80: redirects to HTTPS.
+    for listener in bind(&listen.http).await? {
+        let (ctx, stop) = (http.clone(), shutdown.clone());
+        tasks.spawn(async move { Ok(chatmail_http::serve_http(listener, ctx, stop).await?) });
     }
     Ok(Relay {
         tasks,
@@ -126,6 +149,35 @@ impl Relay {
         if tokio::time::timeout(GRACE, drain).await.is_err() {
             self.tasks.abort_all();
         }
+    }
+}
+
+/// IMAP and SMTP sessions for connections on 443 that asked for them by
+/// ALPN (Delta Chat does on implicit-TLS ports other than 993/465).
+fn alpn_handlers(
+    settings: &Settings,
+    imap: &Arc<chatmail_imap::Context>,
+    smtp: &Arc<chatmail_smtp::Context>,
+    shutdown: &CancellationToken,
+) -> chatmail_http::AlpnHandlers {
+    let (ctx, stop) = (imap.clone(), shutdown.clone());
+    let imap = chatmail_http::mail_handler(move |stream, _peer| {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move {
+            if let Err(e) = chatmail_imap::serve_stream(stream, true, ctx, stop).await {
+                tracing::debug!(error = %e, "IMAP session on 443 ended with an error");
+            }
+        }
+    });
+    let (ctx, stop) = (smtp.clone(), shutdown.clone());
+    let smtp = chatmail_http::mail_handler(move |stream, _peer| {
+        chatmail_smtp::serve_tls_stream(stream, ctx.clone(), stop.clone())
+    });
+    let limits = settings.limits();
+    chatmail_http::AlpnHandlers {
+        imap,
+        smtp,
+        max_connections: limits.max_imap_connections + limits.max_smtp_connections,
     }
 }
 

@@ -343,7 +343,8 @@ pub struct MetadataConfig {
     /// Free text published as `/shared/comment`.
     pub comment: Option<String>,
     /// iroh relay URL for webxdc realtime apps
-    /// (`/shared/vendor/deltachat/irohrelay`); unset: `https://<mail_domain>`.
+    /// (`/shared/vendor/deltachat/irohrelay`); unset: no entry, and clients
+    /// use their default relays.
     pub iroh_relay: Option<String>,
     /// One-line JSON of client versions
     /// (`/shared/vendor/deltachat/appversions`); unset: no entry.
