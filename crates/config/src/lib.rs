@@ -254,6 +254,12 @@ fn validate(config: &Config) -> Vec<Problem> {
             );
         }
     }
+    if config.tls.mode == TlsMode::Acme && needs_self_signed(config) {
+        bad(
+            "tls.mode",
+            "ACME needs a public DNS name: IP-address and `_`-prefixed domains use self-signed".into(),
+        );
+    }
     problems
 }
 
@@ -265,7 +271,7 @@ fn settings(config: Config) -> Settings {
     let domain = MailDomain::parse(&config.mail_domain).expect("validated");
     let self_signed = match config.tls.mode {
         TlsMode::SelfSigned => true,
-        TlsMode::Files => false,
+        TlsMode::Files | TlsMode::Acme => false,
         TlsMode::Auto => domain.wants_self_signed(),
     };
     let sqlite_path = config.state_dir.join(&config.storage.sqlite_path);

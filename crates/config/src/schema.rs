@@ -59,6 +59,9 @@ pub struct Config {
     /// The web pages.
     #[serde(default)]
     pub web: WebConfig,
+    /// Push notifications to Delta Chat's notification server.
+    #[serde(default)]
+    pub push: PushConfig,
 }
 
 /// Logging settings.
@@ -125,9 +128,17 @@ impl Default for ListenConfig {
 pub struct TlsConfig {
     /// `self-signed`: an ECDSA P-256 certificate generated on first start and
     /// kept in the state directory; `files`: `cert_path` and `key_path`;
-    /// `auto`: `self-signed` for IP-address and `_`-prefixed domains, else
-    /// `files`.
+    /// `acme`: certificates for `<domain>`, `mta-sts.<domain>` and
+    /// `www.<domain>` from an ACME CA, renewed without a restart; `auto`:
+    /// `self-signed` for IP-address and `_`-prefixed domains, else `files`.
     pub mode: TlsMode,
+    /// ACME directory URL, for `acme`.
+    pub acme_directory: String,
+    /// Contact address given to the ACME CA, for `acme` (optional).
+    pub acme_contact: Option<String>,
+    /// PEM file with the root certificate of a private ACME CA (tests,
+    /// internal CAs); unset: the CA's certificate must chain to the web PKI.
+    pub acme_ca_root: Option<PathBuf>,
     /// PEM certificate chain, for `files`.
     pub cert_path: Option<PathBuf>,
     /// PEM private key (PKCS#8, SEC1 or PKCS#1), for `files`.
@@ -138,6 +149,9 @@ impl Default for TlsConfig {
     fn default() -> Self {
         Self {
             mode: TlsMode::Auto,
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            acme_contact: None,
+            acme_ca_root: None,
             cert_path: None,
             key_path: None,
         }
@@ -154,6 +168,8 @@ pub enum TlsMode {
     SelfSigned,
     /// Certificate and key files.
     Files,
+    /// Certificates from an ACME CA.
+    Acme,
 }
 
 /// Just-in-time account creation on first login.
@@ -415,6 +431,27 @@ pub struct WebConfig {
     pub privacy_mail: Option<String>,
     /// Name of the data protection officer, if any.
     pub privacy_supervisor: Option<String>,
+}
+
+/// Push notifications (docs/specifications.md §4): for every stored message
+/// that is not self-sent, each live device token of the recipient is posted
+/// to the notification server.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Whether notifications are sent (and the relay tells clients so).
+    pub enabled: bool,
+    /// Notification server endpoint.
+    pub url: String,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: "https://notifications.delta.chat/notify".into(),
+        }
+    }
 }
 
 fn default_state_dir() -> PathBuf {
