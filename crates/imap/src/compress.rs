@@ -117,6 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // RFC 4978 §3: only one COMPRESS per connection.
             return Done::no("[COMPRESSIONACTIVE] DEFLATE active");
         }
+        tracing::debug!("COMPRESS=DEFLATE active");
         Done {
             flow: Flow::Compress,
             ..Done::ok("DEFLATE active")

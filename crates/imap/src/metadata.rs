@@ -53,9 +53,12 @@ pub fn server_entry(ctx: &Context, key: &str) -> Option<String> {
         "/shared/vendor/deltachat/irohrelay" => config.metadata.iroh_relay.clone(),
         "/shared/vendor/deltachat/turn" => turn_entry(ctx),
         // Its presence tells Delta Chat the relay sends push notifications,
-        // so it is withheld until push delivery exists
-        // (docs/specifications.md §4).
-        "/shared/vendor/deltachat/maxsmtprecipients" => None,
+        // so it is published only while push is on (docs/specifications.md
+        // §4); the server starts the push worker whenever it is.
+        "/shared/vendor/deltachat/maxsmtprecipients" => config
+            .push
+            .enabled
+            .then(|| ctx.settings.limits().max_recipients.to_string()),
         "/shared/vendor/deltachat/appversions" => config.metadata.app_versions.clone(),
         _ => None,
     }

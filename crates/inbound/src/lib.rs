@@ -54,6 +54,8 @@ pub struct Inbound {
     accounts: Accounts,
     /// Where DKIM key records come from.
     keys: Arc<KeyLookup>,
+    /// Push notifications for the recipients; `None`: none are sent.
+    pub push: Option<chatmail_push::Push>,
 }
 
 impl Inbound {
@@ -62,7 +64,14 @@ impl Inbound {
             settings,
             accounts,
             keys: Arc::new(keys),
+            push: None,
         }
+    }
+
+    /// The same pipeline, notifying recipients' devices through `push`.
+    pub fn with_push(mut self, push: chatmail_push::Push) -> Self {
+        self.push = Some(push);
+        self
     }
 
     /// The settings this pipeline enforces.
@@ -170,6 +179,11 @@ impl Inbound {
             .await
         {
             Ok(report) => {
+                if let Some(push) = &self.push {
+                    let accounts: Vec<AccountId> =
+                        report.delivered.iter().map(|d| d.account).collect();
+                    push.notify(&accounts);
+                }
                 if self.log() {
                     let (recipients, over_quota) =
                         (report.delivered.len(), report.over_quota.len());

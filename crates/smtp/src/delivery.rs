@@ -14,7 +14,7 @@
 //! arrive twice; Delta Chat drops duplicates by Message-ID).
 
 use bytes::Bytes;
-use chatmail_store::{AccountId, NewMessage, StoreError};
+use chatmail_store::{AccountId, Delivered, NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::data::{Decoder, Defect};
@@ -188,6 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let store = self.shared.ctx.accounts.store();
         match store.deliver_report(&transaction.accounts, new).await {
             Ok(report) => {
+                self.notify(&report.delivered);
                 if self.log() {
                     let from = &transaction.mail_from;
                     let (recipients, over_quota) =
@@ -207,6 +208,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(Reply::line(451, "4.3.0 Temporary failure"))
             }
         }
+    }
+
+    /// Push notifications for the stored copies, except the sender's own:
+    /// a self-sent message wakes no device (docs/specifications.md §4).
+    fn notify(&self, delivered: &[Delivered]) {
+        let Some(push) = &self.shared.ctx.push else {
+            return;
+        };
+        let sender = self.login.as_ref().map(|login| login.id);
+        let accounts: Vec<AccountId> = delivered
+            .iter()
+            .map(|d| d.account)
+            .filter(|&account| Some(account) != sender)
+            .collect();
+        push.notify(&accounts);
     }
 
     /// Hands the message to the outbound queue for the remote recipients,

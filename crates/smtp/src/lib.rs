@@ -69,6 +69,8 @@ pub struct Context {
     /// The outbound queue; `None` refuses remote recipients on submission
     /// with a 451.
     pub queue: Option<chatmail_queue::Queue>,
+    /// Push notifications for local recipients; `None`: none are sent.
+    pub push: Option<chatmail_push::Push>,
 }
 
 /// Which submission port flavour a listener serves.

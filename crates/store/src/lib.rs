@@ -48,6 +48,7 @@ mod flags;
 mod messages;
 mod metadata;
 mod ops;
+pub mod push;
 mod queue;
 pub mod quota;
 mod read;
@@ -109,6 +110,13 @@ fn migrator() -> Migrator {
             "queue".into(),
             MigrationType::Simple,
             include_str!("../migrations/0002_queue.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "push".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0003_push.sql").into_sql_str(),
             false,
         ),
     ])

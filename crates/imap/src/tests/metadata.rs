@@ -51,7 +51,7 @@ async fn publishes_the_configured_server_entries() {
             "* METADATA \"\" (/shared/admin \"mailto:postmaster@example.org\" \
              /shared/comment \"Test relay\" \
              /shared/vendor/deltachat/irohrelay \"https://iroh.example.org\" \
-             /shared/vendor/deltachat/maxsmtprecipients NIL \
+             /shared/vendor/deltachat/maxsmtprecipients \"50\" \
              /shared/vendor/deltachat/appversions \"{\\\"clients\\\":[]}\" \
              /shared/vendor/deltachat/unknown NIL)\r\n"
         ]
@@ -59,7 +59,7 @@ async fn publishes_the_configured_server_entries() {
 }
 
 #[tokio::test]
-async fn withholds_turn_push_and_iroh_entries_by_default() {
+async fn withholds_turn_and_iroh_entries_by_default_but_announces_push() {
     let h = setup().await;
     let mut client = h.logged_in().await;
     let lines = client
@@ -69,9 +69,22 @@ async fn withholds_turn_push_and_iroh_entries_by_default() {
         lines,
         vec![
             "* METADATA \"\" (/shared/admin NIL /shared/vendor/deltachat/turn NIL \
-             /shared/vendor/deltachat/maxsmtprecipients NIL \
+             /shared/vendor/deltachat/maxsmtprecipients \"1000\" \
              /shared/vendor/deltachat/irohrelay NIL)\r\n"
         ]
+    );
+}
+
+#[tokio::test]
+async fn withholds_max_recipients_while_push_is_off() {
+    let (h, _) = harness_with("[push]\nenabled = false\n").await;
+    let mut client = h.logged_in().await;
+    let lines = client
+        .ok("GETMETADATA \"\" /shared/vendor/deltachat/maxsmtprecipients")
+        .await;
+    assert_eq!(
+        single_value(&lines, "/shared/vendor/deltachat/maxsmtprecipients"),
+        "NIL"
     );
 }
 

@@ -3,6 +3,7 @@
 
 mod mx;
 mod queue;
+mod push;
 mod quota;
 mod tls;
 mod transcripts;
@@ -76,6 +77,7 @@ impl Harness {
             mx_tls: None,
             inbound,
             queue,
+            push: None,
         });
         Self {
             shared: Arc::new(Shared::new(ctx)),
