@@ -46,6 +46,9 @@ pub struct Context {
     pub base_url: String,
     /// The inbound checks of `/mxdeliv`, shared with the MX on port 25.
     pub inbound: chatmail_inbound::Inbound,
+    /// Pending ACME HTTP-01 challenges, answered on port 80 (`None`: the
+    /// certificate does not come from ACME).
+    pub acme_challenges: Option<Arc<chatmail_tls::acme::ChallengeStore>>,
 }
 
 /// The application's routes.
@@ -138,6 +141,7 @@ pub(crate) mod testutil {
             settings,
             accounts,
             inbound,
+            acme_challenges: None,
         };
         (Arc::new(ctx), dir)
     }

@@ -171,6 +171,7 @@ mod tests {
                 accounts,
                 base_url: "https://example.org".into(),
                 inbound,
+                acme_challenges: None,
             });
             Self {
                 ctx,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -52,10 +52,16 @@ pub async fn serve_http(
 }
 
 /// RFC 8555 §8.3: `GET /.well-known/acme-challenge/<token>` answers the key
-/// authorization of a pending challenge. No ACME client is wired in yet, so
-/// there is never a pending challenge.
-async fn acme_challenge() -> StatusCode {
-    StatusCode::NOT_FOUND
+/// authorization of a pending challenge, 404 for any other token.
+async fn acme_challenge(State(ctx): State<Arc<Context>>, Path(token): Path<String>) -> Response {
+    match ctx.acme_challenges.as_ref().and_then(|c| c.get(&token)) {
+        Some(key_authorization) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            key_authorization,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// `301` to the same path and query on HTTPS.
@@ -98,6 +104,8 @@ impl axum::serve::Listener for PlainListener {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::http::StatusCode;
 
     use crate::testutil::{context, get, send};
@@ -119,6 +127,22 @@ mod tests {
         let reply = send(super::router(ctx), get(path, None)).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
         assert!(reply.location.is_empty());
+    }
+
+    #[tokio::test]
+    async fn pending_acme_challenge_is_answered_with_its_key_authorization() {
+        let (ctx, _dir) = context("chat.example.org", "").await;
+        let challenges = Arc::new(chatmail_tls::acme::ChallengeStore::default());
+        let published = challenges.publish("tok-1".into(), "tok-1.thumbprint".into());
+        let mut ctx = Arc::try_unwrap(ctx).ok().unwrap();
+        ctx.acme_challenges = Some(challenges);
+        let router = super::router(Arc::new(ctx));
+        let reply = send(router.clone(), get("/.well-known/acme-challenge/tok-1", None)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "tok-1.thumbprint");
+        drop(published);
+        let reply = send(router, get("/.well-known/acme-challenge/tok-1", None)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -10,14 +10,26 @@
 //! (TLS 1.2 and 1.3, ALPN `http/1.1`) and the port 443 one, which also
 //! offers ALPN `imap` and `smtp` (docs/specifications.md §7); whoever
 //! serves port 443 refuses mail sessions that negotiated less than TLS 1.3.
+//!
+//! With ACME ([`acme`]) the same configurations are built from [`Certs`]
+//! holding a [`CurrentCert`], a resolver whose certificate the renewal task
+//! replaces: every listener serves the new certificate from its next
+//! handshake on, without a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::crypto::ring;
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub mod acme;
+mod current;
+
+pub use current::CurrentCert;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -94,24 +106,18 @@ impl Identity {
 
     /// The relay configuration: TLS 1.3 only (docs/specifications.md §3), no ALPN.
     pub fn relay_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        self.config(&[&rustls::version::TLS13], Vec::new())
+        self.config(Profile::Relay)
     }
 
     /// The MX configuration (port 25): TLS 1.2 and 1.3, since other relays'
     /// MTAs may not speak 1.3 yet; no ALPN.
     pub fn mx_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        self.config(
-            &[&rustls::version::TLS13, &rustls::version::TLS12],
-            Vec::new(),
-        )
+        self.config(Profile::Mx)
     }
 
     /// The HTTPS configuration: TLS 1.2 and 1.3, ALPN `http/1.1`.
     pub fn web_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        self.config(
-            &[&rustls::version::TLS13, &rustls::version::TLS12],
-            vec![b"http/1.1".to_vec()],
-        )
+        self.config(Profile::Web)
     }
 
     /// The port 443 configuration: TLS 1.2 and 1.3, ALPN `imap` and `smtp`
@@ -119,24 +125,116 @@ impl Identity {
     /// §7), then `h2` when `http2` is set, then `http/1.1`. rustls picks the
     /// first protocol of this list that the client offers.
     pub fn multiplex_config(&self, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut alpn = vec![ALPN_IMAP.to_vec(), ALPN_SMTP.to_vec()];
-        if http2 {
-            alpn.push(b"h2".to_vec());
-        }
-        alpn.push(b"http/1.1".to_vec());
-        self.config(&[&rustls::version::TLS13, &rustls::version::TLS12], alpn)
+        self.config(Profile::Multiplex { http2 })
     }
 
-    fn config(
-        &self,
-        versions: &[&'static rustls::SupportedProtocolVersion],
-        alpn: Vec<Vec<u8>>,
+    fn config(&self, profile: Profile) -> Result<Arc<ServerConfig>, TlsError> {
+        profile.build(|builder| builder.with_single_cert(self.chain.clone(), self.key.clone_key()))
+    }
+
+    /// The certificate and signing key as rustls serves them.
+    pub fn certified_key(&self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let provider = ring::default_provider();
+        let signer = provider
+            .key_provider
+            .load_private_key(self.key.clone_key())?;
+        Ok(Arc::new(CertifiedKey::new(self.chain.clone(), signer)))
+    }
+}
+
+/// The certificate source of every listener: one fixed [`Identity`], or a
+/// [`CurrentCert`] whose certificate is replaced while the server runs
+/// (ACME renewals); configurations built from it follow each replacement.
+#[derive(Clone)]
+pub enum Certs {
+    Fixed(Arc<Identity>),
+    Live(Arc<CurrentCert>),
+}
+
+impl From<Identity> for Certs {
+    fn from(identity: Identity) -> Self {
+        Self::Fixed(Arc::new(identity))
+    }
+}
+
+impl Certs {
+    /// See [`Identity::relay_config`].
+    pub fn relay_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(Profile::Relay)
+    }
+
+    /// See [`Identity::mx_config`].
+    pub fn mx_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(Profile::Mx)
+    }
+
+    /// See [`Identity::web_config`].
+    pub fn web_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(Profile::Web)
+    }
+
+    /// See [`Identity::multiplex_config`].
+    pub fn multiplex_config(&self, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config(Profile::Multiplex { http2 })
+    }
+
+    fn config(&self, profile: Profile) -> Result<Arc<ServerConfig>, TlsError> {
+        match self {
+            Self::Fixed(identity) => identity.config(profile),
+            Self::Live(current) => {
+                let resolver: Arc<dyn ResolvesServerCert> = current.clone();
+                profile.build(|builder| Ok(builder.with_cert_resolver(resolver)))
+            }
+        }
+    }
+}
+
+/// The protocol versions and ALPN ids of each kind of listener.
+#[derive(Clone, Copy)]
+enum Profile {
+    Relay,
+    Mx,
+    Web,
+    Multiplex { http2: bool },
+}
+
+impl Profile {
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        static TLS12_13: &[&rustls::SupportedProtocolVersion] =
+            &[&rustls::version::TLS13, &rustls::version::TLS12];
+        match self {
+            Self::Relay => TLS13,
+            _ => TLS12_13,
+        }
+    }
+
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Relay | Self::Mx => Vec::new(),
+            Self::Web => vec![b"http/1.1".to_vec()],
+            Self::Multiplex { http2 } => {
+                let mut alpn = vec![ALPN_IMAP.to_vec(), ALPN_SMTP.to_vec()];
+                if http2 {
+                    alpn.push(b"h2".to_vec());
+                }
+                alpn.push(b"http/1.1".to_vec());
+                alpn
+            }
+        }
+    }
+
+    fn build(
+        self,
+        with_cert: impl FnOnce(
+            rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>,
+        ) -> Result<ServerConfig, rustls::Error>,
     ) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
-        config.alpn_protocols = alpn;
+        let builder = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(self.versions())?
+            .with_no_client_auth();
+        let mut config = with_cert(builder)?;
+        config.alpn_protocols = self.alpn();
         Ok(Arc::new(config))
     }
 }
@@ -155,7 +253,7 @@ pub fn generate(names: &[String]) -> Result<(String, String), TlsError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let write_error = |source| TlsError::Write {
