@@ -23,10 +23,12 @@ pub struct Federation {
     pub inbound: Inbound,
 }
 
-/// Starts the queue workers and prepares the inbound checks.
+/// Starts the queue workers and prepares the inbound checks (which wake
+/// `push` for every delivery).
 pub async fn start(
     settings: &Arc<Settings>,
     accounts: &Accounts,
+    push: Option<chatmail_push::Push>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Federation> {
     let resolver = resolver(settings)?;
@@ -34,7 +36,8 @@ pub async fn start(
     let transport = Transport::new(settings.clone(), resolver.clone())?;
     let store: Store = accounts.store().clone();
     let queue = Queue::start(store, transport, dkim, settings.clone(), shutdown.clone()).await?;
-    let inbound = Inbound::new(settings.clone(), accounts.clone(), KeyLookup::dns(resolver));
+    let mut inbound = Inbound::new(settings.clone(), accounts.clone(), KeyLookup::dns(resolver));
+    inbound.push = push;
     Ok(Federation { queue, inbound })
 }
 

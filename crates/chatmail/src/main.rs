@@ -2,6 +2,7 @@
 //! wires the library crates together; it is the only crate using `anyhow`.
 
 mod accounts;
+mod acme;
 mod admin;
 mod demo;
 mod dns;

@@ -51,12 +51,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
     .with_context(|| format!("opening {}", settings.sqlite_path.display()))?;
     store.set_quota(Some(settings.limits().max_mailbox_size));
     let accounts = Accounts::new(store.clone(), settings.clone());
-    let identity = identity(&settings)?;
-    let relay_tls = identity.relay_config()?;
     let listen = &settings.config.listen;
     let shutdown = CancellationToken::new();
     let base_url = base_url(&settings, listen.https.first());
     let mut tasks = JoinSet::new();
+    let (certs, acme_challenges) = if settings.config.tls.mode == chatmail_config::TlsMode::Acme {
+        let acme = crate::acme::start(&settings, &shutdown, &mut tasks)?;
+        (acme.certs, Some(acme.challenges))
+    } else {
+        (chatmail_tls::Certs::from(identity(&settings)?), None)
+    };
+    let relay_tls = certs.relay_config()?;
     let expiry = crate::expire::spawn_expiry(
         store,
         crate::expire::rules(&settings.config.retention),
@@ -65,14 +70,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
     );
     tasks.spawn(async move { Ok(expiry.await?) });
 
-    let federation = crate::federation::start(&settings, &accounts, &shutdown).await?;
+    let push = start_push(&settings, &accounts, &shutdown, &mut tasks)?;
+    let federation =
+        crate::federation::start(&settings, &accounts, push.clone(), &shutdown).await?;
     let smtp = Arc::new(chatmail_smtp::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
         tls: relay_tls.clone(),
-        mx_tls: Some(identity.mx_config()?),
+        mx_tls: Some(certs.mx_config()?),
         inbound: federation.inbound.clone(),
         queue: Some(federation.queue.clone()),
+        push,
     });
     let turn = chatmail_turn::Credentials::load_or_create(
         &settings.config.state_dir,
@@ -89,6 +97,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         accounts: accounts.clone(),
         base_url: base_url.clone(),
         inbound: federation.inbound.clone(),
+        acme_challenges,
     });
     use chatmail_imap::Mode as ImapMode;
     use chatmail_smtp::Mode as SmtpMode;
@@ -112,7 +121,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         }
     }
     // Port 443: HTTPS, plus IMAP and submission for clients asking by ALPN.
-    let web_tls = identity.multiplex_config(true)?;
+    let web_tls = certs.multiplex_config(true)?;
     let alpn = alpn_handlers(&settings, &imap, &smtp, &shutdown);
     for listener in bind(&listen.https).await? {
         let (ctx, stop, tls) = (http.clone(), shutdown.clone(), web_tls.clone());
@@ -150,6 +159,26 @@ impl Relay {
             self.tasks.abort_all();
         }
     }
+}
+
+/// Starts the push notification worker when `[push] enabled`.
+fn start_push(
+    settings: &Settings,
+    accounts: &Accounts,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Option<chatmail_push::Push>> {
+    if !settings.config.push.enabled {
+        return Ok(None);
+    }
+    let options = chatmail_push::PushOptions::new(settings.config.push.url.clone());
+    let (push, worker) = chatmail_push::Push::new(accounts.store().clone(), options)?;
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        worker.run(stop).await;
+        Ok(())
+    });
+    Ok(Some(push))
 }
 
 /// IMAP and SMTP sessions for connections on 443 that asked for them by
