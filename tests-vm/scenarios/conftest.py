@@ -56,9 +56,10 @@ def make_profiles(deltachat, relay):
 
     `make_profiles(credentials=[(addr, pw), ...])` uses the given logins;
     `make_profiles(on=[relay, relay2, ...])` makes one profile on each relay listed.
+    `make_profiles(1, only_port=443)` connects IMAP and SMTP over that port only.
     """
 
-    def make(count: int = 0, credentials=None, on=None):
+    def make(count: int = 0, credentials=None, on=None, only_port=None):
         relays = on or [relay] * (len(credentials) if credentials else count)
         credentials = credentials or [where.new_credentials() for where in relays]
         pending = []
@@ -67,7 +68,7 @@ def make_profiles(deltachat, relay):
             # Never let the core add relays of its own choosing.
             account.set_config("autorelay", "0")
             account.set_config("displayname", address.split("@")[0])
-            pending.append((account, account.add_transport_from_qr.future(where.dclogin(address, password))))
+            pending.append((account, account.add_transport_from_qr.future(where.dclogin(address, password, only_port))))
         for account, configured in pending:
             configured()
             assert account.is_configured()

@@ -7,14 +7,18 @@ a VM. See tests-vm/README.md for the list.
 
 from __future__ import annotations
 
+import contextlib
+import imaplib
 import ipaddress
 import queue as queue_module
 import json
 import os
+import re
 import secrets
 import ssl
 import string
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -60,6 +64,15 @@ class Relay:
     # The relay's log file (only when the runner knows it), for scenarios
     # that check what the relay did.
     log_path: Optional[str] = None
+    # HTTPS port; IMAP and submission are also reachable on it by ALPN.
+    https_port: int = 443
+    # What the relay publishes as server METADATA, when the runner says so.
+    admin: Optional[str] = None
+    comment: Optional[str] = None
+    turn_host: Optional[str] = None
+    turn_port: Optional[int] = None
+    # Whether the relay runs in no-log mode.
+    no_log: bool = False
 
     @classmethod
     def from_env(cls, prefix: str = "MADMAIL") -> "Relay":
@@ -83,6 +96,12 @@ class Relay:
             localpart_length=int(env("LOCALPART_LENGTH", 9)),
             cmping_relay=env("CMPING_RELAY"),
             log_path=env("LOG"),
+            https_port=https_port,
+            admin=env("ADMIN"),
+            comment=env("COMMENT"),
+            turn_host=env("TURN_HOST"),
+            turn_port=int(env("TURN_PORT")) if env("TURN_PORT") else None,
+            no_log=env("NO_LOG") == "1",
         )
 
     @property
@@ -102,19 +121,29 @@ class Relay:
         password = "".join(secrets.choice(LOCALPART_ALPHABET) for _ in range(PASSWORD_LENGTH))
         return self.address(localpart), password
 
-    def dclogin(self, address: str, password: str) -> str:
+    def dclogin(
+        self,
+        address: str,
+        password: str,
+        only_port: Optional[int] = None,
+        imap_at: Optional[tuple[str, int]] = None,
+    ) -> str:
         """A `dclogin:` link with explicit TLS endpoints on this relay.
 
         `ic=3` accepts the self-signed certificate; no plaintext ports are used.
+        `only_port` puts IMAP and SMTP on that one implicit-TLS port (443:
+        the client then asks for them by ALPN); `imap_at` (host, port) sends
+        IMAP elsewhere (a tap in front of the relay).
         """
+        imap_host, imap_port = imap_at or (self.host, only_port or self.imaps_port)
         params = {
             "p": password,
             "v": "1",
-            "ih": self.host,
-            "ip": str(self.imaps_port),
+            "ih": imap_host,
+            "ip": str(imap_port),
             "is": "ssl",
             "sh": self.host,
-            "sp": str(self.submissions_port),
+            "sp": str(only_port or self.submissions_port),
             "ss": "ssl",
             "ic": "3",
         }
@@ -127,6 +156,59 @@ class Relay:
         with urllib.request.urlopen(request, context=insecure_tls(), timeout=30) as reply:
             assert reply.status == 200, reply.status
             return json.loads(reply.read(64 * 1024))
+
+
+@contextlib.contextmanager
+def imap_login(relay: Relay, address: str, password: str):
+    """A logged-in `imaplib` session over implicit TLS (certificate not checked)."""
+    imap = imaplib.IMAP4_SSL(relay.host, relay.imaps_port, ssl_context=insecure_tls(), timeout=30)
+    try:
+        # Quoted: `user@[1.2.3.4]` is no IMAP atom (RFC 9051 §4.1).
+        imap.login(f'"{address}"', password)
+        yield imap
+    finally:
+        with contextlib.suppress(Exception):
+            imap.logout()
+
+
+# Commands `imaplib` does not know (RFC 5464 §4), for `metadata`.
+imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
+
+
+def metadata(imap: imaplib.IMAP4, command: str, *args: str) -> tuple[str, str, dict]:
+    """Runs GETMETADATA or SETMETADATA; returns the tagged status and text and
+    the entries of the untagged METADATA replies (`None` for NIL)."""
+    status, data = imap._simple_command(command, *args)
+    text = data[-1].decode() if data and isinstance(data[-1], bytes) else str(data)
+    _, untagged = imap._untagged_response(status, data, "METADATA")
+    flat = ""
+    for item in untagged:
+        if item is None:
+            continue
+        if isinstance(item, tuple):
+            # A literal value: `{n}` ends the line, the bytes follow.
+            prefix, literal = item
+            flat += re.sub(rb"\{\d+\}$", b"", prefix).decode() + '"' + literal.decode() + '"'
+        else:
+            flat += item.decode() + "\n"
+    entries = {}
+    for key, quoted, nil in re.findall(r'(/[\w/.-]+)\s+(?:"((?:[^"\\]|\\.)*)"|(NIL))', flat):
+        entries[key.lower()] = None if nil else re.sub(r"\\(.)", r"\1", quoted)
+    return status, text, entries
+
+
+def https_get(relay: Relay, path: str, host_header: Optional[str] = None) -> tuple[int, str, str]:
+    """`GET https://HOST:HTTPS_PORT/path`: status, content type and body text."""
+    url = f"https://{relay.host}:{relay.https_port}{path}"
+    headers = {"Host": host_header} if host_header else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=insecure_tls(), timeout=30) as reply:
+            body = reply.read(1024 * 1024).decode()
+            return reply.status, reply.headers.get("Content-Type", ""), body
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Content-Type", ""), err.read(64 * 1024).decode(errors="replace")
 
 
 def insecure_tls() -> ssl.SSLContext:

@@ -15,8 +15,12 @@
 //!    (root). With `--no-federation`: the main relay (`_madmail.test`,
 //!    loopback, free high ports) and, unless `--no-cmping`, the IP-only
 //!    relay `127.0.0.1` on 993/465/443;
+//!    Relays 1 and 2 (or the main relay) publish server METADATA and TURN
+//!    credentials ([`RelaySpec::with_features`]). In both set-ups a
+//!    no-log relay (`_nolog.test`, free high loopback ports) runs too;
 //! 4. the relays start and are ready once every listening port accepts;
-//! 5. pytest runs once per relay set ([`PytestRun`]): the relays are
+//! 5. pytest runs once per relay set ([`PytestRun`]), the last one
+//!    `test_no_log.py` against the no-log relay: the relays are
 //!    described by `MADMAIL_*` and `MADMAIL2_*` variables (see
 //!    `tests-vm/README.md`);
 //! 6. the relays are killed (also when anything above fails: [`Relay`]
@@ -88,6 +92,7 @@ pub fn run(opts: E2eOptions) -> Result<()> {
         true => single_relay(&madmail, &scratch.path, &opts)?,
         false => federation::start(&madmail, &scratch.path, &opts)?,
     };
+    add_no_log_relay(&mut topology, &madmail, &scratch.path, &opts)?;
     let mut passed = true;
     for pytest in &topology.runs {
         println!("===== scenarios: {} =====", pytest.label);
@@ -135,10 +140,11 @@ pub(crate) struct PytestRun {
 /// `--no-federation`: the main relay on free high loopback ports and, unless
 /// `--no-cmping`, the IP-only cmping relay; no second relay.
 fn single_relay(madmail: &Path, scratch: &Path, opts: &E2eOptions) -> Result<Topology> {
-    let main_spec = RelaySpec::loopback("main", "_madmail.test")?;
+    let main_spec = RelaySpec::loopback("main", "_madmail.test")?.with_features();
     let mut main = Relay::start(madmail, scratch, &main_spec, &opts.log_level)?;
     main.wait_ready()?;
     let mut env = main_spec.scenario_env("MADMAIL");
+    env.push(("MADMAIL_LOG".into(), main.log.display().to_string()));
     let mut relays = vec![main];
     if !opts.no_cmping {
         let mut cmping = Relay::start(
@@ -164,6 +170,31 @@ fn single_relay(madmail: &Path, scratch: &Path, opts: &E2eOptions) -> Result<Top
         runs,
         _dns: None,
     })
+}
+
+/// Starts the no-log relay (`_nolog.test` on free high loopback ports,
+/// `[log] no_log = true`) and adds the run of `test_no_log.py` against it,
+/// which drives a full scenario and then searches its log (`MADMAIL_LOG`)
+/// for addresses.
+fn add_no_log_relay(
+    topology: &mut Topology,
+    madmail: &Path,
+    scratch: &Path,
+    opts: &E2eOptions,
+) -> Result<()> {
+    let mut spec = RelaySpec::loopback("nolog", "_nolog.test")?;
+    spec.no_log = true;
+    let mut relay = Relay::start(madmail, scratch, &spec, &opts.log_level)?;
+    relay.wait_ready()?;
+    let mut env = spec.scenario_env("MADMAIL");
+    env.push(("MADMAIL_LOG".into(), relay.log.display().to_string()));
+    topology.relays.push(relay);
+    topology.runs.push(PytestRun {
+        label: "no-log relay",
+        paths: vec!["tests-vm/scenarios/test_no_log.py"],
+        env,
+    });
+    Ok(())
 }
 
 /// The workspace checkout: the parent of this crate, else the nearest

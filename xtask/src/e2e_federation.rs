@@ -97,8 +97,8 @@ fn named_relays(dns_port: u16) -> Vec<RelaySpec> {
         spec
     };
     vec![
-        relay("relay1", "_relay1.test", 2, dns.clone()),
-        relay("relay2", "_relay2.test", 3, dns.clone()),
+        relay("relay1", "_relay1.test", 2, dns.clone()).with_features(),
+        relay("relay2", "_relay2.test", 3, dns.clone()).with_features(),
         relay(
             "relay3",
             "_relay3.test",

@@ -35,7 +35,18 @@ pub(crate) struct RelaySpec {
     pub(crate) smtp: Option<SocketAddr>,
     /// Further TOML appended to the configuration (`[federation]`).
     pub(crate) extra_toml: String,
+    /// No-log mode (`[log] no_log`).
+    pub(crate) no_log: bool,
+    /// Whether [`RelaySpec::with_features`] published metadata and TURN.
+    features: bool,
 }
+
+/// `[metadata] admin` of relays with features.
+const FEATURE_ADMIN: &str = "operator@example.org";
+/// `[metadata] comment` of relays with features.
+const FEATURE_COMMENT: &str = "madmail end-to-end relay";
+/// `[turn] port` of relays with features (the host is the relay's IP).
+const FEATURE_TURN_PORT: u16 = 3478;
 
 impl RelaySpec {
     /// A relay on loopback with free high ports for every service.
@@ -51,6 +62,8 @@ impl RelaySpec {
             https,
             smtp: Some(smtp),
             extra_toml: String::new(),
+            no_log: false,
+            features: false,
         })
     }
 
@@ -67,6 +80,8 @@ impl RelaySpec {
             https: at(443),
             smtp: None,
             extra_toml: String::new(),
+            no_log: false,
+            features: false,
         }
     }
 
@@ -84,7 +99,24 @@ impl RelaySpec {
             https: at(443),
             smtp: Some(at(25)),
             extra_toml: String::new(),
+            no_log: false,
+            features: false,
         }
+    }
+
+    /// Publishes the server METADATA entries (`[metadata] admin` and
+    /// `comment`) and TURN credentials (`[turn]`, host = the relay's IP so
+    /// clients need no DNS for it); [`RelaySpec::scenario_env`] then tells
+    /// the scenarios what to expect.
+    pub(crate) fn with_features(mut self) -> Self {
+        let toml = format!(
+            "\n[metadata]\nadmin = \"{FEATURE_ADMIN}\"\ncomment = \"{FEATURE_COMMENT}\"\n\
+             \n[turn]\nenabled = true\nhost = \"{}\"\nport = {FEATURE_TURN_PORT}\n",
+            self.ip()
+        );
+        self.extra_toml.push_str(&toml);
+        self.features = true;
+        self
     }
 
     /// The address the relay's services listen on.
@@ -107,7 +139,7 @@ impl RelaySpec {
         };
         format!(
             "mail_domain = \"{domain}\"\nstate_dir = \"{state}\"\n\n\
-             [log]\nno_log = false\nlevel = \"{log_level}\"\n\n\
+             [log]\nno_log = {no_log}\nlevel = \"{log_level}\"\n\n\
              [listen]\nsubmissions = {submissions}\nsubmission = {submission}\n\
              imaps = {imaps}\nimap = {imap}\nhttps = {https}\nsmtp = {smtp}\nhttp = []\n\n\
              [tls]\nmode = \"self-signed\"\n{extra}",
@@ -120,6 +152,7 @@ impl RelaySpec {
             https = list(Some(self.https)),
             smtp = list(self.smtp),
             extra = self.extra_toml,
+            no_log = self.no_log,
         )
     }
 
@@ -138,6 +171,17 @@ impl RelaySpec {
         }
         if let Some(submission) = self.submission {
             env.push(("SUBMISSION_PORT", submission.port().to_string()));
+        }
+        if self.features {
+            env.extend([
+                ("ADMIN", FEATURE_ADMIN.to_owned()),
+                ("COMMENT", FEATURE_COMMENT.to_owned()),
+                ("TURN_HOST", self.ip().to_string()),
+                ("TURN_PORT", FEATURE_TURN_PORT.to_string()),
+            ]);
+        }
+        if self.no_log {
+            env.push(("NO_LOG", "1".to_owned()));
         }
         env.into_iter()
             .map(|(key, value)| (format!("{prefix}_{key}"), value))
@@ -305,6 +349,38 @@ mod tests {
         assert_eq!(settings.config.listen.submissions[0].port(), 465);
         assert!(settings.config.listen.imap.is_empty());
         assert!(settings.config.listen.submission.is_empty());
+    }
+
+    #[test]
+    fn relay_with_features_publishes_metadata_and_turn_and_tells_the_scenarios() {
+        let spec = RelaySpec::standard("relay1", "_relay1.test", Ipv4Addr::new(127, 0, 0, 2))
+            .with_features();
+        let settings =
+            chatmail_config::parse(&spec.config_toml(Path::new("/tmp/s"), "info")).unwrap();
+        let config = &settings.config;
+        assert!(config.turn.enabled);
+        assert_eq!(config.turn.host.as_deref(), Some("127.0.0.2"));
+        assert_eq!(config.turn.port, FEATURE_TURN_PORT);
+        assert_eq!(config.metadata.admin.as_deref(), Some(FEATURE_ADMIN));
+        assert!(!config.log.no_log);
+        let env = spec.scenario_env("MADMAIL");
+        let get = |key| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        assert_eq!(get("MADMAIL_TURN_HOST"), Some("127.0.0.2"));
+        assert_eq!(get("MADMAIL_ADMIN"), Some(FEATURE_ADMIN));
+        assert_eq!(get("MADMAIL_NO_LOG"), None);
+    }
+
+    #[test]
+    fn no_log_relay_config_turns_logging_off_and_says_so() {
+        let mut spec = RelaySpec::loopback("nolog", "_nolog.test").unwrap();
+        spec.no_log = true;
+        let settings =
+            chatmail_config::parse(&spec.config_toml(Path::new("/tmp/s"), "info")).unwrap();
+        assert!(settings.config.log.no_log);
+        assert!(!settings.config.turn.enabled);
+        let env = spec.scenario_env("MADMAIL");
+        assert!(env.contains(&("MADMAIL_NO_LOG".to_owned(), "1".to_owned())));
+        assert!(!env.iter().any(|(k, _)| k == "MADMAIL_TURN_HOST"));
     }
 
     #[test]
