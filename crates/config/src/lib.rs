@@ -257,7 +257,8 @@ fn validate(config: &Config) -> Vec<Problem> {
     if config.tls.mode == TlsMode::Acme && needs_self_signed(config) {
         bad(
             "tls.mode",
-            "ACME needs a public DNS name: IP-address and `_`-prefixed domains use self-signed".into(),
+            "ACME needs a public DNS name: IP-address and `_`-prefixed domains use self-signed"
+                .into(),
         );
     }
     problems

@@ -137,7 +137,11 @@ mod tests {
         let mut ctx = Arc::try_unwrap(ctx).ok().unwrap();
         ctx.acme_challenges = Some(challenges);
         let router = super::router(Arc::new(ctx));
-        let reply = send(router.clone(), get("/.well-known/acme-challenge/tok-1", None)).await;
+        let reply = send(
+            router.clone(),
+            get("/.well-known/acme-challenge/tok-1", None),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.body, "tok-1.thumbprint");
         drop(published);
