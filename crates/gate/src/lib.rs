@@ -13,9 +13,14 @@
 //!
 //! Invariants: nothing is decrypted; every step is linear in the input;
 //! a panic inside a third-party parser becomes a rejection, never a crash.
+//!
+//! The crate also owns [`headers`], the top-level header helpers that
+//! submission and inbound share (split, fields with continuations, removal
+//! of named fields, the single `From:` address): pure and panic-free too.
 
 pub mod armor;
 pub mod exceptions;
+pub mod headers;
 pub mod mime;
 pub mod packets;
 

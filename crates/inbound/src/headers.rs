@@ -1,14 +1,14 @@
 //! The top-level header block of an inbound message: the From address and
 //! the removal of trace and authentication headers. Pure.
 //!
-//! The header block ends at the first empty line (RFC 5322 §2.1); a field is
-//! its first line plus the continuation lines starting with SP or HTAB
-//! (RFC 5322 §2.2.3). Only the header block is ever changed: the body is
-//! copied byte for byte.
+//! Header parsing (the block up to the first empty line, RFC 5322 §2.1,
+//! and fields with continuation lines, §2.2.3) is
+//! [`chatmail_gate::headers`]. Only the header block is ever changed: the
+//! body is copied byte for byte.
 
 use std::borrow::Cow;
 
-use mail_parser::MessageParser;
+use chatmail_gate::headers;
 
 /// Fields removed before storing: they describe the sender's relay and its
 /// checks, not the message (docs/specifications.md §2, inbound rules).
@@ -17,66 +17,11 @@ const STRIPPED: [&[u8]; 3] = [b"dkim-signature", b"authentication-results", b"re
 /// Longest address taken from a From header (RFC 5321 §4.5.3.1.3).
 const MAX_ADDRESS_LEN: usize = 254;
 
-/// Splits a message into its header block (each field with its CRLF) and
-/// the rest (the empty line and the body).
-fn split_header(message: &[u8]) -> (&[u8], &[u8]) {
-    if message.starts_with(b"\r\n") {
-        return (&[], message);
-    }
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => message.split_at(end + 2),
-        None => (message, &[]),
-    }
-}
-
-/// The fields of a header block, each with its continuation lines.
-fn fields(header: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = header;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = 0;
-        loop {
-            end = rest[end..]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .map_or(rest.len(), |at| end + at + 2);
-            if !matches!(rest.get(end), Some(b' ' | b'\t')) {
-                break;
-            }
-        }
-        let (field, tail) = rest.split_at(end);
-        rest = tail;
-        Some(field)
-    })
-}
-
-/// The field name without surrounding blanks (RFC 5322 §4.5.3 allows WSP
-/// before the colon in obsolete syntax).
-fn field_name(field: &[u8]) -> Option<&[u8]> {
-    let colon = field.iter().position(|&b| b == b':')?;
-    Some(field[..colon].trim_ascii())
-}
-
-fn is_named(field: &[u8], name: &[u8]) -> bool {
-    field_name(field).is_some_and(|n| n.eq_ignore_ascii_case(name))
-}
-
 /// The single address of the single `From:` field, if there is exactly one.
 pub fn from_address(message: &[u8]) -> Option<String> {
-    let (header, _) = split_header(message);
-    if fields(header).filter(|f| is_named(f, b"from")).count() != 1 {
-        return None;
-    }
-    let parsed = MessageParser::new().parse_headers(header)?;
-    let mut addresses = parsed.from()?.iter();
-    let (Some(first), None) = (addresses.next(), addresses.next()) else {
-        return None;
-    };
-    let address = first.address()?;
-    let valid = address.len() <= MAX_ADDRESS_LEN && domain_of(address).is_some();
-    valid.then(|| address.to_owned())
+    let address = headers::single_from(message)?;
+    let valid = address.len() <= MAX_ADDRESS_LEN && domain_of(&address).is_some();
+    valid.then_some(address)
 }
 
 /// The domain part of an address (after the last `@`), if non-empty.
@@ -88,15 +33,7 @@ pub fn domain_of(address: &str) -> Option<&str> {
 /// The message without `DKIM-Signature`, `Authentication-Results` and
 /// `Received` fields in its top-level header block.
 pub fn strip_trace_headers(message: &[u8]) -> Vec<u8> {
-    let (header, rest) = split_header(message);
-    let mut out = Vec::with_capacity(message.len());
-    for field in fields(header) {
-        if !STRIPPED.iter().any(|name| is_named(field, name)) {
-            out.extend_from_slice(field);
-        }
-    }
-    out.extend_from_slice(rest);
-    out
+    headers::remove_fields(message, &STRIPPED)
 }
 
 /// Converts bare LF and bare CR into CRLF, the SMTP wire form (RFC 5321

@@ -20,6 +20,14 @@
 //!    the others get theirs and the message is accepted. Only when every
 //!    recipient is over quota is it refused with `552 5.2.2`.
 //!
+//! Known deviation (quota): a recipient found over quota only inside the
+//! delivery transaction, while others got the message, is dropped without
+//! notice: the sending relay already got one reply for the whole message
+//! (SMTP `250` after DATA, `/mxdeliv` `200`; RFC 5321 §4.2.5 per-recipient
+//! DATA replies need LMTP), and a bounce from here would go to an
+//! unverified remote envelope sender, which is never stored. Port 25 makes
+//! this rare by checking each recipient's room at `RCPT` (with `SIZE=`).
+//!
 //! Invariants:
 //! - nothing is stored unless every check passed, and [`Inbound::accept`]
 //!   returns `Ok` only once the store has made the message durable;

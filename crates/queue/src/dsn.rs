@@ -1,5 +1,7 @@
 //! Bounces: delivery status notifications (RFC 3464) for recipients that
-//! failed for good, stored in the local sender's INBOX.
+//! failed for good, stored in the local sender's INBOX. The queue bounces
+//! remote recipients; [`build`] lets submission bounce local ones (e.g. a
+//! mailbox found full at delivery, status 5.2.2).
 //!
 //! Shape (RFC 6522 `multipart/report`, report type `delivery-status`):
 //! 1. `text/plain`: the failed recipients and why, for people;
@@ -13,7 +15,10 @@
 //! for a sender without a local account; every line is CRLF-terminated and
 //! every variable part is bounded and free of CR/LF.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chatmail_config::MailDomain;
+use chatmail_dkim::DkimKey;
 use chatmail_store::{AccountId, DueDelivery, NewMessage};
 
 use crate::Shared;
@@ -27,9 +32,12 @@ const STATUS_EXPIRED: &str = "4.4.7";
 /// RFC 3463 §3.1: permanent failure, no more detail known.
 const STATUS_PERMANENT: &str = "5.0.0";
 
+/// Makes the ids of bounces built by [`build`] unique within the process.
+static LOCAL_SERIAL: AtomicU64 = AtomicU64::new(0);
+
 /// One recipient that failed for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
+pub struct Failure {
     recipient: String,
     /// The peer's reply or our cause, one bounded line.
     diagnostic: String,
@@ -38,6 +46,16 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// A failure with an enhanced status code (RFC 3463, e.g. `5.2.2`) and
+    /// a diagnostic line; both are cut to one bounded 7-bit line.
+    pub fn new(recipient: &str, status: &str, diagnostic: &str) -> Self {
+        Failure {
+            recipient: one_line(recipient),
+            diagnostic: one_line(diagnostic),
+            status: one_line(status),
+        }
+    }
+
     /// Rejected by the peer (or unroutable).
     pub(crate) fn rejected(recipient: &str, reply: &str) -> Self {
         let diagnostic = one_line(reply);
@@ -87,13 +105,13 @@ pub(crate) async fn bounce(
     let report = Report {
         domain: &shared.settings.domain,
         sender: &account.address,
-        queue_id: due.id,
+        id: due.id.to_string(),
         arrival: due.created / 1000,
         now: now / 1000,
         unique: now,
     };
     let message = report.render(failures, original);
-    let body = sign(shared, message);
+    let body = sign(&shared.dkim, &shared.settings.domain, message);
     let internal_date = now / 1000;
     Some((
         account.id,
@@ -105,13 +123,42 @@ pub(crate) async fn bounce(
     ))
 }
 
+/// A bounce from the relay of `domain` to the local `sender` for
+/// `failures` of the message `original` (only its header is copied),
+/// which arrived now; DKIM-signed when `dkim` is given. The caller stores
+/// it (e.g. with `Store::deliver` into the sender's INBOX) and must not
+/// bounce a message with a null sender (RFC 3464 §2).
+pub fn build(
+    domain: &MailDomain,
+    sender: &str,
+    failures: &[Failure],
+    original: &[u8],
+    dkim: Option<&DkimKey>,
+) -> Vec<u8> {
+    let now = crate::now_ms();
+    let serial = LOCAL_SERIAL.fetch_add(1, Ordering::Relaxed);
+    let report = Report {
+        domain,
+        sender,
+        id: format!("local{serial}"),
+        arrival: now / 1000,
+        now: now / 1000,
+        unique: now,
+    };
+    let message = report.render(failures, original);
+    match dkim {
+        Some(key) => sign(key, domain, message),
+        None => message,
+    }
+}
+
 /// Signs the bounce; an unsigned bounce is still stored (it never leaves
 /// this relay), with the cause logged.
-fn sign(shared: &Shared, message: Vec<u8>) -> Vec<u8> {
-    let MailDomain::Name(domain) = &shared.settings.domain else {
+fn sign(dkim: &DkimKey, domain: &MailDomain, message: Vec<u8>) -> Vec<u8> {
+    let MailDomain::Name(domain) = domain else {
         return message;
     };
-    match shared.dkim.sign(&message, domain) {
+    match dkim.sign(&message, domain) {
         Ok(signed) => signed,
         Err(e) => {
             tracing::error!(error = %e, "outbound queue: signing a bounce failed");
@@ -125,7 +172,8 @@ struct Report<'a> {
     domain: &'a MailDomain,
     /// The local sender, who receives the bounce.
     sender: &'a str,
-    queue_id: i64,
+    /// The queue id, or a per-process serial for [`build`].
+    id: String,
     /// When the message was queued (Unix seconds).
     arrival: i64,
     /// Now (Unix seconds).
@@ -137,7 +185,7 @@ struct Report<'a> {
 impl Report<'_> {
     fn render(&self, failures: &[Failure], original: &[u8]) -> Vec<u8> {
         let host = self.domain.host();
-        let boundary = format!("=_bounce_{}_{}", self.queue_id, self.unique);
+        let boundary = format!("=_bounce_{}_{}", self.id, self.unique);
         let mut m = String::with_capacity(2048);
         // RFC 3834 §5: automatic replies say so.
         let headers = [
@@ -148,10 +196,7 @@ impl Report<'_> {
             format!("To: <{}>", one_line(self.sender)),
             "Subject: Undelivered Mail Returned to Sender".to_owned(),
             format!("Date: {}", rfc5322_date(self.now)),
-            format!(
-                "Message-ID: <bounce.{}.{}@{host}>",
-                self.queue_id, self.unique
-            ),
+            format!("Message-ID: <bounce.{}.{}@{host}>", self.id, self.unique),
             "Auto-Submitted: auto-replied".to_owned(),
             "MIME-Version: 1.0".to_owned(),
             // RFC 6522 §3: the report container.
@@ -341,7 +386,7 @@ mod tests {
         let report = Report {
             domain: &domain,
             sender: "alice@example.org",
-            queue_id: 7,
+            id: "7".to_owned(),
             arrival: 0,
             now: 60,
             unique: 1,
@@ -361,5 +406,33 @@ mod tests {
         assert!(dsn.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
         assert!(!dsn.contains("secret"));
         assert!(dsn.ends_with("--=_bounce_7_1--\r\n"));
+    }
+
+    #[test]
+    fn builds_unsigned_bounces_with_unique_ids_for_local_failures() {
+        let domain = MailDomain::parse("example.org").unwrap();
+        let failures = [Failure::new(
+            "bob@example.org",
+            "5.2.2",
+            "552 5.2.2 Quota exceeded",
+        )];
+        let original = b"From: alice@example.org\r\n\r\nbody";
+        let first = String::from_utf8(build(
+            &domain,
+            "alice@example.org",
+            &failures,
+            original,
+            None,
+        ))
+        .unwrap();
+        assert!(first.starts_with("From: Mail Delivery System"));
+        assert!(first.contains("To: <alice@example.org>\r\n"));
+        assert!(first.contains(
+            "Final-Recipient: rfc822; bob@example.org\r\nAction: failed\r\nStatus: 5.2.2\r\n"
+        ));
+        assert!(first.contains("Diagnostic-Code: smtp; 552 5.2.2 Quota exceeded\r\n"));
+        assert!(!first.contains("DKIM-Signature"));
+        let second = build(&domain, "alice@example.org", &failures, original, None);
+        assert_ne!(first.as_bytes(), second.as_slice());
     }
 }

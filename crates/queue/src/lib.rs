@@ -13,7 +13,9 @@
 //!    [`Deliver`] implementation, at most [`QueueOptions::max_parallel`] at
 //!    once and never two for the same message and domain.
 //! 3. Each attempt's outcomes are recorded in one transaction together with
-//!    the bounce (module `dsn`) for recipients that failed for good.
+//!    the bounce ([`dsn`]) for recipients that failed for good.
+//!    [`dsn::build`] is public so that submission can bounce local
+//!    recipients whose mailbox was full at delivery.
 //!
 //! Retries: after the n-th failed attempt the next one waits
 //! [`BACKOFF`]`[n-1]` (1, 5, 15, 30, 60 minutes, then hourly), but never
@@ -30,7 +32,7 @@
 //! - IP-literal relays send unsigned mail (no DNS name to publish a key
 //!   under; receivers exempt IP-literal domains from the DKIM check).
 
-mod dsn;
+pub mod dsn;
 mod worker;
 
 use std::future::Future;

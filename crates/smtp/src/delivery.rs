@@ -5,15 +5,21 @@
 //!
 //! Quota (docs/specifications.md §5): checked per recipient at `RCPT`
 //! (`552 5.2.2 Quota exceeded` for that recipient only, using `SIZE=` when
-//! given) and again by the store inside the delivery transaction.
+//! given) and again by the store inside the delivery transaction. A
+//! recipient found full only there gets no copy; when others (local or
+//! remote) do get the message the client sees `250` and the sender gets a
+//! bounce (RFC 3464, status 5.2.2) naming exactly those recipients in
+//! their INBOX; when nobody gets it the reply is `552 5.2.2`.
 //!
 //! Order after the end of DATA: line endings → size → `From:` → gate →
-//! hygiene → `Store::deliver_report` → `Queue::submit` → `250`. A failed check
+//! hygiene → `Store::deliver_report` → `Queue::submit` → quota bounce →
+//! `250`. A failed check
 //! leaves nothing stored; a failed hand-off answers 4xx, so the client
 //! retries (a local copy stored before a failed queue hand-off may then
 //! arrive twice; Delta Chat drops duplicates by Message-ID).
 
 use bytes::Bytes;
+use chatmail_queue::dsn::{self, Failure};
 use chatmail_store::{AccountId, Delivered, NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -159,25 +165,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Reply::from_full(chatmail_gate::REJECT_TEXT);
         }
         let body = Bytes::from(clean_headers(&message));
-        if let Err(reply) = self.store_local(&transaction, body.clone()).await {
+        let over_quota = match self.store_local(&transaction, body.clone()).await {
+            Ok(over_quota) => over_quota,
+            Err(reply) => return reply,
+        };
+        if let Err(reply) = self.queue_remote(&transaction, body.clone()).await {
             return reply;
         }
-        if let Err(reply) = self.queue_remote(&transaction, body).await {
-            return reply;
-        }
+        // After both hand-offs, so that a retried 4xx never bounces twice.
+        self.bounce_over_quota(&transaction, &over_quota, &body)
+            .await;
         Reply::line(250, "2.0.0 OK")
     }
 
-    /// Stores the message for the local recipients, if any; durable on `Ok`.
+    /// Stores the message for the local recipients, if any; durable on
+    /// `Ok`, which names the recipients that got no copy for quota.
     ///
     /// The store checks each recipient's quota again (the `RCPT` check
     /// knew no size without `SIZE=`): a recipient the message does not fit
     /// gets no copy. The message is refused with `552 5.2.2` only when no
     /// copy at all could be stored and there is no remote recipient;
     /// otherwise the others get it and the reply is `250`.
-    async fn store_local(&self, transaction: &Transaction, body: Bytes) -> Result<(), Reply> {
+    async fn store_local(
+        &self,
+        transaction: &Transaction,
+        body: Bytes,
+    ) -> Result<Vec<AccountId>, Reply> {
         if transaction.accounts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let size = body.len();
         let new = NewMessage {
@@ -195,17 +210,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         (report.delivered.len(), report.over_quota.len());
                     tracing::info!(%from, recipients, over_quota, size, "message stored");
                 }
-                Ok(())
+                Ok(report.over_quota)
             }
             Err(StoreError::QuotaExceeded) if transaction.remote.is_empty() => {
                 Err(quota_exceeded())
             }
-            Err(StoreError::QuotaExceeded) => Ok(()),
+            // No local copy at all, but the remote recipients get theirs.
+            Err(StoreError::QuotaExceeded) => Ok(transaction.accounts.clone()),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "delivery failed");
                 }
                 Err(Reply::line(451, "4.3.0 Temporary failure"))
+            }
+        }
+    }
+
+    /// Stores a bounce (status 5.2.2, RFC 3463 §3.3) in the sender's INBOX
+    /// for the local recipients in `over_quota`, who got no copy of
+    /// `original` while others did. Best effort: a failure is logged, the
+    /// message itself is already accepted.
+    async fn bounce_over_quota(
+        &self,
+        transaction: &Transaction,
+        over_quota: &[AccountId],
+        original: &[u8],
+    ) {
+        let Some(sender) = self.login.as_ref().filter(|_| !over_quota.is_empty()) else {
+            return;
+        };
+        let failures: Vec<Failure> = local_recipients(transaction)
+            .filter(|(account, _)| over_quota.contains(account))
+            .map(|(_, address)| Failure::new(address, "5.2.2", "552 5.2.2 Quota exceeded"))
+            .collect();
+        let domain = &self.shared.ctx.settings.domain;
+        let bounce = dsn::build(domain, &sender.address, &failures, original, None);
+        let new = NewMessage {
+            body: Bytes::from(bounce),
+            flags: Vec::new(),
+            internal_date: unix_now(),
+        };
+        let store = self.shared.ctx.accounts.store();
+        match store.deliver(&[sender.id], new).await {
+            Ok(_) => {
+                if let Some(push) = &self.shared.ctx.push {
+                    push.notify(&[sender.id]);
+                }
+                if self.log() {
+                    tracing::info!(recipients = failures.len(), "quota bounce stored");
+                }
+            }
+            Err(error) => {
+                if self.log() {
+                    tracing::warn!(%error, "storing the quota bounce failed");
+                }
             }
         }
     }
@@ -247,6 +305,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
     }
+}
+
+/// The local recipients with their addresses. `RCPT` pushes a local
+/// recipient to `accounts` and `addresses` together, and a remote one to
+/// `remote` and `addresses`, so the addresses not in `remote` line up with
+/// `accounts`.
+fn local_recipients(transaction: &Transaction) -> impl Iterator<Item = (AccountId, &str)> {
+    let local = transaction
+        .addresses
+        .iter()
+        .filter(|address| !transaction.remote.contains(address));
+    transaction
+        .accounts
+        .iter()
+        .copied()
+        .zip(local.map(String::as_str))
 }
 
 /// RFC 3463 §3.3: X.2.2 mailbox full.

@@ -1,16 +1,16 @@
 //! Checks and rewrites of a submitted message's top-level header block
 //! (docs/specifications.md §2, submission rules). Pure.
 //!
-//! The header block ends at the first empty line (RFC 5322 §2.1); a field
-//! is its first line plus any continuation lines starting with SP or HTAB
-//! (RFC 5322 §2.2.3). Only the header block is ever changed: the body is
-//! copied byte for byte.
+//! Header parsing (the block up to the first empty line, RFC 5322 §2.1,
+//! and fields with continuation lines, §2.2.3) is
+//! [`chatmail_gate::headers`]. Only the header block is ever changed: the
+//! body is copied byte for byte.
 
-use mail_parser::MessageParser;
+use chatmail_gate::headers;
 
 /// Header fields removed before storing (they reveal the sender's network
 /// or software).
-const REMOVED: [&str; 4] = ["received", "x-originating-ip", "x-mailer", "user-agent"];
+const REMOVED: [&[u8]; 4] = [b"received", b"x-originating-ip", b"x-mailer", b"user-agent"];
 
 /// Why the `From:` header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,65 +23,10 @@ pub enum FromError {
     Mismatch { from: String, mail_from: String },
 }
 
-/// Splits a message into its header block (with the line ending of its last
-/// field) and the rest (the empty line and the body).
-fn split_header(message: &[u8]) -> (&[u8], &[u8]) {
-    if message.starts_with(b"\r\n") {
-        return (&[], message);
-    }
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => message.split_at(end + 2),
-        None => (message, &[]),
-    }
-}
-
-/// The fields of a header block, each with its continuation lines.
-fn fields(header: &[u8]) -> Vec<&[u8]> {
-    let mut fields: Vec<&[u8]> = Vec::new();
-    let mut start = 0;
-    let mut pos = 0;
-    while pos < header.len() {
-        let end = header[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(header.len(), |e| pos + e + 2);
-        let next = header.get(end);
-        if !matches!(next, Some(b' ' | b'\t')) {
-            fields.push(&header[start..end]);
-            start = end;
-        }
-        pos = end;
-    }
-    fields
-}
-
-/// The field name, lower-cased, if the field has one.
-fn field_name(field: &[u8]) -> Option<String> {
-    let colon = field.iter().position(|&b| b == b':')?;
-    let name = std::str::from_utf8(&field[..colon]).ok()?.trim();
-    Some(name.to_ascii_lowercase())
-}
-
 /// Checks that the message has exactly one `From:` holding exactly one
 /// address, equal (ignoring case) to the envelope sender.
 pub fn check_from(message: &[u8], mail_from: &str) -> Result<(), FromError> {
-    let (header, _) = split_header(message);
-    let from_fields = fields(header)
-        .into_iter()
-        .filter(|f| field_name(f).as_deref() == Some("from"))
-        .count();
-    if from_fields != 1 {
-        return Err(FromError::Invalid);
-    }
-    let parsed = MessageParser::new()
-        .parse_headers(header)
-        .ok_or(FromError::Invalid)?;
-    let from = parsed.from().ok_or(FromError::Invalid)?;
-    let mut addresses = from.iter();
-    let (Some(first), None) = (addresses.next(), addresses.next()) else {
-        return Err(FromError::Invalid);
-    };
-    let address = first.address().ok_or(FromError::Invalid)?;
+    let address = headers::single_from(message).ok_or(FromError::Invalid)?;
     if address.eq_ignore_ascii_case(mail_from) {
         Ok(())
     } else {
@@ -94,17 +39,15 @@ pub fn check_from(message: &[u8], mail_from: &str) -> Result<(), FromError> {
 
 /// Removes tracking headers and blanks the subject; the body is untouched.
 pub fn clean_headers(message: &[u8]) -> Vec<u8> {
-    let (header, rest) = split_header(message);
-    let mut out = Vec::with_capacity(message.len());
-    for field in fields(header) {
-        match field_name(field).as_deref() {
-            Some(name) if REMOVED.contains(&name) => {}
-            Some("subject") => out.extend_from_slice(b"Subject: [...]\r\n"),
-            _ => out.extend_from_slice(field),
+    headers::rewrite(message, |field| {
+        if REMOVED.iter().any(|name| headers::is_named(field, name)) {
+            None
+        } else if headers::is_named(field, b"subject") {
+            Some(b"Subject: [...]\r\n")
+        } else {
+            Some(field)
         }
-    }
-    out.extend_from_slice(rest);
-    out
+    })
 }
 
 #[cfg(test)]
