@@ -17,11 +17,16 @@
 //!   (module `password`); a login that cannot get one in time fails with
 //!   [`LoginError::Busy`] rather than queue without bound;
 //! - an address with repeated failures has its refusals delayed (module
-//!   `penalty`), without slowing down anyone else.
+//!   `penalty`), without slowing down anyone else;
+//! - while the machine is short of load, memory or disk ([`pressure`]), a
+//!   first login that would create an account fails with
+//!   [`LoginError::Busy`]; existing accounts and the CLI's [`Accounts::add`]
+//!   are not affected.
 
 mod cache;
 mod password;
 mod penalty;
+pub mod pressure;
 mod rules;
 
 use std::sync::Arc;
@@ -77,6 +82,8 @@ pub struct Accounts {
     kdf: Arc<password::KdfLimit>,
     /// Consecutive failures per address, for the refusal delay.
     failures: Arc<penalty::Failures>,
+    /// Resource readings that close registration while short.
+    pressure: Arc<pressure::Pressure>,
 }
 
 fn today() -> i64 {
@@ -113,13 +120,30 @@ impl Accounts {
     }
 
     fn with_kdf_limit(store: Store, settings: Arc<Settings>, kdf: Arc<password::KdfLimit>) -> Self {
+        let probe = Arc::new(pressure::SystemProbe::new(&settings.config.state_dir));
+        let max_load = settings.registration().pause_above_load;
         Self {
             store,
             settings,
             cache: Arc::new(cache::LoginCache::new()),
             kdf,
             failures: Arc::new(penalty::Failures::new()),
+            pressure: Arc::new(pressure::Pressure::new(probe, max_load)),
         }
+    }
+
+    /// Replaces where resource readings come from (by default the machine
+    /// and the state directory); for tests that simulate a shortage.
+    pub fn with_probe(mut self, probe: Arc<dyn pressure::Probe>) -> Self {
+        let max_load = self.settings.registration().pause_above_load;
+        self.pressure = Arc::new(pressure::Pressure::new(probe, max_load));
+        self
+    }
+
+    /// Why new accounts are refused right now, if they are (readings are
+    /// cached for [`pressure::SAMPLE_EVERY`]).
+    pub fn shortage(&self) -> Option<pressure::Shortage> {
+        self.pressure.check()
     }
     /// The store behind this service.
     pub fn store(&self) -> &Store {
@@ -195,6 +219,10 @@ impl Accounts {
             || !rules::password_ok(password, rules)
         {
             return Err(LoginError::Invalid);
+        }
+        if let Some(shortage) = self.shortage() {
+            tracing::debug!("new account refused: {shortage}");
+            return Err(LoginError::Busy);
         }
         let phc = password::hash(&self.kdf, password.to_owned()).await?;
         match self.store.create_account(&address.full, &phc).await? {
@@ -570,6 +598,74 @@ mod tests {
         );
         assert!(accounts.delete("deleteme1@example.org").await.unwrap());
         assert!(!accounts.delete("deleteme1@example.org").await.unwrap());
+    }
+
+    /// Readings a test sets at will.
+    struct Scripted(std::sync::Mutex<pressure::Readings>);
+
+    impl pressure::Probe for Scripted {
+        fn read(&self) -> pressure::Readings {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn resource_shortage_refuses_only_new_accounts() {
+        let dir = TempDir::new().unwrap();
+        let probe = Arc::new(Scripted(Default::default()));
+        let accounts = service(&dir, "").await.with_probe(probe.clone());
+        accounts
+            .login("existing1@example.org", "password123")
+            .await
+            .unwrap();
+        *probe.0.lock().unwrap() = pressure::Readings {
+            memory: Some(pressure::MIN_MEMORY / 2),
+            ..Default::default()
+        };
+        // A fresh service: the calm verdict above is still cached in the old one.
+        let accounts = accounts.with_probe(probe.clone());
+        assert_eq!(accounts.shortage(), Some(pressure::Shortage::Memory));
+        let result = accounts.login("newcomer1@example.org", "password123").await;
+        assert!(matches!(result, Err(LoginError::Busy)), "{result:?}");
+        assert!(
+            accounts
+                .store()
+                .account("newcomer1@example.org")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Bad addresses and passwords still look like any refusal.
+        assert!(matches!(
+            accounts.login("x@example.org", "password123").await,
+            Err(LoginError::Invalid)
+        ));
+        // Existing users keep working; the operator can still add accounts.
+        assert!(
+            accounts
+                .login("existing1@example.org", "password123")
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            accounts.login("existing1@example.org", "wrong-pass").await,
+            Err(LoginError::Invalid)
+        ));
+        assert!(
+            accounts
+                .add("operator1@example.org", "password123")
+                .await
+                .unwrap()
+        );
+        // Pressure gone: registration works again.
+        *probe.0.lock().unwrap() = pressure::Readings::default();
+        let accounts = accounts.with_probe(probe);
+        assert!(
+            accounts
+                .login("newcomer1@example.org", "password123")
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

@@ -185,6 +185,12 @@ pub struct RegistrationConfig {
     pub username_max_length: usize,
     /// Shortest accepted password of a new account.
     pub password_min_length: usize,
+    /// Pause registration while the 1-minute load average is above this
+    /// (the chatmail relay uses 5). Unset: the load is not checked. New
+    /// accounts are always refused while available memory is under 200 MB
+    /// or the state directory has less than 1 GB free; existing accounts
+    /// keep working.
+    pub pause_above_load: Option<f64>,
 }
 
 impl Default for RegistrationConfig {
@@ -194,6 +200,7 @@ impl Default for RegistrationConfig {
             username_min_length: 9,
             username_max_length: 9,
             password_min_length: 9,
+            pause_above_load: None,
         }
     }
 }

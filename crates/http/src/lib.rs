@@ -2,7 +2,9 @@
 //!
 //! - `POST /new` (and the legacy `/cgi-bin/newemail.py`, which Delta Chat
 //!   calls without following redirects) hands out fresh random credentials;
-//!   nothing is stored until the first login creates the account.
+//!   nothing is stored until the first login creates the account. It is
+//!   rate-limited per client address and refused while the machine is short
+//!   of resources (`new`).
 //! - `GET /new` redirects to `dcaccount:https://<domain>/new`.
 //! - `POST /mxdeliv` takes mail from other relays (docs/specifications.md §6), with
 //!   the checks of port 25 (`chatmail_inbound`); the body is bounded by
@@ -66,6 +68,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route(wellknown::AUTOCONFIG_PATH, get(wellknown::autoconfig))
         .route(wellknown::AUTOCONFIG_ISP_PATH, get(wellknown::autoconfig))
         .route(wellknown::MTA_STS_PATH, get(wellknown::mta_sts))
+        .layer(axum::Extension(Arc::new(new::RateLimit::default())))
         .with_state(ctx)
 }
 
@@ -94,7 +97,9 @@ pub async fn serve_multiplexed(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tls::TlsListener::with_alpn(listener, tls, mail, shutdown.clone());
-    axum::serve(listener, router(ctx))
+    // The peer address feeds the rate limit of `/new`.
+    let app = router(ctx).into_make_service_with_connect_info::<new::ClientAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
