@@ -11,8 +11,12 @@
 //! With `--federation`, the same two phases run between two relays (module
 //! `federation`): submitted on A, delivered by A's queue to B over
 //! `/mxdeliv` and, in a second run, over SMTP, and read on B.
+//!
+//! With `--idle`, the relay's memory per idle IMAP connection in IDLE over
+//! TLS, without and with COMPRESS=DEFLATE (module `idle`).
 
 mod federation;
+mod idle;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -47,6 +51,16 @@ pub struct BenchOptions {
     /// over `/mxdeliv` and over SMTP, side by side.
     #[arg(long)]
     federation: bool,
+    /// Memory per idle IMAP connection instead (IDLE over TLS, without and
+    /// with COMPRESS=DEFLATE).
+    #[arg(long)]
+    idle: bool,
+    /// Idle connections opened by `--idle`.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Accounts the `--idle` connections log in as (round robin).
+    #[arg(long, default_value_t = 8)]
+    accounts: usize,
     /// The relay binary (default: build the release binary).
     #[arg(long)]
     madmail: Option<PathBuf>,
@@ -78,6 +92,9 @@ pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> 
         .build()?;
     if options.federation {
         return runtime.block_on(federation::bench(&binary, &options));
+    }
+    if options.idle {
+        return runtime.block_on(idle::bench(&binary, &options));
     }
     runtime.block_on(bench(binary, options))
 }
