@@ -57,7 +57,11 @@ impl Readings {
     /// The first limit these readings break, if any; `max_load` `None`
     /// leaves the load out.
     pub fn shortage(&self, max_load: Option<f64>) -> Option<Shortage> {
-        if self.load.zip(max_load).is_some_and(|(load, max)| load > max) {
+        if self
+            .load
+            .zip(max_load)
+            .is_some_and(|(load, max)| load > max)
+        {
             Some(Shortage::Load)
         } else if self.memory.is_some_and(|m| m < MIN_MEMORY) {
             Some(Shortage::Memory)

@@ -2,8 +2,8 @@
 //! store in a temporary directory.
 
 mod mx;
-mod queue;
 mod push;
+mod queue;
 mod quota;
 mod tls;
 mod transcripts;
