@@ -26,7 +26,7 @@ from typing import Optional
 
 from deltachat_rpc_client import Account, AttrDict, EventType, Message, SpecialContactId
 
-# Local parts and passwords the relay accepts for new accounts (CHATMAIL.md §1).
+# Local parts and passwords the relay accepts for new accounts (docs/specifications.md §1).
 LOCALPART_ALPHABET = string.ascii_lowercase + string.digits
 PASSWORD_LENGTH = 20
 # Events worth printing while waiting: pytest shows them when a test fails.

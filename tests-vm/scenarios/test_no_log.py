@@ -1,4 +1,4 @@
-"""No-log mode (CHATMAIL.md §8): after a full scenario the relay's log names
+"""No-log mode (docs/specifications.md §8): after a full scenario the relay's log names
 no address and no IP address.
 
 Against a relay with logging on (`MADMAIL_NO_LOG` unset) the same scenario

@@ -14,7 +14,7 @@ import pytest
 from support import accept_chat_of, https_get, imap_login, insecure_tls, metadata, wait_for_text
 from tls_tap import ImapTap
 
-# Default `limits.max_mailbox_size` and `max_message_size` (CHATMAIL.md §5).
+# Default `limits.max_mailbox_size` and `max_message_size` (docs/specifications.md §5).
 DEFAULT_MAILBOX_SIZE = "500 MiB"
 DEFAULT_MESSAGE_SIZE = "30 MiB"
 # `turn.credential_lifetime` default (about 5 days) plus clock slack.

@@ -1,5 +1,5 @@
 -- Accounts: one row per address. Only the day of the last login is kept
--- (privacy, CHATMAIL.md §1).
+-- (privacy, docs/specifications.md §1).
 CREATE TABLE accounts (
     id             INTEGER PRIMARY KEY,
     address        TEXT    NOT NULL UNIQUE,

@@ -1,4 +1,4 @@
--- The outbound queue (CHATMAIL.md §6). One row per queued message (the
+-- The outbound queue (docs/specifications.md §6). One row per queued message (the
 -- DKIM-signed body as sent; `sender` is '' for the null sender of bounces)
 -- and one row per recipient. Times are Unix milliseconds.
 CREATE TABLE queue_messages (

@@ -1,4 +1,4 @@
--- The push notification queue (CHATMAIL.md §4). One row per (account,
+-- The push notification queue (docs/specifications.md §4). One row per (account,
 -- device token) with a notification still to send; several messages for the
 -- same device while a row is pending collapse into that row. Times are
 -- Unix milliseconds.
