@@ -76,31 +76,12 @@ pub fn internal_date(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let month_name = MONTHS[(month as usize).saturating_sub(1).min(11)];
+    let date = mail_parser::DateTime::from_timestamp(unix);
+    let month = MONTHS[usize::from(date.month).saturating_sub(1).min(11)];
     format!(
-        "\"{day:02}-{month_name}-{year:04} {:02}:{:02}:{:02} +0000\"",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "\"{:02}-{month}-{:04} {:02}:{:02}:{:02} +0000\"",
+        date.day, date.year, date.hour, date.minute, date.second
     )
-}
-
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month,
-/// day), after the well-known era-based algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
