@@ -143,17 +143,9 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
         accepted as f64 / elapsed.as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for entry in book.iter() {
-        entry
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .latencies
-            .clear();
-    }
+    clear_latencies(&book)?;
 
-    let total = options.rate as u64 * options.seconds;
-    let per_sender = (total as usize).div_ceil(options.senders);
-    let interval = Duration::from_secs_f64(options.senders as f64 / options.rate as f64);
+    let (per_sender, interval) = paced(&options);
     send_phase(
         smtps,
         &recipients,
@@ -164,29 +156,14 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut latencies: Vec<Duration> = book
-        .iter()
-        .flat_map(|entry| {
-            entry
-                .lock()
-                .map(|a| a.latencies.clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let q = Quantiles::of(&book);
     println!(
         "latency at {} msg/s: {} messages, 250-to-EXISTS p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         options.rate,
-        latencies.len(),
-        pick(0.50).as_secs_f64() * 1e3,
-        pick(0.99).as_secs_f64() * 1e3,
-        pick(1.0).as_secs_f64() * 1e3
+        q.count,
+        q.p50.as_secs_f64() * 1e3,
+        q.p99.as_secs_f64() * 1e3,
+        q.max.as_secs_f64() * 1e3
     );
     if let Some(pid) = relay.pid() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -247,6 +224,63 @@ async fn send_phase(
         smtps.push(task.await??);
     }
     Ok(smtps)
+}
+
+/// Messages per sender and the interval between them for the paced phase.
+fn paced(options: &BenchOptions) -> (usize, Duration) {
+    let total = u64::from(options.rate) * options.seconds;
+    let per_sender = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(options.senders);
+    let interval = Duration::from_secs_f64(options.senders as f64 / f64::from(options.rate));
+    (per_sender, interval)
+}
+
+/// Forgets the latencies recorded so far (between phases).
+fn clear_latencies(book: &Book) -> anyhow::Result<()> {
+    for entry in book.iter() {
+        entry
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .latencies
+            .clear();
+    }
+    Ok(())
+}
+
+/// Summary of the recorded 250-to-EXISTS latencies.
+struct Quantiles {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    count: usize,
+}
+
+impl Quantiles {
+    fn of(book: &Book) -> Self {
+        let mut latencies: Vec<Duration> = book
+            .iter()
+            .flat_map(|entry| {
+                entry
+                    .lock()
+                    .map(|a| a.latencies.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        latencies.sort();
+        let pick = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            p50: pick(0.50),
+            p99: pick(0.99),
+            max: pick(1.0),
+            count: latencies.len(),
+        }
+    }
 }
 
 /// Follows one recipient's IDLE stream and records latencies.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chatmail_testkit::client::{Imap, Smtp, tls_config};
 use chatmail_testkit::relay::{RelayOptions, RelayProcess};
 
-use super::{BenchOptions, Book, PASSWORD, send_phase};
+use super::{BenchOptions, Book, PASSWORD, Quantiles, clear_latencies, paced, send_phase};
 
 /// Limits high enough that the relays, not the rate limiter, are measured.
 const LIMITS: &str =
@@ -111,17 +111,9 @@ async fn scenario(
     let total = per_sender * options.senders;
     drain(&book, total).await?;
     let delivered = started.elapsed();
-    for entry in book.iter() {
-        entry
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .latencies
-            .clear();
-    }
+    clear_latencies(&book)?;
 
-    let paced_total = u64::from(options.rate) * options.seconds;
-    let per_sender = (paced_total as usize).div_ceil(options.senders);
-    let interval = Duration::from_secs_f64(options.senders as f64 / f64::from(options.rate));
+    let (per_sender, interval) = paced(options);
     send_phase(
         smtps,
         &recipients,
@@ -132,30 +124,15 @@ async fn scenario(
     )
     .await?;
     drain(&book, total + per_sender * options.senders).await?;
-    let mut latencies: Vec<Duration> = book
-        .iter()
-        .flat_map(|entry| {
-            entry
-                .lock()
-                .map(|a| a.latencies.clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let q = Quantiles::of(&book);
     Ok(Figures {
         transport,
         accepted_per_s: total as f64 / accepted.as_secs_f64(),
         delivered_per_s: total as f64 / delivered.as_secs_f64(),
-        p50: pick(0.50),
-        p99: pick(0.99),
-        max: pick(1.0),
-        measured: latencies.len(),
+        p50: q.p50,
+        p99: q.p99,
+        max: q.max,
+        measured: q.count,
     })
 }
 
