@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -106,42 +106,85 @@ impl Smtp {
     }
 
     async fn reply(&mut self) -> Result<(u16, String)> {
-        let mut text = String::new();
-        loop {
-            let line = read_line(&mut self.stream).await?;
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse().ok())
-                .ok_or("bad SMTP reply")?;
-            text.push_str(line.get(4..).unwrap_or("").trim_end());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok((code, text));
-            }
-            text.push('\n');
-        }
+        read_reply(&mut self.stream).await
     }
 
     /// Submits a message; returns the final reply to DATA (or the first
     /// failing reply before it).
     pub async fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(u16, String)> {
-        let reply = self.command(&format!("MAIL FROM:<{from}>")).await?;
-        if reply.0 != 250 {
-            return Ok(reply);
-        }
-        for rcpt in to {
-            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
-            if reply.0 != 250 {
-                self.command("RSET").await?;
-                return Ok(reply);
-            }
-        }
-        let reply = self.command("DATA").await?;
-        if reply.0 != 354 {
-            return Ok(reply);
-        }
-        self.stream.write_all(&dot_stuff(message)).await?;
+        transaction(self, from, to, message).await
+    }
+}
+
+impl Wire for Smtp {
+    async fn command(&mut self, line: &str) -> Result<(u16, String)> {
+        Smtp::command(self, line).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes).await?;
         self.stream.flush().await?;
-        self.reply().await
+        Ok(())
+    }
+
+    async fn reply(&mut self) -> Result<(u16, String)> {
+        Smtp::reply(self).await
+    }
+}
+
+/// What an SMTP transaction needs from a connection (submission or MX).
+pub(crate) trait Wire {
+    async fn command(&mut self, line: &str) -> Result<(u16, String)>;
+    async fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    async fn reply(&mut self) -> Result<(u16, String)>;
+}
+
+/// `MAIL`, `RCPT`s, `DATA` and the message; returns the first reply that
+/// is not a success (after `RSET` for a refused recipient), else the final
+/// one.
+pub(crate) async fn transaction<W: Wire>(
+    wire: &mut W,
+    from: &str,
+    to: &[&str],
+    message: &[u8],
+) -> Result<(u16, String)> {
+    let reply = wire.command(&format!("MAIL FROM:<{from}>")).await?;
+    if reply.0 != 250 {
+        return Ok(reply);
+    }
+    for rcpt in to {
+        let reply = wire.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        if reply.0 != 250 {
+            wire.command("RSET").await?;
+            return Ok(reply);
+        }
+    }
+    let reply = wire.command("DATA").await?;
+    if reply.0 != 354 {
+        return Ok(reply);
+    }
+    wire.write(&dot_stuff(message)).await?;
+    wire.reply().await
+}
+
+/// Reads one (possibly multi-line) SMTP reply: the code and the text lines
+/// joined by `\n`.
+pub(crate) async fn read_reply<S: AsyncBufRead + Unpin>(stream: &mut S) -> Result<(u16, String)> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err("connection closed".into());
+        }
+        let code = line
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .ok_or("bad SMTP reply")?;
+        text.push_str(line.get(4..).unwrap_or("").trim_end());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok((code, text));
+        }
+        text.push('\n');
     }
 }
 

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::Result;
+use crate::client::{Wire, read_reply, transaction};
 
 /// The connection before and after `STARTTLS`.
 enum Stream {
@@ -78,23 +79,7 @@ impl Mx {
     /// `MAIL`, `RCPT`s, `DATA` and the message; returns the first reply that
     /// is not a success, else the final one.
     pub async fn send(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<(u16, String)> {
-        let reply = self.command(&format!("MAIL FROM:<{from}>")).await?;
-        if reply.0 != 250 {
-            return Ok(reply);
-        }
-        for rcpt in to {
-            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
-            if reply.0 != 250 {
-                self.command("RSET").await?;
-                return Ok(reply);
-            }
-        }
-        let reply = self.command("DATA").await?;
-        if reply.0 != 354 {
-            return Ok(reply);
-        }
-        self.write(&crate::client::dot_stuff(message)).await?;
-        self.reply().await
+        transaction(self, from, to, message).await
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
@@ -120,21 +105,16 @@ async fn write_all<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Resul
     Ok(())
 }
 
-async fn read_reply<S: AsyncBufRead + Unpin>(stream: &mut S) -> Result<(u16, String)> {
-    let mut text = String::new();
-    loop {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await? == 0 {
-            return Err("connection closed".into());
-        }
-        let code = line
-            .get(..3)
-            .and_then(|c| c.parse().ok())
-            .ok_or("bad SMTP reply")?;
-        text.push_str(line.get(4..).unwrap_or("").trim_end());
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok((code, text));
-        }
-        text.push('\n');
+impl Wire for Mx {
+    async fn command(&mut self, line: &str) -> Result<(u16, String)> {
+        Mx::command(self, line).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        Mx::write(self, bytes).await
+    }
+
+    async fn reply(&mut self) -> Result<(u16, String)> {
+        Mx::reply(self).await
     }
 }
