@@ -175,3 +175,48 @@ async fn limits_device_tokens_to_four_kibibytes() {
 fn device_tokens_live_ninety_days() {
     assert_eq!(crate::metadata::TOKEN_LIFETIME.as_secs(), 90 * 86_400);
 }
+
+#[tokio::test]
+async fn stores_and_returns_device_tokens() {
+    let h = setup().await;
+    let mut client = h.logged_in().await;
+    let (_, status) = client
+        .command("SETMETADATA INBOX (/private/devicetoken \"token-one\")")
+        .await;
+    assert_eq!(status, "OK Setmetadata completed");
+    client
+        .ok("SETMETADATA INBOX (/private/devicetoken \"token-two\")")
+        .await;
+    let (lines, status) = client
+        .command("GETMETADATA INBOX /private/devicetoken")
+        .await;
+    assert_eq!(status, "OK Getmetadata completed");
+    assert_eq!(
+        lines,
+        vec!["* METADATA \"INBOX\" (/private/devicetoken \"token-one token-two\")\r\n"]
+    );
+}
+
+#[tokio::test]
+async fn refuses_device_tokens_with_spaces_and_accepts_nil() {
+    let h = setup().await;
+    let mut client = h.logged_in().await;
+    client
+        .ok("SETMETADATA INBOX (/private/devicetoken \"token-one\")")
+        .await;
+    for bad in ["\"two words\"", "\"tab\tinside\""] {
+        let command = format!("SETMETADATA INBOX (/private/devicetoken {bad})");
+        let (_, status) = client.command(&command).await;
+        assert!(status.starts_with("BAD"), "{bad}: {status}");
+    }
+    client
+        .ok("SETMETADATA INBOX (/private/devicetoken NIL)")
+        .await;
+    let (lines, _) = client
+        .command("GETMETADATA INBOX /private/devicetoken")
+        .await;
+    assert_eq!(
+        lines,
+        vec!["* METADATA \"INBOX\" (/private/devicetoken \"token-one\")\r\n"]
+    );
+}
