@@ -5,7 +5,7 @@
 //! `[metadata]`, `[turn]` and `[limits]` configuration; unknown keys answer
 //! NIL. The only per-user entry is `/private/devicetoken` on INBOX:
 //! SETMETADATA adds a token (multi-device), GETMETADATA returns the tokens
-//! set within the last [`TOKEN_LIFETIME`] joined by one space.
+//! set within the last [`chatmail_store::DEVICE_TOKEN_LIFETIME`] joined by one space.
 //!
 //! Invariants: a token is printable ASCII without spaces (a space would
 //! split it in the joined GETMETADATA value), at most [`MAX_TOKEN`] bytes.
@@ -25,13 +25,9 @@ use crate::mailboxes::mailbox_name;
 use crate::response;
 use crate::session::{Done, Handled, Session};
 
-/// The push device token entry.
-pub const DEVICE_TOKEN: &str = "/private/devicetoken";
+pub use chatmail_store::DEVICE_TOKEN;
 /// Longest device token accepted (docs/specifications.md §4).
 const MAX_TOKEN: usize = 4096;
-/// A device token is live for this long after its last SETMETADATA
-/// (docs/specifications.md §4).
-pub const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(90 * 24 * 3600);
 /// Most entries answered by one GETMETADATA.
 const MAX_ENTRIES: usize = 100;
 
@@ -77,14 +73,6 @@ fn turn_entry(ctx: &Context) -> Option<String> {
     Some(format!("{host}:{}:{username}:{password}", turn.port))
 }
 
-/// Unix seconds from which a device token counts as live.
-fn token_cutoff() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    i64::try_from(now.saturating_sub(TOKEN_LIFETIME.as_secs())).unwrap_or(i64::MAX)
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) async fn handle_getmetadata(
         &mut self,
@@ -108,7 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             } else if name == "INBOX" && key == DEVICE_TOKEN {
                 let tokens = self
                     .store()
-                    .live_user_metadata(account.id, DEVICE_TOKEN, token_cutoff())
+                    .live_device_tokens(account.id, unix_now())
                     .await?;
                 (!tokens.is_empty()).then(|| tokens.join(" "))
             } else {
@@ -210,4 +198,11 @@ fn nstring8(value: &NString8<'_>) -> Option<Vec<u8>> {
         NString8::NString(nstring) => nstring.0.as_ref().map(|s| s.as_ref().to_vec()),
         NString8::Literal8(literal) => Some(literal.data.to_vec()),
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

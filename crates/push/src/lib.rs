@@ -33,11 +33,7 @@ use tokio::sync::mpsc;
 
 pub use worker::Worker;
 
-/// The per-account metadata entry holding device tokens.
-pub const DEVICE_TOKEN: &str = "/private/devicetoken";
-/// A device token is live for this long after its last SETMETADATA
-/// (docs/specifications.md §4).
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+pub use chatmail_store::{DEVICE_TOKEN, DEVICE_TOKEN_LIFETIME as TOKEN_LIFETIME};
 /// Notifications posted at the same time.
 pub const MAX_IN_FLIGHT: usize = 16;
 /// [`Push::notify`] calls waiting for the worker.

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Outcome};
-use crate::{DEVICE_TOKEN, MAX_IN_FLIGHT, PushOptions, TOKEN_LIFETIME};
+use crate::{DEVICE_TOKEN, MAX_IN_FLIGHT, PushOptions};
 
 /// Longest sleep between looks at the queue (also the pause after a store
 /// failure).
@@ -87,14 +87,10 @@ impl Worker {
         }
         accounts.sort_unstable();
         accounts.dedup();
-        let since = now_ms() / 1000 - secs(TOKEN_LIFETIME);
+        let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
         let mut tokens = Vec::new();
         for account in accounts {
-            match self
-                .store
-                .live_user_metadata(account, DEVICE_TOKEN, since)
-                .await
-            {
+            match self.store.live_device_tokens(account, now).await {
                 Ok(values) => tokens.extend(values.into_iter().map(|t| (account, t))),
                 Err(error) => tracing::warn!(%error, "reading device tokens failed"),
             }
@@ -207,10 +203,6 @@ pub(crate) fn next_attempt(
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn secs(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn now_ms() -> i64 {

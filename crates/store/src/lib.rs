@@ -56,6 +56,7 @@ mod types;
 mod writer;
 
 pub use expire::{ExpireReport, ExpireRules};
+pub use metadata::{DEVICE_TOKEN, DEVICE_TOKEN_LIFETIME};
 pub use queue::{
     AttemptOutcome, DueDelivery, QueueCounts, QueueEntry, QueueId, QueueRecipient, QueueState,
 };

@@ -5,9 +5,28 @@
 //! Invariant: expiry is a read-side filter on the `updated` column; rows
 //! are never rewritten here, so a token set again simply becomes live again.
 
+use std::time::Duration;
+
 use crate::{AccountId, Store, StoreError};
 
+/// The per-account metadata key of Delta Chat's push device tokens.
+pub const DEVICE_TOKEN: &str = "/private/devicetoken";
+/// A device token is live for this long after its last SETMETADATA.
+pub const DEVICE_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
 impl Store {
+    /// The device tokens of `account` that are live at `now` (Unix
+    /// seconds), oldest update first.
+    pub async fn live_device_tokens(
+        &self,
+        account: AccountId,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let since = now.saturating_sub(DEVICE_TOKEN_LIFETIME.as_secs());
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        self.live_user_metadata(account, DEVICE_TOKEN, since).await
+    }
+
     /// Per-account metadata values of `key` updated at or after `since`
     /// (Unix seconds), oldest update first.
     pub async fn live_user_metadata(

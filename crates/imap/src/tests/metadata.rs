@@ -173,7 +173,7 @@ async fn limits_device_tokens_to_four_kibibytes() {
 
 #[test]
 fn device_tokens_live_ninety_days() {
-    assert_eq!(crate::metadata::TOKEN_LIFETIME.as_secs(), 90 * 86_400);
+    assert_eq!(chatmail_store::DEVICE_TOKEN_LIFETIME.as_secs(), 90 * 86_400);
 }
 
 #[tokio::test]
