@@ -14,7 +14,9 @@
 //! With ACME ([`acme`]) the same configurations are built from [`Certs`]
 //! holding a [`CurrentCert`], a resolver whose certificate the renewal task
 //! replaces: every listener serves the new certificate from its next
-//! handshake on, without a restart.
+//! handshake on, without a restart. Certificate files that another program
+//! renews are watched the same way ([`Certs::watch_files`], module
+//! `files`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +30,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod acme;
 mod current;
+mod files;
 
 pub use current::CurrentCert;
+pub use files::POLL_INTERVAL;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("watching certificate files needs a Tokio runtime")]
+    NoRuntime,
 }
 
 /// ALPN protocol id of IMAP over TLS on a shared port.
@@ -144,7 +150,8 @@ impl Identity {
 
 /// The certificate source of every listener: one fixed [`Identity`], or a
 /// [`CurrentCert`] whose certificate is replaced while the server runs
-/// (ACME renewals); configurations built from it follow each replacement.
+/// (ACME renewals, watched files); configurations built from it follow
+/// each replacement.
 #[derive(Clone)]
 pub enum Certs {
     Fixed(Arc<Identity>),
@@ -158,6 +165,18 @@ impl From<Identity> for Certs {
 }
 
 impl Certs {
+    /// `tls.mode = "files"`: the certificate chain and key in `cert` and
+    /// `key` (as [`Identity::from_files`]; the key must belong to the first
+    /// certificate), served through a [`CurrentCert`] that a task spawned
+    /// on the current Tokio runtime keeps in step with the files: a renewed
+    /// pair reaches every listener without a restart, a pair that cannot
+    /// be used leaves the current one in service (module `files`). The
+    /// task ends once no configuration built from the result is left.
+    pub fn watch_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let (current, _task) = files::watch(cert, key, files::POLL_INTERVAL)?;
+        Ok(Self::Live(current))
+    }
+
     /// See [`Identity::relay_config`].
     pub fn relay_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         self.config(Profile::Relay)
