@@ -18,6 +18,11 @@
 //!   [`LoginError::Busy`] rather than queue without bound;
 //! - an address with repeated failures has its refusals delayed (module
 //!   `penalty`), without slowing down anyone else;
+//! - a client address (IPv4, or IPv6 /64) with too many recent failures is
+//!   refused at once with [`LoginError::Throttled`], before any lookup or
+//!   Argon2 run (module `throttle`); other client addresses are unaffected;
+//! - every login outcome is counted in `chatmail_metrics` (no labels that
+//!   name a user or an address);
 //! - while the machine is short of load, memory or disk ([`pressure`]), a
 //!   first login that would create an account fails with
 //!   [`LoginError::Busy`]; existing accounts and the CLI's [`Accounts::add`]
@@ -28,11 +33,14 @@ mod password;
 mod penalty;
 pub mod pressure;
 mod rules;
+mod throttle;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chatmail_config::Settings;
+use chatmail_metrics::Login;
 use chatmail_store::{Account, Created, Store, StoreError};
 use rand::Rng;
 
@@ -60,6 +68,10 @@ pub enum LoginError {
     /// reply, like [`LoginError::Temporary`]).
     #[error("too many password checks in progress")]
     Busy,
+    /// Too many recent failures from the client's address: refused without
+    /// checking the password; try again later (a temporary reply).
+    #[error("too many failed logins from this client address")]
+    Throttled,
 }
 
 impl From<password::HashError> for LoginError {
@@ -84,6 +96,14 @@ pub struct Accounts {
     failures: Arc<penalty::Failures>,
     /// Resource readings that close registration while short.
     pressure: Arc<pressure::Pressure>,
+    /// Recent failures per client address, for the refusal at once.
+    throttle: Arc<throttle::Throttle>,
+}
+
+/// A verified login: an existing account, or one created just now.
+enum Verified {
+    Existing(Account),
+    Created(Account),
 }
 
 fn today() -> i64 {
@@ -122,6 +142,9 @@ impl Accounts {
     fn with_kdf_limit(store: Store, settings: Arc<Settings>, kdf: Arc<password::KdfLimit>) -> Self {
         let probe = Arc::new(pressure::SystemProbe::new(&settings.config.state_dir));
         let max_load = settings.registration().pause_above_load;
+        let limits = settings.limits();
+        let window = Duration::from_secs(limits.login_failure_window);
+        let throttle = throttle::Throttle::new(limits.max_login_failures_per_ip, window);
         Self {
             store,
             settings,
@@ -129,6 +152,7 @@ impl Accounts {
             kdf,
             failures: Arc::new(penalty::Failures::new()),
             pressure: Arc::new(pressure::Pressure::new(probe, max_load)),
+            throttle: Arc::new(throttle),
         }
     }
 
@@ -156,13 +180,60 @@ impl Accounts {
     /// A refusal of an address that failed repeatedly comes late (module
     /// `penalty`); [`LoginError::Busy`] when the password checks are
     /// saturated.
+    ///
+    /// This is a login without a client address (CLI, tests): the per-IP
+    /// throttle does not apply. Network servers use [`Accounts::login_from`].
     pub async fn login(&self, address: &str, password: &str) -> Result<Account, LoginError> {
+        self.login_from(address, password, None).await
+    }
+
+    /// [`Accounts::login`] for a client at `peer`: refused at once with
+    /// [`LoginError::Throttled`] while that address (IPv6: its /64) has had
+    /// too many recent failures (`limits.max_login_failures_per_ip`), and
+    /// a refusal counts against it.
+    pub async fn login_from(
+        &self,
+        address: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Account, LoginError> {
+        if let Some(ip) = peer
+            && self.throttle.is_throttled(ip, Instant::now())
+        {
+            chatmail_metrics::login(Login::Throttled);
+            return Err(LoginError::Throttled);
+        }
+        let result = self.verify(address, password).await;
+        let outcome = match &result {
+            Ok(Verified::Existing(_)) => Login::Ok,
+            Ok(Verified::Created(_)) => Login::Created,
+            Err(LoginError::Invalid) => Login::Failed,
+            Err(_) => Login::Unavailable,
+        };
+        chatmail_metrics::login(outcome);
+        match result {
+            Ok(Verified::Existing(account) | Verified::Created(account)) => {
+                self.record_day(account).await
+            }
+            Err(LoginError::Invalid) => {
+                if let Some(ip) = peer {
+                    self.throttle.failed(ip, Instant::now());
+                }
+                Err(LoginError::Invalid)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Parses the address and checks the password (or registers), with the
+    /// per-address failure delay.
+    async fn verify(&self, address: &str, password: &str) -> Result<Verified, LoginError> {
         let address =
             rules::parse_local(&self.settings.domain, address).ok_or(LoginError::Invalid)?;
         match self.login_local(&address, password).await {
-            Ok(account) => {
+            Ok(verified) => {
                 self.failures.succeeded(&address.full);
-                self.record_day(account).await
+                Ok(verified)
             }
             Err(LoginError::Invalid) => {
                 let delay = self.failures.failed(&address.full);
@@ -180,12 +251,12 @@ impl Accounts {
         &self,
         address: &rules::LocalAddress,
         password: &str,
-    ) -> Result<Account, LoginError> {
+    ) -> Result<Verified, LoginError> {
         if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
             return Err(LoginError::Invalid);
         }
         match self.store.account(&address.full).await? {
-            Some(account) => self.check(account, password).await,
+            Some(account) => self.check(account, password).await.map(Verified::Existing),
             None => self.register(address, password).await,
         }
     }
@@ -212,7 +283,7 @@ impl Accounts {
         &self,
         address: &rules::LocalAddress,
         password: &str,
-    ) -> Result<Account, LoginError> {
+    ) -> Result<Verified, LoginError> {
         let rules = self.settings.registration();
         if !rules.open
             || !rules::may_register(&address.local, rules)
@@ -228,12 +299,15 @@ impl Accounts {
         match self.store.create_account(&address.full, &phc).await? {
             Created::New(account) => {
                 tracing::debug!("account created on first login");
+                chatmail_metrics::account_created();
                 self.cache
                     .insert(&account.address, password, &account.password_hash);
-                Ok(account)
+                Ok(Verified::Created(account))
             }
             // A concurrent first login won: its password must match ours.
-            Created::Existing(account) => self.check(account, password).await,
+            Created::Existing(account) => {
+                self.check(account, password).await.map(Verified::Existing)
+            }
         }
     }
 
@@ -286,7 +360,11 @@ impl Accounts {
         }
         let phc = password::hash(&self.kdf, password.to_owned()).await?;
         let created = self.store.create_account(&address.full, &phc).await?;
-        Ok(matches!(created, Created::New(_)))
+        let new = matches!(created, Created::New(_));
+        if new {
+            chatmail_metrics::account_created();
+        }
+        Ok(new)
     }
 
     /// Deletes an account with all its mail and forgets its cached logins.
@@ -412,6 +490,54 @@ mod tests {
         let started = Instant::now();
         let _ = accounts.login("slowuser1@example.org", "wrong-pass").await;
         assert!(started.elapsed() < penalty::STEP);
+    }
+
+    /// The value of one series in the metrics exposition.
+    fn metric(series: &str) -> f64 {
+        chatmail_metrics::render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing"))
+    }
+
+    #[tokio::test]
+    async fn a_throttled_client_address_is_refused_before_any_password_check() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "[limits]\nmax_login_failures_per_ip = 3\n").await;
+        let victim = "victim001@example.org";
+        accounts.login(victim, "the-password").await.unwrap();
+        let attacker: IpAddr = "192.0.2.66".parse().unwrap();
+        let neighbour: IpAddr = "192.0.2.67".parse().unwrap();
+        let throttled = "madmail_logins_total{outcome=\"throttled\"}";
+        let before = metric(throttled);
+        for i in 0..3 {
+            let password = format!("wrong-{i}");
+            let result = accounts.login_from(victim, &password, Some(attacker)).await;
+            assert!(matches!(result, Err(LoginError::Invalid)), "{result:?}");
+        }
+        // No KDF can run any more: a refusal that reached the password
+        // check would answer Busy instead.
+        let starved = Accounts {
+            kdf: Arc::new(password::KdfLimit::new(0, Duration::from_millis(50))),
+            ..accounts.clone()
+        };
+        for password in ["the-password", "wrong-again"] {
+            let result = starved.login_from(victim, password, Some(attacker)).await;
+            assert!(matches!(result, Err(LoginError::Throttled)), "{result:?}");
+        }
+        assert_eq!(metric(throttled), before + 2.0);
+        // Another address logs in (from the cache), and its failures still
+        // reach the password check.
+        assert!(
+            starved
+                .login_from(victim, "the-password", Some(neighbour))
+                .await
+                .is_ok()
+        );
+        let result = starved.login_from(victim, "wrong-4", Some(neighbour)).await;
+        assert!(matches!(result, Err(LoginError::Busy)), "{result:?}");
+        // Without a client address (CLI) there is no throttle.
+        assert!(starved.login(victim, "the-password").await.is_ok());
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Starting and stopping the relay: open the store, load TLS, bind every
 //! configured socket, spawn one server task per socket, and stop them all on
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM. With `[metrics] enabled`, the Prometheus endpoint
+//! (`chatmail_metrics::serve`) runs on `[metrics] listen`; the queue
+//! gauges are read from the store at each scrape.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +61,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         let acme = crate::acme::start(&settings, &shutdown, &mut tasks)?;
         (acme.certs, Some(acme.challenges))
     } else {
-        (chatmail_tls::Certs::from(identity(&settings)?), None)
+        (identity(&settings)?, None)
     };
     let relay_tls = certs.relay_config()?;
     let expiry = crate::expire::spawn_expiry(
@@ -135,6 +137,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         let (ctx, stop) = (http.clone(), shutdown.clone());
         tasks.spawn(async move { Ok(chatmail_http::serve_http(listener, ctx, stop).await?) });
     }
+    start_metrics(&settings, &federation.queue, &shutdown, &mut tasks).await?;
     Ok(Relay {
         tasks,
         shutdown,
@@ -159,6 +162,33 @@ impl Relay {
             self.tasks.abort_all();
         }
     }
+}
+
+/// Serves `GET /metrics` when `[metrics] enabled`.
+async fn start_metrics(
+    settings: &Settings,
+    queue: &chatmail_queue::Queue,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let config = &settings.config.metrics;
+    if !config.enabled {
+        return Ok(());
+    }
+    let listener = bind(&[config.listen]).await?.remove(0);
+    let queue = queue.clone();
+    let refresh = move || {
+        let queue = queue.clone();
+        async move {
+            match queue.stats().await {
+                Ok(stats) => chatmail_metrics::set_queue(stats.messages, stats.recipients),
+                Err(e) => tracing::warn!(error = %e, "metrics: reading the queue failed"),
+            }
+        }
+    };
+    let stop = shutdown.clone();
+    tasks.spawn(async move { Ok(chatmail_metrics::serve(listener, refresh, stop).await?) });
+    Ok(())
 }
 
 /// Starts the push notification worker when `[push] enabled`.
@@ -190,17 +220,18 @@ fn alpn_handlers(
     shutdown: &CancellationToken,
 ) -> chatmail_http::AlpnHandlers {
     let (ctx, stop) = (imap.clone(), shutdown.clone());
-    let imap = chatmail_http::mail_handler(move |stream, _peer| {
+    let imap = chatmail_http::mail_handler(move |stream, peer| {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         async move {
-            if let Err(e) = chatmail_imap::serve_stream(stream, true, ctx, stop).await {
+            let ip = peer.ip();
+            if let Err(e) = chatmail_imap::serve_stream(stream, true, ip, ctx, stop).await {
                 tracing::debug!(error = %e, "IMAP session on 443 ended with an error");
             }
         }
     });
     let (ctx, stop) = (smtp.clone(), shutdown.clone());
-    let smtp = chatmail_http::mail_handler(move |stream, _peer| {
-        chatmail_smtp::serve_tls_stream(stream, ctx.clone(), stop.clone())
+    let smtp = chatmail_http::mail_handler(move |stream, peer| {
+        chatmail_smtp::serve_tls_stream(stream, peer.ip(), ctx.clone(), stop.clone())
     });
     let limits = settings.limits();
     chatmail_http::AlpnHandlers {
@@ -210,7 +241,7 @@ fn alpn_handlers(
     }
 }
 
-fn identity(settings: &Settings) -> anyhow::Result<Identity> {
+fn identity(settings: &Settings) -> anyhow::Result<chatmail_tls::Certs> {
     let tls = &settings.config.tls;
     if settings.self_signed {
         let host = settings.domain.host();
@@ -224,15 +255,12 @@ fn identity(settings: &Settings) -> anyhow::Result<Identity> {
         } else {
             names
         };
-        Ok(Identity::self_signed(
-            &settings.config.state_dir.join("tls"),
-            &names,
-        )?)
+        Ok(Identity::self_signed(&settings.config.state_dir.join("tls"), &names)?.into())
     } else {
         let (Some(cert), Some(key)) = (&tls.cert_path, &tls.key_path) else {
             anyhow::bail!("tls.cert_path and tls.key_path are required");
         };
-        Ok(Identity::from_files(cert, key)?)
+        Ok(chatmail_tls::Certs::watch_files(cert, key)?)
     }
 }
 

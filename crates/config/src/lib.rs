@@ -210,6 +210,9 @@ fn validate(config: &Config) -> Vec<Problem> {
     if limits.max_user_send_burst == 0 {
         bad("limits.max_user_send_burst", "must be at least 1".into());
     }
+    if limits.login_failure_window == 0 {
+        bad("limits.login_failure_window", "must be at least 1".into());
+    }
     if config.federation.max_parallel_deliveries == 0 {
         bad(
             "federation.max_parallel_deliveries",
@@ -342,6 +345,17 @@ mod tests {
         .unwrap();
         assert!(!s.federation_allows("a.test"));
         assert!(s.federation_allows("b.test"));
+    }
+
+    #[test]
+    fn login_throttling_and_metrics_have_safe_defaults() {
+        let s = parse("mail_domain = \"127.0.0.1\"").unwrap();
+        assert_eq!(s.limits().max_login_failures_per_ip, 30);
+        assert_eq!(s.limits().login_failure_window, 600);
+        assert!(!s.config.metrics.enabled);
+        assert!(s.config.metrics.listen.ip().is_loopback());
+        let p = problems("mail_domain = \"127.0.0.1\"\n[limits]\nlogin_failure_window = 0\n");
+        assert_eq!(p, ["limits.login_failure_window: must be at least 1"]);
     }
 
     #[test]

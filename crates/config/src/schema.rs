@@ -62,6 +62,9 @@ pub struct Config {
     /// Push notifications to Delta Chat's notification server.
     #[serde(default)]
     pub push: PushConfig,
+    /// The Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Logging settings.
@@ -127,7 +130,9 @@ impl Default for ListenConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// `self-signed`: an ECDSA P-256 certificate generated on first start and
-    /// kept in the state directory; `files`: `cert_path` and `key_path`;
+    /// kept in the state directory; `files`: `cert_path` and `key_path`,
+    /// re-read without a restart when they change (checked every 2 s; a pair
+    /// that does not load keeps the current certificate and logs a warning);
     /// `acme`: certificates for `<domain>`, `mta-sts.<domain>` and
     /// `www.<domain>` from an ACME CA, renewed without a restart; `auto`:
     /// `self-signed` for IP-address and `_`-prefixed domains, else `files`.
@@ -226,6 +231,17 @@ pub struct LimitsConfig {
     /// trimmed down to 70 % (never those of the last 24 hours); a delivery
     /// that would exceed it is refused with `552 5.2.2 Quota exceeded`.
     pub max_mailbox_size: u64,
+    /// Failed logins allowed from one client address (an IPv4 address or
+    /// an IPv6 /64) within `login_failure_window`. Beyond it, every login
+    /// from that address is refused with a temporary error (IMAP
+    /// `NO [UNAVAILABLE]`, SMTP `454 4.7.0`) without checking the password,
+    /// until older failures have expired: one more attempt is allowed per
+    /// `login_failure_window / max_login_failures_per_ip`. Successful logins
+    /// do not lower the count. Counts are kept in memory only, keyed by a
+    /// keyed hash of the address. 0 turns the limit off.
+    pub max_login_failures_per_ip: u32,
+    /// Seconds over which `max_login_failures_per_ip` failures are allowed.
+    pub login_failure_window: u64,
 }
 
 impl Default for LimitsConfig {
@@ -238,6 +254,8 @@ impl Default for LimitsConfig {
             max_imap_connections: 10_000,
             max_smtp_connections: 1_000,
             max_mailbox_size: 500 * 1024 * 1024,
+            max_login_failures_per_ip: 30,
+            login_failure_window: 600,
         }
     }
 }
@@ -457,6 +475,28 @@ impl Default for PushConfig {
         Self {
             enabled: true,
             url: "https://notifications.delta.chat/notify".into(),
+        }
+    }
+}
+
+/// The Prometheus metrics endpoint: `GET /metrics` in the OpenMetrics text
+/// format (connections, logins, messages accepted and refused by reason,
+/// the outbound queue, push outcomes). No label names a user, an address or
+/// an IP address. There is no authentication: keep it on loopback.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Whether the endpoint is served.
+    pub enabled: bool,
+    /// Address the endpoint listens on (9465 is used by no chatmail service).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
         }
     }
 }

@@ -20,6 +20,7 @@
 //! ([`serve_multiplexed`]). Port 80 only redirects to HTTPS ([`serve_http`]).
 
 mod html;
+mod limit;
 mod mxdeliv;
 mod new;
 mod pages;

@@ -13,6 +13,8 @@
 //!
 //! Invariant: one status for the whole request, so delivery is all or
 //! nothing: any refused recipient refuses the message and nothing is stored.
+//! Each request counts once in `chatmail_metrics` (source `mxdeliv`):
+//! accepted, or refused with the reason of its refusal.
 
 use std::sync::Arc;
 
@@ -21,15 +23,25 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatmail_inbound::{Refusal, normalize_line_endings};
+use chatmail_metrics::{Reason, Source};
 
 use crate::Context;
 
 /// `POST /mxdeliv`.
 pub async fn deliver(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Bytes) -> Response {
     match handle(&ctx, &headers, &body).await {
-        Ok(()) => (StatusCode::OK, "250 2.0.0 OK\n").into_response(),
-        Err(Failure::Refused(refusal)) => refused(&refusal),
-        Err(Failure::BadRequest(text)) => (StatusCode::BAD_REQUEST, text).into_response(),
+        Ok(()) => {
+            chatmail_metrics::accepted(Source::Mxdeliv);
+            (StatusCode::OK, "250 2.0.0 OK\n").into_response()
+        }
+        Err(Failure::Refused(refusal)) => {
+            chatmail_metrics::refused(Source::Mxdeliv, refusal.reason);
+            refused(&refusal)
+        }
+        Err(Failure::BadRequest(text)) => {
+            chatmail_metrics::refused(Source::Mxdeliv, Reason::Syntax);
+            (StatusCode::BAD_REQUEST, text).into_response()
+        }
     }
 }
 

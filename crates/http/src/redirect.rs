@@ -19,7 +19,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
@@ -78,7 +78,7 @@ struct PlainListener {
 }
 
 impl axum::serve::Listener for PlainListener {
-    type Io = Guarded<TcpStream>;
+    type Io = Guarded<TcpStream, OwnedSemaphorePermit>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

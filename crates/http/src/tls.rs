@@ -1,7 +1,9 @@
 //! A TLS listener for `axum::serve`.
 //!
 //! Bounds: at most [`MAX_CONNECTIONS`] connections (handshaking or
-//! established) at once, more wait in the kernel backlog; a handshake must
+//! established) at once, more wait in the kernel backlog; at most a fifth
+//! of them from one client IP address (over it, the TCP connection is
+//! closed before any handshake work, as on port 993); a handshake must
 //! finish within [`HANDSHAKE_TIMEOUT`]; an established connection that moves
 //! no byte in either direction for [`IDLE_TIMEOUT`] is closed (axum's server
 //! sets no header-read timeout of its own).
@@ -9,8 +11,11 @@
 //! Port 443 also carries mail (docs/specifications.md §7): with
 //! [`AlpnHandlers`], a connection that negotiated ALPN `imap` or `smtp`
 //! (and TLS 1.3) is handed to that service without an idle deadline (IMAP
-//! IDLE sits silent for minutes) and counted against its own limit;
-//! everything else (`h2`, `http/1.1`, no ALPN) is HTTP.
+//! IDLE sits silent for minutes) and counted against its own limit, again
+//! at most a fifth of it per client address; everything else (`h2`,
+//! `http/1.1`, no ALPN) is HTTP. Open HTTP connections and connections
+//! refused by a limit are counted in `chatmail_metrics` (mail sessions are
+//! counted by their services).
 
 use std::future::Future;
 use std::io;
@@ -29,6 +34,10 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+
+use chatmail_metrics::Protocol;
+
+use crate::limit::{IpSlot, PerIp};
 
 /// Connections (handshaking or established) at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -77,6 +86,8 @@ pub struct AlpnHandlers {
 struct Mail {
     handlers: AlpnHandlers,
     slots: Arc<tokio::sync::Semaphore>,
+    /// A fifth of `slots` per client address.
+    per_ip: Arc<PerIp>,
 }
 
 /// Accepts TCP connections, runs TLS handshakes concurrently and yields the
@@ -104,30 +115,54 @@ impl TlsListener {
         mail: Option<AlpnHandlers>,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::with_pool(listener, config, mail, MAX_CONNECTIONS, shutdown)
+    }
+
+    /// [`TlsListener::with_alpn`] with `pool` HTTP connections at once
+    /// instead of [`MAX_CONNECTIONS`] (tests).
+    fn with_pool(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        mail: Option<AlpnHandlers>,
+        pool: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let mail = mail.map(|handlers| Mail {
             slots: Arc::new(tokio::sync::Semaphore::new(handlers.max_connections.max(1))),
+            per_ip: PerIp::fifth_of(handlers.max_connections),
             handlers,
         });
         let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(accept_loop(listener, acceptor, mail, tx, shutdown));
+        let pool = Pool {
+            slots: Arc::new(tokio::sync::Semaphore::new(pool.max(1))),
+            per_ip: PerIp::fifth_of(pool),
+        };
+        tokio::spawn(accept_loop(listener, acceptor, pool, mail, tx, shutdown));
         Self { ready, local }
     }
+}
+
+/// The connections of the HTTP side (handshakes included).
+struct Pool {
+    slots: Arc<tokio::sync::Semaphore>,
+    /// A fifth of `slots` per client address.
+    per_ip: Arc<PerIp>,
 }
 
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    pool: Pool,
     mail: Option<Mail>,
     tx: mpsc::Sender<(Connection, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        let Ok(permit) = pool.slots.clone().acquire_owned().await else {
             return;
         };
         let accepted = tokio::select! {
@@ -142,10 +177,21 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Over its share: closed at once, no handshake (it costs CPU).
+        let Some(ip_slot) = pool.per_ip.try_acquire(peer.ip()) else {
+            chatmail_metrics::connection_refused(Protocol::Https);
+            tracing::debug!("too many connections from one client on the HTTPS port");
+            continue;
+        };
+        let slot = Slot {
+            _permit: permit,
+            _ip: ip_slot,
+            _open: None,
+        };
         let (acceptor, tx, mail) = (acceptor.clone(), tx.clone(), mail.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => dispatch(tls, peer, permit, mail.as_ref(), &tx).await,
+                Ok(Ok(tls)) => dispatch(tls, peer, slot, mail.as_ref(), &tx).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -153,22 +199,35 @@ async fn accept_loop(
     }
 }
 
+/// A connection's place in a pool: the listener-wide permit and the
+/// client address's share, both released on drop; an HTTP connection also
+/// counts as open in the metrics while it lives.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _ip: IpSlot,
+    _open: Option<chatmail_metrics::Open>,
+}
+
 /// Sends a finished handshake where its ALPN protocol says.
 async fn dispatch(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
     mail: Option<&Mail>,
     tx: &mpsc::Sender<(Connection, SocketAddr)>,
 ) {
     let (_, session) = tls.get_ref();
     let handler = match (mail, session.alpn_protocol()) {
-        (Some(mail), Some(ALPN_IMAP)) => Some((mail, &mail.handlers.imap)),
-        (Some(mail), Some(ALPN_SMTP)) => Some((mail, &mail.handlers.smtp)),
+        (Some(mail), Some(ALPN_IMAP)) => Some((mail, &mail.handlers.imap, Protocol::Imap)),
+        (Some(mail), Some(ALPN_SMTP)) => Some((mail, &mail.handlers.smtp, Protocol::Submission)),
         _ => None,
     };
-    let Some((mail, handler)) = handler else {
-        let _ = tx.send((Guarded::new(tls, permit), peer)).await;
+    let Some((mail, handler, protocol)) = handler else {
+        let slot = Slot {
+            _open: Some(chatmail_metrics::connection(Protocol::Https)),
+            ..slot
+        };
+        let _ = tx.send((Guarded::new(tls, slot), peer)).await;
         return;
     };
     // Mail sessions keep TLS 1.3 as on 465 and 993 (docs/specifications.md §3).
@@ -176,13 +235,24 @@ async fn dispatch(
         tracing::debug!("mail over ALPN refused below TLS 1.3");
         return;
     }
-    drop(permit);
-    let Ok(slot) = mail.slots.clone().try_acquire_owned() else {
-        tracing::debug!("too many mail sessions on the HTTPS port");
-        return;
+    drop(slot);
+    let mail_slot = match (
+        mail.slots.clone().try_acquire_owned(),
+        mail.per_ip.try_acquire(peer.ip()),
+    ) {
+        (Ok(permit), Some(ip)) => Slot {
+            _permit: permit,
+            _ip: ip,
+            _open: None,
+        },
+        _ => {
+            chatmail_metrics::connection_refused(protocol);
+            tracing::debug!("too many mail sessions on the HTTPS port");
+            return;
+        }
     };
     handler(tls, peer).await;
-    drop(slot);
+    drop(mail_slot);
 }
 
 /// ALPN protocol ids of the mail services (docs/specifications.md §7).
@@ -207,15 +277,15 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// A stream that fails with `TimedOut` once no byte moved for
-/// [`IDLE_TIMEOUT`], and that holds a connection slot until dropped.
-pub struct Guarded<S> {
+/// [`IDLE_TIMEOUT`], and that holds a connection slot `H` until dropped.
+pub struct Guarded<S, H = Slot> {
     inner: S,
     deadline: Pin<Box<Sleep>>,
-    _slot: OwnedSemaphorePermit,
+    _slot: H,
 }
 
-impl<S> Guarded<S> {
-    pub(crate) fn new(inner: S, slot: OwnedSemaphorePermit) -> Self {
+impl<S, H> Guarded<S, H> {
+    pub(crate) fn new(inner: S, slot: H) -> Self {
         Self {
             inner,
             deadline: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
@@ -238,7 +308,7 @@ impl<S> Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+impl<S: AsyncRead + Unpin, H: Unpin> AsyncRead for Guarded<S, H> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -257,7 +327,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+impl<S: AsyncWrite + Unpin, H: Unpin> AsyncWrite for Guarded<S, H> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -323,6 +393,7 @@ mod tests {
 mod alpn_tests {
     use std::net::SocketAddr;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use axum::Router;
     use axum::routing::get;
@@ -354,20 +425,36 @@ mod alpn_tests {
         })
     }
 
+    /// A handler that greets with `name` and holds the session until the
+    /// client closes.
+    fn holder(name: &'static str) -> MailHandler {
+        mail_handler(move |mut tls, _peer| async move {
+            let greeting = format!("{name} session\r\n");
+            let _ = tls.write_all(greeting.as_bytes()).await;
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+        })
+    }
+
     /// Port 443 as the relay runs it: mail by ALPN, the rest HTTP.
     async fn start(with_mail: bool) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let id = chatmail_tls::Identity::self_signed(dir.path(), &["localhost".into()]).unwrap();
-        let config = id.multiplex_config(true).unwrap();
         let mail = with_mail.then(|| AlpnHandlers {
             imap: greeter("imap"),
             smtp: greeter("smtp"),
             max_connections: 8,
         });
+        start_with(mail, super::MAX_CONNECTIONS).await
+    }
+
+    /// Port 443 with `pool` HTTP connections at once.
+    async fn start_with(mail: Option<AlpnHandlers>, pool: usize) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let id = chatmail_tls::Identity::self_signed(dir.path(), &["localhost".into()]).unwrap();
+        let config = id.multiplex_config(true).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let tls = TlsListener::with_alpn(listener, config, mail, shutdown.clone());
+        let tls = TlsListener::with_pool(listener, config, mail, pool, shutdown.clone());
         let app = Router::new().route("/", get(|| async { "web page" }));
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -388,6 +475,38 @@ mod alpn_tests {
         alpn: &[&[u8]],
         tls12: bool,
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        connect_from(server, "127.0.0.1", alpn, tls12).await
+    }
+
+    /// A TCP connection from the loopback address `source`.
+    async fn tcp_from(server: &Server, source: &str) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(server.addr).await.unwrap()
+    }
+
+    /// Whether the server closes `tcp` without sending anything.
+    async fn closed_at_once(tcp: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+        matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    async fn connect_from(
+        server: &Server,
+        source: &str,
+        alpn: &[&[u8]],
+        tls12: bool,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        try_connect_from(server, source, alpn, tls12).await.unwrap()
+    }
+
+    async fn try_connect_from(
+        server: &Server,
+        source: &str,
+        alpn: &[&[u8]],
+        tls12: bool,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(server.roots[0].clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -402,21 +521,82 @@ mod alpn_tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let tcp = tcp_from(server, source).await;
         let name = ServerName::try_from("localhost").unwrap();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        connector.connect(name, tcp).await.unwrap()
+        connector.connect(name, tcp).await
     }
 
     /// Sends an HTTP/1.1 request (ignored by mail sessions) and returns
     /// everything the server sent until it closed.
     async fn exchange(server: &Server, alpn: &[&[u8]], tls12: bool) -> String {
-        let mut tls = connect(server, alpn, tls12).await;
+        let tls = connect(server, alpn, tls12).await;
+        exchange_over(tls).await
+    }
+
+    /// [`exchange`] from the loopback address `source` over TLS 1.3.
+    async fn exchange_from(server: &Server, source: &str, alpn: &[&[u8]]) -> String {
+        let tls = connect_from(server, source, alpn, false).await;
+        exchange_over(tls).await
+    }
+
+    async fn exchange_over(
+        mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ) -> String {
         let request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         let _ = tls.write_all(request).await;
         let mut received = Vec::new();
         let _ = tls.read_to_end(&mut received).await;
         String::from_utf8_lossy(&received).into_owned()
+    }
+
+    #[tokio::test]
+    async fn one_client_address_gets_a_fifth_of_the_http_connections() {
+        let server = start_with(None, 5).await; // one per address
+        // A connection that has not even started its handshake holds the
+        // share of its address: the next one is closed before any TLS work.
+        let mut held = tcp_from(&server, "127.0.0.1").await;
+        let mut refused = tcp_from(&server, "127.0.0.1").await;
+        assert!(closed_at_once(&mut refused).await);
+        // Other addresses are served.
+        let reply = exchange_from(&server, "127.0.0.2", &[b"http/1.1"]).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        // Once the first connection ends, its address is served again.
+        held.shutdown().await.unwrap();
+        assert!(closed_at_once(&mut held).await);
+        let mut served = false;
+        for _ in 0..50 {
+            // The share is released just after the connection is closed.
+            if let Ok(tls) = try_connect_from(&server, "127.0.0.1", &[b"http/1.1"], false).await {
+                served = exchange_over(tls).await.starts_with("HTTP/1.1 200");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(served, "the share was not released");
+    }
+
+    #[tokio::test]
+    async fn one_client_address_gets_a_fifth_of_the_mail_sessions() {
+        let mail = AlpnHandlers {
+            imap: holder("imap"),
+            smtp: holder("smtp"),
+            max_connections: 5, // one per address
+        };
+        let server = start_with(Some(mail), super::MAX_CONNECTIONS).await;
+        let mut first = connect_from(&server, "127.0.0.1", &[b"imap"], false).await;
+        let mut greeting = [0u8; 14];
+        first.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"imap session\r\n");
+        // Same address, over its share: closed after the handshake.
+        let mut second = connect_from(&server, "127.0.0.1", &[b"smtp"], false).await;
+        let mut rest = Vec::new();
+        let _ = second.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{rest:?}");
+        // Another address gets its session.
+        let mut other = connect_from(&server, "127.0.0.2", &[b"smtp"], false).await;
+        other.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"smtp session\r\n");
     }
 
     #[tokio::test]

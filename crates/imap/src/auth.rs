@@ -4,7 +4,9 @@
 //!
 //! Invariants: before TLS, LOGINDISABLED is advertised and every password
 //! is refused unread (RFC 3501 §6.2.3); passwords never reach the log; a
-//! failed login looks the same whatever the reason.
+//! failed login looks the same whatever the reason; a client address with
+//! too many recent failures gets `NO [UNAVAILABLE]` (RFC 5530 §3, a
+//! temporary refusal) without its password being checked.
 
 use std::time::Duration;
 
@@ -136,7 +138,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn login(&mut self, username: &str, password: &str) -> Handled {
         let no_log = self.ctx.settings.config.log.no_log;
-        match self.ctx.accounts.login(username, password).await {
+        let accounts = &self.ctx.accounts;
+        match accounts.login_from(username, password, self.peer).await {
             Ok(account) => {
                 if !no_log {
                     tracing::info!(user = %account.address, "login");
@@ -157,6 +160,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(LoginError::Temporary(e)) => Err(e.into()),
             // Password checks saturated: a temporary refusal (RFC 5530 §3).
             Err(LoginError::Busy) => Ok(Done::no("[UNAVAILABLE] Server busy, try again later")),
+            // Too many failures from this client address, password not
+            // checked. RFC 5530 §3: UNAVAILABLE is the temporary failure
+            // (the login may work later); AUTHENTICATIONFAILED would tell
+            // the client its password is wrong, which nobody checked.
+            Err(LoginError::Throttled) => {
+                if !no_log {
+                    tracing::info!("login refused: too many failures from this client");
+                }
+                Ok(Done::no(
+                    "[UNAVAILABLE] Too many failed logins, try again later",
+                ))
+            }
         }
     }
 }

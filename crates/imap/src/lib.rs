@@ -28,6 +28,9 @@
 //! - Sequence numbers change only through the session's view
 //!   ([`view`]), with EXPUNGE numbering per RFC 3501 §7.4.1.
 //! - APPEND goes through the encryption gate.
+//! - A login from a client address (IPv6: its /64) with too many recent
+//!   failures is answered `NO [UNAVAILABLE]` without a password check
+//!   (`chatmail_accounts`); other addresses are unaffected.
 //! - Logs carry no passwords or message contents, and with `no_log` no
 //!   addresses or IP addresses.
 

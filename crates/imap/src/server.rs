@@ -4,13 +4,17 @@
 //! most a fifth of that per IP address (over the limit: `* BYE Too many
 //! connections` on port 143; on port 993 the TCP connection is closed
 //! before any TLS handshake work is spent on it); connection tasks live in a `JoinSet` owned by [`serve`],
-//! so none outlives it; the IP address is logged only without `no_log`.
+//! so none outlives it; the IP address is logged only without `no_log`;
+//! the peer address reaches the session for the failed-login throttle
+//! (`chatmail_accounts`), which keeps only a keyed hash of it.
+//! Open and refused connections are counted in `chatmail_metrics`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chatmail_metrics::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -66,7 +70,10 @@ pub async fn serve(
                 next_id += 1;
                 let span = connection_span(next_id, peer, ctx.settings.config.log.no_log);
                 let permit = limiter.try_acquire(peer.ip());
-                let conn = connection(stream, mode, ctx.clone(), acceptor.clone(), permit, shutdown.child_token());
+                if permit.is_none() {
+                    chatmail_metrics::connection_refused(Protocol::Imap);
+                }
+                let conn = connection(stream, peer, mode, ctx.clone(), acceptor.clone(), permit, shutdown.child_token());
                 tasks.spawn(conn.instrument(span));
             }
         }
@@ -90,6 +97,7 @@ fn connection_span(id: u64, peer: SocketAddr, no_log: bool) -> tracing::Span {
 
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     mode: Mode,
     ctx: Arc<Context>,
     acceptor: TlsAcceptor,
@@ -99,7 +107,7 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let result = match mode {
         Mode::StartTls if permit.is_none() => refuse(stream).await,
-        Mode::StartTls => serve_stream(stream, false, ctx, shutdown).await,
+        Mode::StartTls => serve_stream(stream, false, peer.ip(), ctx, shutdown).await,
         // Over the limit: close at once, no handshake (it costs CPU).
         Mode::ImplicitTls if permit.is_none() => {
             drop(stream);
@@ -107,7 +115,7 @@ async fn connection(
         }
         Mode::ImplicitTls => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_stream(tls, true, ctx, shutdown).await,
+                Ok(Ok(tls)) => serve_stream(tls, true, peer.ip(), ctx, shutdown).await,
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -132,20 +140,25 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "refusal not read"))?
 }
 
-/// Runs the IMAP protocol on an accepted stream; `encrypted` says whether
-/// TLS is already established (implicit TLS, TLS with ALPN `imap`).
-/// Otherwise STARTTLS is offered and the session continues over TLS.
+/// Runs the IMAP protocol on an accepted stream from `peer`; `encrypted`
+/// says whether TLS is already established (implicit TLS, TLS with ALPN
+/// `imap`). Otherwise STARTTLS is offered and the session continues over
+/// TLS. The connection counts as open IMAP in `chatmail_metrics` until it
+/// ends.
 pub async fn serve_stream<S>(
     stream: S,
     encrypted: bool,
+    peer: IpAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let _open = chatmail_metrics::connection(Protocol::Imap);
     let acceptor = TlsAcceptor::from(ctx.tls.clone());
     let ending = Session::new(stream, ctx.clone(), encrypted, shutdown.clone())
+        .with_peer(peer)
         .run()
         .await
         .map_err(io_error)?;
@@ -158,6 +171,7 @@ where
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout")
         })??;
     Session::after_starttls(tls, ctx, shutdown)
+        .with_peer(peer)
         .run()
         .await
         .map_err(io_error)?;

@@ -15,6 +15,7 @@
 //! `tokio::io::duplex`. STARTTLS ends the session with [`Ending::StartTls`]
 //! and the caller continues with a fresh session over TLS.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -198,6 +199,9 @@ pub struct Session<S> {
     pub(crate) ctx: Arc<Context>,
     /// Whether the stream is encrypted; LOGIN is refused otherwise.
     pub(crate) tls: bool,
+    /// The client's address, for the failed-login throttle; `None` for
+    /// in-memory sessions.
+    pub(crate) peer: Option<IpAddr>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Whether to send the greeting (not after STARTTLS, RFC 3501 §6.2.1).
@@ -225,11 +229,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             state: State::NotAuthenticated,
             ctx,
             tls,
+            peer: None,
             shutdown,
             greet: true,
             keepalive: crate::idle::KEEPALIVE,
             literal_budget,
         }
+    }
+
+    /// The client's address: failed logins count against it, and a login
+    /// from an address with too many failures is refused unchecked.
+    pub fn with_peer(mut self, peer: IpAddr) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// A session continuing after a completed STARTTLS (no greeting).

@@ -35,6 +35,8 @@
 //!   From address is not refused, and no bounce path is kept (docs/specifications.md §2:
 //!   "store with an empty envelope sender");
 //! - a temporary failure (DNS, store) is always a 4xx, never a 5xx;
+//! - every [`Refusal`] names its metrics [`Reason`](chatmail_metrics::Reason);
+//!   the callers count it, as they know where the message came in;
 //! - logs carry no message content, and nothing about addresses in no-log
 //!   mode.
 

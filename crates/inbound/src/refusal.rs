@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use chatmail_dkim::OriginError;
+use chatmail_metrics::Reason;
 
 /// What kind of refusal; decides the HTTP status of `/mxdeliv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,62 +37,77 @@ pub struct Refusal {
     pub text: Cow<'static, str>,
     /// What kind of refusal.
     pub kind: Kind,
+    /// The finer cause, for the metrics (`chatmail_metrics`).
+    pub reason: Reason,
 }
 
 impl Refusal {
-    const fn new(code: u16, enhanced: &'static str, text: &'static str, kind: Kind) -> Self {
+    const fn new(
+        code: u16,
+        enhanced: &'static str,
+        text: &'static str,
+        (kind, reason): (Kind, Reason),
+    ) -> Self {
         Self {
             code,
             enhanced,
             text: Cow::Borrowed(text),
             kind,
+            reason,
         }
     }
 
     pub(crate) const fn unknown_user() -> Self {
-        Self::new(550, "5.1.1", "User unknown", Kind::UnknownUser)
+        let kind = (Kind::UnknownUser, Reason::Recipient);
+        Self::new(550, "5.1.1", "User unknown", kind)
     }
 
     pub(crate) const fn no_recipients() -> Self {
-        Self::new(554, "5.5.1", "No valid recipients", Kind::UnknownUser)
+        let kind = (Kind::UnknownUser, Reason::Recipient);
+        Self::new(554, "5.5.1", "No valid recipients", kind)
     }
 
     pub(crate) const fn relay_denied() -> Self {
-        Self::new(554, "5.7.1", "Relay access denied", Kind::RelayDenied)
+        let kind = (Kind::RelayDenied, Reason::Recipient);
+        Self::new(554, "5.7.1", "Relay access denied", kind)
     }
 
     pub(crate) const fn policy() -> Self {
         let text = "Domain not allowed by the federation policy";
-        Self::new(554, "5.7.1", text, Kind::Policy)
+        Self::new(554, "5.7.1", text, (Kind::Policy, Reason::Policy))
     }
 
     pub(crate) const fn bad_sender() -> Self {
-        Self::new(553, "5.1.7", "Bad sender address syntax", Kind::Content)
+        let kind = (Kind::Content, Reason::Sender);
+        Self::new(553, "5.1.7", "Bad sender address syntax", kind)
     }
 
     pub(crate) const fn too_big() -> Self {
-        Self::new(552, "5.3.4", "Message exceeds maximum size", Kind::TooBig)
+        let kind = (Kind::TooBig, Reason::Size);
+        Self::new(552, "5.3.4", "Message exceeds maximum size", kind)
     }
 
     /// RFC 3463 §3.3: X.2.2 mailbox full; permanent, as on the reference
     /// relay.
     pub const fn quota_exceeded() -> Self {
-        Self::new(552, "5.2.2", "Quota exceeded", Kind::Quota)
+        Self::new(552, "5.2.2", "Quota exceeded", (Kind::Quota, Reason::Quota))
     }
 
     pub(crate) const fn invalid_from() -> Self {
-        Self::new(554, "5.7.1", "Invalid FROM header", Kind::Content)
+        let kind = (Kind::Content, Reason::From);
+        Self::new(554, "5.7.1", "Invalid FROM header", kind)
     }
 
     pub(crate) const fn temporary() -> Self {
-        Self::new(451, "4.3.0", "Temporary failure", Kind::Temporary)
+        let kind = (Kind::Temporary, Reason::Temporary);
+        Self::new(451, "4.3.0", "Temporary failure", kind)
     }
 
     /// The encryption gate's refusal, `chatmail_gate::REJECT_TEXT`
     /// (a test keeps the two equal).
     pub(crate) const fn unencrypted() -> Self {
         let text = "Encryption Needed: Invalid Unencrypted Mail";
-        Self::new(523, "5.7.1", text, Kind::Content)
+        Self::new(523, "5.7.1", text, (Kind::Content, Reason::Unencrypted))
     }
 
     /// True for 4xx: the sender should retry.
@@ -116,16 +132,17 @@ impl Refusal {
 
 impl From<OriginError> for Refusal {
     fn from(error: OriginError) -> Self {
-        let kind = if error.is_temporary() {
-            Kind::Temporary
+        let (kind, reason) = if error.is_temporary() {
+            (Kind::Temporary, Reason::Temporary)
         } else {
-            Kind::Content
+            (Kind::Content, Reason::Dkim)
         };
         Self {
             code: error.code(),
             enhanced: error.enhanced(),
             text: Cow::Borrowed(error.text()),
             kind,
+            reason,
         }
     }
 }
@@ -149,6 +166,7 @@ mod tests {
         assert_eq!(refusal.to_string(), chatmail_gate::REJECT_TEXT);
         assert_eq!(refusal.code, 523);
         assert_eq!(refusal.http_status(), 400);
+        assert_eq!(refusal.reason, Reason::Unencrypted);
     }
 
     #[test]
@@ -161,9 +179,11 @@ mod tests {
             refusal.to_string(),
             "554 5.7.1 No valid DKIM signature found"
         );
+        assert_eq!(refusal.reason, Reason::Dkim);
         let temp = Refusal::from(OriginError::TempFail);
         assert!(temp.is_temporary());
         assert_eq!((temp.code, temp.http_status()), (451, 503));
+        assert_eq!(temp.reason, Reason::Temporary);
     }
 
     #[test]

@@ -20,7 +20,9 @@
 //!   device that is still waiting collapse into one;
 //! - when the channel is full (the worker is far behind), a notification
 //!   is dropped with a warning instead of delaying delivery;
-//! - logs carry no tokens and no addresses.
+//! - logs carry no tokens and no addresses;
+//! - outcomes (ok, retry, gone, given up, dropped) are counted in
+//!   `chatmail_metrics`, without labels that name a device or an account.
 
 mod client;
 mod worker;
@@ -97,6 +99,7 @@ impl Push {
         match self.tx.try_send(accounts.to_vec()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
+                chatmail_metrics::push(chatmail_metrics::Push::Dropped);
                 tracing::warn!("push queue full, notification dropped");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chatmail_metrics::Push as Metric;
 use chatmail_store::push::PushEntry;
 use chatmail_store::{AccountId, Store, StoreError};
 use tokio::sync::mpsc;
@@ -137,8 +138,12 @@ impl Worker {
         self.in_flight.remove(&(entry.account, entry.token.clone()));
         let (account, token) = (entry.account, entry.token.as_str());
         let result = match outcome {
-            Outcome::Delivered => self.store.push_done(account, token).await,
+            Outcome::Delivered => {
+                chatmail_metrics::push(Metric::Ok);
+                self.store.push_done(account, token).await
+            }
             Outcome::Gone => {
+                chatmail_metrics::push(Metric::Gone);
                 tracing::info!("notification server dropped a device token");
                 self.store
                     .push_token_gone(account, DEVICE_TOKEN, token)
@@ -157,12 +162,14 @@ impl Worker {
         let now = now_ms();
         match next_attempt(&self.options, entry.created, attempts, now) {
             Some(at) => {
+                chatmail_metrics::push(Metric::Retry);
                 tracing::debug!(attempts, cause, "notification failed, will retry");
                 self.store
                     .push_retry(entry.account, &entry.token, attempts, at)
                     .await
             }
             None => {
+                chatmail_metrics::push(Metric::GivenUp);
                 tracing::info!(attempts, cause, "notification given up");
                 self.store.push_done(entry.account, &entry.token).await
             }

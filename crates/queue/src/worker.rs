@@ -6,7 +6,8 @@
 //! of: shutdown, a submit or flush ([`Notify`](tokio::sync::Notify)), the
 //! end of an attempt, or the next due time (at most [`MAX_SLEEP`]). On shutdown the attempts are
 //! aborted; their recipients are still pending and run again after a
-//! restart.
+//! restart. Each recipient's outcome is also counted in `chatmail_metrics`
+//! (by transport and outcome, never by domain).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -217,19 +218,31 @@ fn backoff_ms(options: &QueueOptions, attempts: u32) -> i64 {
     i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Updates the queue's own counters and the process metrics
+/// (`chatmail_metrics`: per recipient, by transport and outcome).
 fn count(shared: &Shared, report: &Report, outcomes: &[(String, AttemptOutcome)], bounced: bool) {
+    use chatmail_metrics::{Delivery, Transport};
     let c = &shared.counters;
+    let transport = match report.via {
+        Some(Via::MxDeliv) => Transport::Mxdeliv,
+        Some(Via::Smtp) => Transport::Smtp,
+        None => Transport::None,
+    };
     for (_, outcome) in outcomes {
-        let counter = match (outcome, report.via) {
-            (AttemptOutcome::Delivered, Some(Via::Smtp)) => &c.delivered_smtp,
-            (AttemptOutcome::Delivered, _) => &c.delivered_mxdeliv,
-            (AttemptOutcome::Retry { .. }, _) => &c.deferred,
-            (AttemptOutcome::Failed(_), _) => &c.failed,
+        let (counter, metric) = match (outcome, report.via) {
+            (AttemptOutcome::Delivered, Some(Via::Smtp)) => {
+                (&c.delivered_smtp, Delivery::Delivered)
+            }
+            (AttemptOutcome::Delivered, _) => (&c.delivered_mxdeliv, Delivery::Delivered),
+            (AttemptOutcome::Retry { .. }, _) => (&c.deferred, Delivery::Deferred),
+            (AttemptOutcome::Failed(_), _) => (&c.failed, Delivery::Failed),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        chatmail_metrics::delivery(transport, metric);
     }
     if bounced {
         c.bounces.fetch_add(1, Ordering::Relaxed);
+        chatmail_metrics::bounce();
     }
 }
 

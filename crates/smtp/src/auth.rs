@@ -2,7 +2,10 @@
 //! which creates accounts on first login (docs/specifications.md §1).
 //!
 //! Invariants: AUTH is refused before TLS; the password never reaches a
-//! log line; three failed attempts close the connection.
+//! log line; three failed attempts close the connection. A client address
+//! with too many recent failures (over all its connections) gets
+//! `454 4.7.0` without a password check (`chatmail_accounts`), which also
+//! counts towards the three.
 
 use chatmail_accounts::LoginError;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -68,10 +71,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn verify(&mut self, credentials: Credentials) -> Flow {
         let accounts = self.shared.ctx.accounts.clone();
-        match accounts
-            .login(&credentials.username, &credentials.password)
-            .await
-        {
+        let (username, password) = (&credentials.username, &credentials.password);
+        match accounts.login_from(username, password, self.peer).await {
             Ok(account) => {
                 if self.log() {
                     tracing::info!(user = %account.address, "authenticated");
@@ -98,6 +99,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             // Too many password checks in flight: try again shortly.
             Err(LoginError::Busy) => self.reply(454, "4.7.0 Server busy, try again later"),
+            // RFC 4954 §6: 454 is the temporary authentication failure, as
+            // for Busy; the password was not checked, so 535 would be wrong.
+            Err(LoginError::Throttled) => {
+                if self.log() {
+                    tracing::info!("authentication refused: too many failures from this client");
+                }
+                self.reply(454, "4.7.0 Too many failed logins, try again later");
+                if self.too_many_auth_failures() {
+                    self.reply(421, "4.7.0 Too many failed authentications");
+                    return Flow::Close;
+                }
+                Flow::Continue
+            }
         }
     }
 

@@ -19,6 +19,7 @@
 //! arrive twice; Delta Chat drops duplicates by Message-ID).
 
 use bytes::Bytes;
+use chatmail_metrics::{Reason, Source};
 use chatmail_queue::dsn::{self, Failure};
 use chatmail_store::{AccountId, Delivered, NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,19 +38,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(503, "5.5.1 Need MAIL command"); // RFC 5321 §3.3
         };
         if transaction.addresses.len() >= max {
-            return self.reply(452, "4.5.3 Too many recipients"); // RFC 5321 §4.5.3.1.10
+            // RFC 5321 §4.5.3.1.10
+            return self.refuse(Reason::Recipient, 452, "4.5.3 Too many recipients");
         }
         let Some(local) = self.shared.ctx.accounts.local_address(address) else {
             return self.handle_remote_rcpt(address);
         };
         let account = match self.shared.ctx.accounts.store().account(&local).await {
             Ok(Some(account)) => account,
-            Ok(None) => return self.reply(550, "5.1.1 User unknown"),
+            Ok(None) => return self.refuse(Reason::Recipient, 550, "5.1.1 User unknown"),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "recipient lookup failed");
                 }
-                return self.reply(451, "4.3.0 Temporary failure");
+                return self.refuse(Reason::Temporary, 451, "4.3.0 Temporary failure");
             }
         };
         let size = transaction.declared_size.unwrap_or(1);
@@ -77,12 +79,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
         {
             Ok(true) => Ok(()),
-            Ok(false) => Err(quota_exceeded()),
+            Ok(false) => Err(self.refused(Reason::Quota, quota_exceeded())),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "quota lookup failed");
                 }
-                Err(Reply::line(451, "4.3.0 Temporary failure"))
+                let reply = Reply::line(451, "4.3.0 Temporary failure");
+                Err(self.refused(Reason::Temporary, reply))
             }
         }
     }
@@ -109,8 +112,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let reply = match decoder.finish() {
             Ok(message) => self.accept(transaction, message).await,
-            Err(Defect::BareLineEnding) => Reply::line(500, "5.5.2 Bare CR or LF not allowed"),
-            Err(Defect::TooBig) => Reply::line(552, "5.3.4 Message exceeds maximum size"),
+            Err(Defect::BareLineEnding) => self.refused(
+                Reason::Syntax,
+                Reply::line(500, "5.5.2 Bare CR or LF not allowed"),
+            ),
+            Err(Defect::TooBig) => self.refused(
+                Reason::Size,
+                Reply::line(552, "5.3.4 Message exceeds maximum size"),
+            ),
         };
         Ok(self.send(reply))
     }
@@ -121,16 +130,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let ctx = &self.shared.ctx;
         let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
         if ctx.settings.domain.matches(domain) {
-            return self.reply(550, "5.1.1 User unknown"); // a malformed local part
+            // A malformed local part.
+            return self.refuse(Reason::Recipient, 550, "5.1.1 User unknown");
         }
         if ctx.queue.is_none() {
-            return self.reply(
-                451,
-                "4.7.0 Federation not available yet: only local recipients",
-            );
+            let text = "4.7.0 Federation not available yet: only local recipients";
+            return self.refuse(Reason::Policy, 451, text);
         }
         if !ctx.settings.federation_allows(domain) {
-            return self.reply(554, "5.7.1 Domain not allowed by the federation policy");
+            let text = "5.7.1 Domain not allowed by the federation policy";
+            return self.refuse(Reason::Policy, 554, text);
         }
         if let Some(transaction) = &mut self.transaction
             && !transaction
@@ -150,9 +159,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.mx {
             return self.accept_inbound(transaction, message).await;
         }
+        let reply = self.accept_submission(transaction, message).await;
+        if reply.code == 250 {
+            chatmail_metrics::accepted(Source::Submission);
+        }
+        reply
+    }
+
+    /// [`Session::accept`] for submission: every refusal is counted where
+    /// it is made.
+    async fn accept_submission(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
         let sender = transaction.mail_from.as_str();
         if let Err(error) = check_from(&message, sender) {
-            return Reply::line(500, error.to_string());
+            return self.refused(Reason::From, Reply::line(500, error.to_string()));
         }
         let direction = chatmail_gate::Direction::Submission {
             sender,
@@ -162,7 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.log() {
                 tracing::info!(%reason, "refused unencrypted message");
             }
-            return Reply::from_full(chatmail_gate::REJECT_TEXT);
+            let reply = Reply::from_full(chatmail_gate::REJECT_TEXT);
+            return self.refused(Reason::Unencrypted, reply);
         }
         let body = Bytes::from(clean_headers(&message));
         let over_quota = match self.store_local(&transaction, body.clone()).await {
@@ -213,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(report.over_quota)
             }
             Err(StoreError::QuotaExceeded) if transaction.remote.is_empty() => {
-                Err(quota_exceeded())
+                Err(self.refused(Reason::Quota, quota_exceeded()))
             }
             // No local copy at all, but the remote recipients get theirs.
             Err(StoreError::QuotaExceeded) => Ok(transaction.accounts.clone()),
@@ -221,7 +241,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "delivery failed");
                 }
-                Err(Reply::line(451, "4.3.0 Temporary failure"))
+                let reply = Reply::line(451, "4.3.0 Temporary failure");
+                Err(self.refused(Reason::Temporary, reply))
             }
         }
     }
@@ -253,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let store = self.shared.ctx.accounts.store();
         match store.deliver(&[sender.id], new).await {
             Ok(_) => {
+                chatmail_metrics::bounce();
                 if let Some(push) = &self.shared.ctx.push {
                     push.notify(&[sender.id]);
                 }
@@ -301,7 +323,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "queueing failed");
                 }
-                Err(Reply::line(451, "4.3.0 Temporary failure"))
+                let reply = Reply::line(451, "4.3.0 Temporary failure");
+                Err(self.refused(Reason::Temporary, reply))
             }
         }
     }

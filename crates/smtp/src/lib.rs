@@ -20,7 +20,12 @@
 //! - every line, buffer and message is bounded; a failing or panicking
 //!   connection ends only itself;
 //! - logs carry no passwords or message content, and nothing at all about
-//!   users or addresses in no-log mode.
+//!   users or addresses in no-log mode;
+//! - the client's IP address reaches the session only for the failed-login
+//!   throttle (`chatmail_accounts`), which keeps a keyed hash of it;
+//! - open and refused connections, logins and accepted and refused
+//!   messages are counted in `chatmail_metrics`, labelled only by fixed
+//!   values (source, reason).
 //!
 //! Modules: `command` (parser), `data` (DATA decoder), `message` (header
 //! checks and hygiene), `sasl`, `limits`, `wire` (bounded I/O), `session`,
@@ -41,12 +46,13 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chatmail_accounts::Accounts;
 use chatmail_config::Settings;
+use chatmail_metrics::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -162,20 +168,28 @@ pub(crate) async fn serve_with(
     Ok(())
 }
 
-/// Runs a submission session on a stream whose TLS handshake is already
-/// done elsewhere (port 443 with ALPN `smtp`, docs/specifications.md §7): no second
-/// handshake, AUTH offered at once. The caller counts connections.
-pub async fn serve_tls_stream<S>(stream: S, ctx: Arc<Context>, shutdown: CancellationToken)
-where
+/// Runs a submission session from `peer` on a stream whose TLS handshake
+/// is already done elsewhere (port 443 with ALPN `smtp`,
+/// docs/specifications.md §7): no second handshake, AUTH offered at once.
+/// The caller limits connections.
+pub async fn serve_tls_stream<S>(
+    stream: S,
+    peer: IpAddr,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let _open = chatmail_metrics::connection(Protocol::Submission);
     let shared = Arc::new(Shared {
         ctx,
         send_rate: Arc::clone(&SEND_RATE),
         connections: Arc::clone(&CONNECTIONS),
     });
     let log = !shared.ctx.settings.config.log.no_log;
-    let session = Session::new(stream, shared, true).with_shutdown(shutdown);
+    let session = Session::new(stream, shared, true)
+        .with_peer(peer)
+        .with_shutdown(shutdown);
     if let Err(error) = session.run().await
         && log
     {
@@ -199,7 +213,12 @@ fn accept(
     } else {
         tracing::info_span!("smtp")
     };
+    let protocol = match mode {
+        Mode::Mx => Protocol::Smtp,
+        Mode::ImplicitTls | Mode::StartTls => Protocol::Submission,
+    };
     let Some(slot) = shared.connections.acquire(peer.ip(), max) else {
+        chatmail_metrics::connection_refused(protocol);
         if log {
             tracing::info!(parent: &span, "too many connections");
         }
@@ -212,7 +231,8 @@ fn accept(
     tasks.spawn(
         async move {
             let _slot = slot;
-            handle_connection(stream, mode, shared, shutdown).await;
+            let _open = chatmail_metrics::connection(protocol);
+            handle_connection(stream, peer.ip(), mode, shared, shutdown).await;
         }
         .instrument(span),
     );
@@ -224,9 +244,11 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Runs one connection to its end; errors end only this connection.
+/// Runs one connection from `peer` to its end; errors end only this
+/// connection.
 pub(crate) async fn handle_connection<S>(
     stream: S,
+    peer: IpAddr,
     mode: Mode,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -234,7 +256,7 @@ pub(crate) async fn handle_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let log = !shared.ctx.settings.config.log.no_log;
-    if let Err(error) = run_connection(stream, mode, shared, shutdown).await
+    if let Err(error) = run_connection(stream, peer, mode, shared, shutdown).await
         && log
     {
         tracing::debug!(%error, "connection ended with an error");
@@ -243,6 +265,7 @@ pub(crate) async fn handle_connection<S>(
 
 async fn run_connection<S>(
     stream: S,
+    peer: IpAddr,
     mode: Mode,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -254,7 +277,7 @@ where
     let plain = match mode {
         Mode::ImplicitTls => stream,
         Mode::StartTls | Mode::Mx => {
-            let mut session = Session::new(stream, Arc::clone(&shared), false);
+            let mut session = Session::new(stream, Arc::clone(&shared), false).with_peer(peer);
             if mx {
                 session = session.for_mx();
             }
@@ -268,7 +291,8 @@ where
     let mut session = match mode {
         Mode::ImplicitTls => Session::new(tls, shared, true),
         Mode::StartTls | Mode::Mx => Session::after_starttls(tls, shared),
-    };
+    }
+    .with_peer(peer);
     if mx {
         session = session.for_mx();
     }

@@ -8,6 +8,7 @@
 //! → `Inbound::accept` }* → `QUIT`. No AUTH, no relaying.
 
 use chatmail_inbound::Refusal;
+use chatmail_metrics::{Reason, Source};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::command::MailFrom;
@@ -23,6 +24,11 @@ pub(crate) fn refusal_reply(refusal: &Refusal) -> Reply {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Counts an inbound refusal and returns its wire form.
+    fn refusal(&self, refusal: &Refusal) -> Reply {
+        self.refused(refusal.reason, refusal_reply(refusal))
+    }
+
     /// `MAIL FROM` on the MX (RFC 5321 §4.1.1.2).
     pub(crate) fn handle_mx_mail(&mut self, mail: MailFrom) -> Flow {
         if !self.has_hello() {
@@ -37,12 +43,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let max = self.shared.ctx.settings.limits().max_message_size;
         if mail.size.is_some_and(|size| size > max) {
-            return self.reply(552, "5.3.4 Message exceeds maximum size"); // RFC 1870 §6
+            let text = "5.3.4 Message exceeds maximum size";
+            return self.refuse(Reason::Size, 552, text); // RFC 1870 §6
         }
         // RFC 5321 §4.5.5: the null sender `<>` is legal (bounces).
         let sender = Some(mail.address.as_str()).filter(|s| !s.is_empty());
         if let Err(refusal) = self.shared.ctx.inbound.check_sender(sender) {
-            return self.send(refusal_reply(&refusal));
+            let reply = self.refusal(&refusal);
+            return self.send(reply);
         }
         self.transaction = Some(Transaction::new(mail.address, mail.size));
         self.reply(250, "2.1.0 OK")
@@ -55,17 +63,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(503, "5.5.1 Need MAIL command"); // RFC 5321 §3.3
         };
         if transaction.addresses.len() >= max {
-            return self.reply(452, "4.5.3 Too many recipients"); // RFC 5321 §4.5.3.1.10
+            // RFC 5321 §4.5.3.1.10
+            return self.refuse(Reason::Recipient, 452, "4.5.3 Too many recipients");
         }
         let size = transaction.declared_size.unwrap_or(1);
         let inbound = &self.shared.ctx.inbound;
         let account = match inbound.check_recipient(address).await {
             Ok(account) => account,
-            Err(refusal) => return self.send(refusal_reply(&refusal)),
+            Err(refusal) => {
+                let reply = self.refusal(&refusal);
+                return self.send(reply);
+            }
         };
         // docs/specifications.md §5: a full mailbox fails this recipient only.
         if let Err(refusal) = inbound.check_room(account, size).await {
-            return self.send(refusal_reply(&refusal));
+            let reply = self.refusal(&refusal);
+            return self.send(reply);
         }
         if let Some(transaction) = &mut self.transaction
             && !transaction.accounts.contains(&account)
@@ -84,8 +97,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .accept(sender, &transaction.accounts, &message)
             .await
         {
-            Ok(()) => Reply::line(250, "2.0.0 OK"),
-            Err(refusal) => refusal_reply(&refusal),
+            Ok(()) => {
+                chatmail_metrics::accepted(Source::Mx);
+                Reply::line(250, "2.0.0 OK")
+            }
+            Err(refusal) => self.refusal(&refusal),
         }
     }
 }

@@ -18,9 +18,11 @@
 //! On the MX (port 25, [`Session::for_mx`]) AUTH is never offered nor
 //! accepted, and MAIL needs TLS instead of a login (see `mx`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatmail_metrics::{Reason, Source};
 use chatmail_store::{Account, AccountId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +87,9 @@ pub struct Session<S> {
     pub(crate) tls: bool,
     /// Port 25: mail from other relays, no AUTH, local recipients only.
     pub(crate) mx: bool,
+    /// The client's address, for the failed-login throttle; `None` for
+    /// in-memory sessions.
+    pub(crate) peer: Option<IpAddr>,
     /// Whether to send the 220 greeting (not after STARTTLS).
     greet: bool,
     idle: Duration,
@@ -105,6 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             shared,
             tls,
             mx: false,
+            peer: None,
             greet: true,
             idle: IDLE_TIMEOUT,
             shutdown: CancellationToken::new(),
@@ -113,6 +119,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             auth_failures: 0,
             transaction: None,
         }
+    }
+
+    /// The client's address: failed logins count against it, and a login
+    /// from an address with too many failures is refused unchecked.
+    pub fn with_peer(mut self, peer: IpAddr) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// The session that follows a STARTTLS handshake: no greeting, and
@@ -230,6 +243,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Flow::Continue
     }
 
+    /// Where this session's messages come from, for the metrics.
+    pub(crate) fn source(&self) -> Source {
+        if self.mx {
+            Source::Mx
+        } else {
+            Source::Submission
+        }
+    }
+
+    /// Counts the refusal of a message or recipient and returns its reply.
+    pub(crate) fn refused(&self, reason: Reason, reply: Reply) -> Reply {
+        chatmail_metrics::refused(self.source(), reason);
+        reply
+    }
+
+    /// Counts the refusal of a message or recipient and sends `code text`.
+    pub(crate) fn refuse(&mut self, reason: Reason, code: u16, text: &'static str) -> Flow {
+        let reply = self.refused(reason, Reply::line(code, text));
+        self.send(reply)
+    }
+
     async fn handle_line(&mut self, line: &[u8]) -> std::io::Result<Flow> {
         let command = match parse_command(line) {
             Ok(command) => command,
@@ -316,11 +350,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(503, "5.5.1 Nested MAIL command");
         }
         if !mail.address.eq_ignore_ascii_case(&login.address) {
-            return self.reply(553, "5.7.1 Sender address rejected: not owned by user");
+            let text = "5.7.1 Sender address rejected: not owned by user";
+            return self.refuse(Reason::Sender, 553, text);
         }
         let limits = self.shared.ctx.settings.limits();
         if mail.size.is_some_and(|size| size > limits.max_message_size) {
-            return self.reply(552, "5.3.4 Message exceeds maximum size"); // RFC 1870 §6
+            let text = "5.3.4 Message exceeds maximum size";
+            return self.refuse(Reason::Size, 552, text); // RFC 1870 §6
         }
         let (rate, burst) = (limits.max_user_send_per_minute, limits.max_user_send_burst);
         let now = std::time::Instant::now();
@@ -330,7 +366,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .allow(&login.address, rate, burst, now)
         {
             let text = format!("4.7.1: Too much mail from {}", login.address);
-            return self.send(Reply::line(450, text));
+            let reply = self.refused(Reason::Rate, Reply::line(450, text));
+            return self.send(reply);
         }
         self.transaction = Some(Transaction::new(login.address.clone(), mail.size));
         self.reply(250, "2.1.0 OK")

@@ -20,6 +20,7 @@ mod mailbox;
 mod metadata;
 mod quota;
 mod session;
+mod throttle;
 
 const ALICE: &str = "alice0001@example.org";
 const PASSWORD: &str = "correct-horse-battery";
@@ -123,6 +124,7 @@ impl Harness {
             tokio::spawn(crate::serve_stream(
                 server,
                 false,
+                std::net::Ipv4Addr::LOCALHOST.into(),
                 self.ctx.clone(),
                 self.shutdown.clone(),
             ));

@@ -5,6 +5,7 @@ mod mx;
 mod push;
 mod queue;
 mod quota;
+mod throttle;
 mod tls;
 mod transcripts;
 

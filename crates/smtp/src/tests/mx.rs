@@ -238,6 +238,7 @@ async fn delivers_over_real_starttls_with_tls12() {
     let shared = Arc::clone(&harness.shared);
     tokio::spawn(handle_connection(
         server,
+        std::net::Ipv4Addr::LOCALHOST.into(),
         Mode::Mx,
         shared,
         CancellationToken::new(),

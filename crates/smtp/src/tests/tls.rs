@@ -19,6 +19,7 @@ fn start(harness: &Harness, mode: Mode) -> DuplexStream {
     let shared = Arc::clone(&harness.shared);
     tokio::spawn(handle_connection(
         server,
+        std::net::Ipv4Addr::LOCALHOST.into(),
         mode,
         shared,
         CancellationToken::new(),
@@ -146,6 +147,7 @@ async fn established_tls_streams_get_a_session_without_second_handshake() {
     let ctx = Arc::clone(&harness.shared.ctx);
     tokio::spawn(crate::serve_tls_stream(
         server,
+        std::net::Ipv4Addr::LOCALHOST.into(),
         ctx,
         CancellationToken::new(),
     ));
