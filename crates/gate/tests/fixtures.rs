@@ -139,7 +139,7 @@ fn every_fixture_gets_the_expected_verdict_in_both_directions() {
 
 #[test]
 fn every_fixture_file_is_in_the_table_and_uses_crlf() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let dir = common::testdata();
     for entry in std::fs::read_dir(dir).expect("testdata") {
         let name = entry
             .expect("entry")

@@ -10,10 +10,19 @@ pub const ALICE: &str = "alice@example.org";
 const BEGIN: &str = "-----BEGIN PGP MESSAGE-----";
 const END: &str = "-----END PGP MESSAGE-----";
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The fixture directory. `cargo test` sets `CARGO_MANIFEST_DIR` when it
+/// runs a test, which stays right when a shared target directory holds a
+/// binary built from another checkout; the compile-time value is the
+/// fallback for running the binary by hand.
+pub fn testdata() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
         .join("testdata")
-        .join(name);
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = testdata().join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
