@@ -7,6 +7,7 @@ a VM. See tests-vm/README.md for the list.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
 import ipaddress
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import smtplib
 import ssl
 import string
 import time
@@ -289,3 +291,97 @@ def accepted_chat(sender: Account, receiver: Account):
     """A one-to-one chat from `sender` to `receiver`, already accepted by both."""
     receiver.create_chat(sender)
     return sender.create_chat(receiver)
+
+
+def _packet(tag: int, body: bytes) -> bytes:
+    """An OpenPGP packet with a new-format header and a 5-octet length (RFC 9580 §4.2)."""
+    return bytes([0xC0 | tag, 0xFF]) + len(body).to_bytes(4, "big") + body
+
+
+def _armored_packets(payload: int) -> str:
+    """ASCII armor (RFC 9580 §6.2) of a PKESK (v3, RSA, random MPI) and a SEIPD (v1)
+    holding `payload` random bytes: the shape the gate accepts (docs/specifications.md §2)."""
+    mpi = bytes([0x80]) + secrets.token_bytes(255)
+    pkesk = bytes([3]) + secrets.token_bytes(8) + bytes([1]) + (2048).to_bytes(2, "big") + mpi
+    seipd = bytes([1]) + secrets.token_bytes(max(payload, 32))
+    text = base64.b64encode(_packet(1, pkesk) + _packet(18, seipd)).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return "-----BEGIN PGP MESSAGE-----\r\n\r\n" + "\r\n".join(lines) + "\r\n-----END PGP MESSAGE-----\r\n"
+
+
+def encrypted_message(sender: str, recipient: str, size: int, message_id: str) -> bytes:
+    """An encrypted-shaped message (RFC 3156 `multipart/encrypted`) of about `size`
+    bytes (within a few hundred) with the given Message-ID. The relay never
+    decrypts, so random packet contents pass its gate like real ones."""
+
+    def build(payload: int) -> bytes:
+        return (
+            f"From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: [...]\r\n"
+            f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+            f"Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n'
+            '\tboundary="b1"\r\n\r\n'
+            "--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
+            '--b1\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n\r\n'
+            f"{_armored_packets(payload)}\r\n--b1--\r\n"
+        ).encode()
+
+    # Armor grows by 4/3 and a line end per 64 characters: about 1.375 bytes per byte.
+    payload = max(size - len(build(0)), 0) * 64 // 88
+    return build(payload)
+
+
+def submit(relay: Relay, sender: str, password: str, recipient: str, message: bytes):
+    """Submits `message` over implicit TLS; returns (code, text) of the first refusal,
+    or (250, "") when the message was accepted. smtplib sends `SIZE=`, so the relay
+    can refuse a recipient over quota at `RCPT` (RFC 1870)."""
+    with smtplib.SMTP_SSL(relay.host, relay.submissions_port, context=insecure_tls(), timeout=60) as smtp:
+        smtp.login(sender, password)
+        try:
+            smtp.sendmail(sender, [recipient], message)
+        except smtplib.SMTPRecipientsRefused as refused:
+            code, text = refused.recipients[recipient]
+            return code, text.decode(errors="replace")
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as refused:
+            return refused.smtp_code, refused.smtp_error.decode(errors="replace")
+    return 250, ""
+
+
+def inbox(relay: Relay, address: str, password: str) -> dict[str, dict]:
+    """The INBOX of an account by Message-ID: uid, size, internal date (Unix time) and flags.
+    Logging in counts as activity for the account (docs/specifications.md §5)."""
+    with imap_login(relay, address, password) as imap:
+        status, data = imap.select("INBOX", readonly=True)
+        assert status == "OK", data
+        if int(data[0]) == 0:
+            return {}
+        status, data = imap.uid(
+            "FETCH", "1:*", "(UID RFC822.SIZE INTERNALDATE FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+        )
+        assert status == "OK", data
+    messages = {}
+    for index, item in enumerate(data):
+        if not isinstance(item, tuple):
+            continue
+        # Items after the literal come as the next element, e.g. b" FLAGS (...))".
+        after = data[index + 1] if index + 1 < len(data) and isinstance(data[index + 1], bytes) else b""
+        raw_meta = item[0] + after
+        meta, header = raw_meta.decode(), item[1].decode()
+        message_id = re.search(r"(?im)^message-id:\s*(\S+)", header).group(1)
+        flags = re.search(r"FLAGS \(([^)]*)\)", meta).group(1)
+        messages[message_id] = {
+            "uid": int(re.search(r"UID (\d+)", meta).group(1)),
+            "size": int(re.search(r"RFC822\.SIZE (\d+)", meta).group(1)),
+            "date": time.mktime(imaplib.Internaldate2tuple(raw_meta)),
+            "flags": flags.split(),
+        }
+    return messages
+
+
+def mark_seen(relay: Relay, address: str, password: str, uids: list[int]):
+    """Sets `\\Seen` on the given messages of the account's INBOX."""
+    with imap_login(relay, address, password) as imap:
+        imap.select("INBOX")
+        for uid in uids:
+            status, data = imap.uid("STORE", str(uid), "+FLAGS", "(\\Seen)")
+            assert status == "OK", data

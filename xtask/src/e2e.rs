@@ -17,10 +17,14 @@
 //!    relay `127.0.0.1` on 993/465/443;
 //!    Relays 1 and 2 (or the main relay) publish server METADATA and TURN
 //!    credentials ([`RelaySpec::with_features`]). In both set-ups a
-//!    no-log relay (`_nolog.test`, free high loopback ports) runs too;
+//!    no-log relay (`_nolog.test`, free high loopback ports) runs too, and,
+//!    when libfaketime is installed, the clock relay (`_clock.test`, free
+//!    high loopback ports, a small quota, its wall clock moved by the
+//!    scenarios through [`relay::FakeClock`]);
 //! 4. the relays start and are ready once every listening port accepts;
-//! 5. pytest runs once per relay set ([`PytestRun`]), the last one
-//!    `test_no_log.py` against the no-log relay: the relays are
+//! 5. pytest runs once per relay set ([`PytestRun`]), the last ones
+//!    `test_no_log.py` against the no-log relay and
+//!    `test_quota_retention.py` against the clock relay: the relays are
 //!    described by `MADMAIL_*` and `MADMAIL2_*` variables (see
 //!    `tests-vm/README.md`);
 //! 6. the relays are killed (also when anything above fails: [`Relay`]
@@ -42,7 +46,7 @@ mod federation;
 #[path = "e2e_relay.rs"]
 mod relay;
 
-pub(crate) use relay::{Relay, RelaySpec};
+pub(crate) use relay::{FakeClock, Relay, RelaySpec};
 
 /// Options of `cargo xtask e2e`.
 #[derive(clap::Args, Debug, Clone)]
@@ -93,6 +97,7 @@ pub fn run(opts: E2eOptions) -> Result<()> {
         false => federation::start(&madmail, &scratch.path, &opts)?,
     };
     add_no_log_relay(&mut topology, &madmail, &scratch.path, &opts)?;
+    add_clock_relay(&mut topology, &madmail, &scratch.path, &opts)?;
     let mut passed = true;
     for pytest in &topology.runs {
         println!("===== scenarios: {} =====", pytest.label);
@@ -195,6 +200,68 @@ fn add_no_log_relay(
         env,
     });
     Ok(())
+}
+
+/// Quota of the clock relay: small, so that a few messages of about
+/// 100 kB reach the trim threshold and the limit.
+const CLOCK_RELAY_QUOTA: u64 = 1_050_000;
+
+/// Starts the clock relay (`_clock.test` on free high loopback ports, a
+/// quota of [`CLOCK_RELAY_QUOTA`] bytes, no sending rate limit worth
+/// mentioning, default retention) under libfaketime, and adds the run of
+/// `test_quota_retention.py`, which moves its clock through the offset file
+/// (`MADMAIL_FAKETIME_FILE`) and runs `madmail expire` on the same clock.
+/// Without libfaketime the run is left out, with a note.
+fn add_clock_relay(
+    topology: &mut Topology,
+    madmail: &Path,
+    scratch: &Path,
+    opts: &E2eOptions,
+) -> Result<()> {
+    let mut spec = clock_relay_spec()?;
+    fs::create_dir_all(scratch.join(spec.name))?;
+    let Some(clock) = FakeClock::create(scratch.join(spec.name).join("faketime"))? else {
+        println!(
+            "SKIP: quota, trim and retention scenarios need libfaketime \
+             (Debian package `faketime`)"
+        );
+        return Ok(());
+    };
+    spec.env = clock.env();
+    let mut relay = Relay::start(madmail, scratch, &spec, &opts.log_level)?;
+    relay.wait_ready()?;
+    let mut env = spec.scenario_env("MADMAIL");
+    env.extend([
+        ("MADMAIL_LOG".into(), relay.log.display().to_string()),
+        ("MADMAIL_BIN".into(), madmail.display().to_string()),
+        ("MADMAIL_CONFIG".into(), relay.config.display().to_string()),
+        ("MADMAIL_QUOTA".into(), CLOCK_RELAY_QUOTA.to_string()),
+        (
+            "MADMAIL_FAKETIME_LIB".into(),
+            clock.library.display().to_string(),
+        ),
+        (
+            "MADMAIL_FAKETIME_FILE".into(),
+            clock.file.display().to_string(),
+        ),
+    ]);
+    topology.relays.push(relay);
+    topology.runs.push(PytestRun {
+        label: "clock relay",
+        paths: vec!["tests-vm/scenarios/test_quota_retention.py"],
+        env,
+    });
+    Ok(())
+}
+
+/// The clock relay's listeners and limits (its clock comes on top).
+fn clock_relay_spec() -> Result<RelaySpec> {
+    let mut spec = RelaySpec::loopback("clock", "_clock.test")?;
+    spec.extra_toml = format!(
+        "\n[limits]\nmax_mailbox_size = {CLOCK_RELAY_QUOTA}\n\
+         max_user_send_per_minute = 10000\nmax_user_send_burst = 1000\n"
+    );
+    Ok(spec)
 }
 
 /// The workspace checkout: the parent of this crate, else the nearest
@@ -338,5 +405,31 @@ impl Drop for Scratch {
             // Best effort: a leftover temp dir is harmless.
             let _ = fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_relay_has_the_small_quota_and_default_retention() {
+        let spec = clock_relay_spec().unwrap();
+        let text = spec.config_toml(Path::new("/tmp/s"), "info");
+        let config = chatmail_config::parse(&text).unwrap().config;
+        assert_eq!(config.limits.max_mailbox_size, CLOCK_RELAY_QUOTA);
+        assert!(
+            config.limits.max_user_send_burst >= 100,
+            "scenarios send bursts"
+        );
+        // The scenarios expect the default rules (docs/specifications.md §5).
+        assert_eq!(config.retention.delete_mails_after, 20);
+        assert_eq!(config.retention.delete_large_after, 7);
+        assert_eq!(config.retention.large_message_size, 200_000);
+        assert_eq!(config.retention.delete_inactive_users_after, 90);
+        assert!(
+            !config.log.no_log,
+            "the scenarios read `expiry done` from the log"
+        );
     }
 }
