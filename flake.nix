@@ -12,11 +12,7 @@
   };
 
   outputs =
-    {
-      self,
-      nixpkgs,
-      rust-overlay,
-    }:
+    { self, nixpkgs, rust-overlay }:
     let
       inherit (nixpkgs) lib;
       systems = [
@@ -152,9 +148,34 @@
         pkgs:
         let
           b = build pkgs;
-          vmTest = import ./tests-vm/basic.nix {
+          vmTest = file: import file {
             inherit pkgs;
             module = self.nixosModules.default;
+          };
+
+          # The module in a real NixOS evaluation, for its rendered unit.
+          relay = nixpkgs.lib.nixosSystem {
+            modules = [
+              self.nixosModules.default
+              {
+                nixpkgs.hostPlatform = pkgs.stdenv.hostPlatform.system;
+                system.stateVersion = lib.trivial.release;
+                services.madmail = {
+                  enable = true;
+                  domain = "chat.example.org";
+                  stateVersion = 1;
+                };
+                security.acme = {
+                  acceptTerms = true;
+                  defaults.email = "admin@example.org";
+                };
+              }
+            ];
+          };
+
+          nixFiles = lib.fileset.toSource {
+            root = ./.;
+            fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ./.;
           };
         in
         {
@@ -170,7 +191,26 @@
                   || { echo "$results" | ${lib.getExe pkgs.jq} '.[] | select(.ok | not)'; exit 1; }
                 touch $out
               '';
-          vm-basic = vmTest;
+          # The same checks as `cargo xtask nix-check`.
+          nix-lint = pkgs.runCommand "madmail-nix-lint" { nativeBuildInputs = [ pkgs.nixpkgs-fmt pkgs.deadnix ]; } ''
+            cd ${nixFiles}
+            nixpkgs-fmt --check $(find . -name '*.nix')
+            deadnix --fail .
+            touch $out
+          '';
+          # systemd's "OK" ends at an exposure of 4.9 (the threshold is in tenths).
+          unit-security = pkgs.runCommand "madmail-unit-security" { nativeBuildInputs = [ pkgs.systemd ]; } ''
+            systemd-analyze security --offline=true --threshold=49 --no-pager \
+              ${relay.config.systemd.units."madmail.service".unit}/madmail.service > $out
+            grep 'Overall exposure level' $out
+          '';
+        }
+        // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+          # NixOS VM tests (need KVM); see the comment at the top of each file.
+          vm-basic = vmTest ./tests-vm/basic.nix;
+          vm-federation = vmTest ./tests-vm/federation.nix;
+          vm-acme = vmTest ./tests-vm/acme.nix;
+          vm-firewall = vmTest ./tests-vm/firewall.nix;
         }
       );
 
@@ -184,7 +224,7 @@
                 "rustfmt"
               ];
             })
-            pkgs.nixfmt-rfc-style
+            pkgs.nixpkgs-fmt
             pkgs.deadnix
             pkgs.python3
             pkgs.deltachat-rpc-server
@@ -192,6 +232,7 @@
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+      # The same formatter `cargo xtask nix-check` enforces.
+      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
     };
 }

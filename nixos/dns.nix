@@ -6,14 +6,10 @@
 # get the same records as public ones (test DNS servers serve them).
 #
 # DKIM is a two-step flow: madmail creates its key on first start
-# (`/var/lib/madmail/dkim-<selector>.pem`); the operator copies the public
-# key into `dns.dkimPublicKey` and rebuilds, and the DKIM record appears.
-{
-  config,
-  lib,
-  pkgs,
-  ...
-}:
+# (`/var/lib/madmail/dkim/dkim-<selector>.pem`); the operator copies the
+# public key into `dns.dkimPublicKey` and rebuilds, and the DKIM record
+# appears.
+{ config, lib, pkgs, ... }:
 
 let
   inherit (lib) mkOption types;
@@ -111,8 +107,8 @@ in
 
     caaIssuer = mkOption {
       type = types.nullOr types.str;
-      default = if cfg.tls.mode == "acme" then "letsencrypt.org" else null;
-      defaultText = lib.literalMD "`letsencrypt.org` when `tls.mode` is `acme`, else null";
+      default = if lib.elem cfg.tls.mode [ "acme" "builtin-acme" ] then "letsencrypt.org" else null;
+      defaultText = lib.literalMD "`letsencrypt.org` when `tls.mode` is `acme` or `builtin-acme`, else null";
       description = "Certificate authority allowed to issue for the domain (a CAA record, RFC 8659); null for none.";
     };
 
@@ -122,8 +118,9 @@ in
       description = ''
         The DKIM public key (the base64 `p=` value), known only after the
         first start created the private key in
-        `/var/lib/madmail/dkim-<selector>.pem`. For an RSA key:
-        `openssl pkey -in /var/lib/madmail/dkim-opendkim.pem -pubout -outform DER | base64 -w0`;
+        `/var/lib/madmail/dkim/dkim-<selector>.pem` (`madmail dns` prints
+        the whole record). For an RSA key:
+        `openssl pkey -in /var/lib/madmail/dkim/dkim-opendkim.pem -pubout -outform DER | base64 -w0`;
         for an ed25519 key, the raw 32 key bytes (RFC 8463):
         `openssl pkey -in ... -pubout -outform DER | tail -c 32 | base64 -w0`.
         While null, the DKIM record is missing from {option}`records` and
@@ -159,7 +156,7 @@ in
     warnings = lib.optional (!isIp && dns.dkimPublicKey == null) ''
       services.madmail.dns.dkimPublicKey is not set, so the DNS records lack DKIM
       and other relays will reject mail from ${domain}. After the first start, set it
-      to the public key of /var/lib/madmail/dkim-${cfg.settings.dkim.selector}.pem (see docs/nix.md).
+      to the public key of /var/lib/madmail/dkim/dkim-${cfg.settings.dkim.selector}.pem (see docs/nix.md).
     '';
   };
 }

@@ -11,12 +11,7 @@
 # but CAP_NET_BIND_SERVICE; the on-disk format generation (`stateVersion`) is
 # recorded in the state directory and a mismatch stops the service instead of
 # letting it touch data it may not understand.
-{
-  config,
-  lib,
-  pkgs,
-  ...
-}:
+{ config, lib, pkgs, ... }:
 
 let
   inherit (lib) mkOption types;
@@ -98,9 +93,9 @@ in
       type = types.bool;
       default = false;
       description = ''
-        Whether to open exactly the TCP ports of the enabled services (the
-        ports in `settings.listen`, plus port 80 while ACME answers HTTP-01
-        challenges itself).
+        Whether to open exactly the TCP ports of the enabled services: the
+        ports in `settings.listen` (an empty list opens nothing), plus the
+        port lego answers HTTP-01 challenges on with `tls.mode = "acme"`.
       '';
     };
 

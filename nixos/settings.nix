@@ -61,6 +61,7 @@ types.submodule {
       imap = listen "143" "IMAP with STARTTLS";
       imaps = listen "993" "IMAP with implicit TLS";
       https = listen "443" "HTTPS (account creation, `/mxdeliv` federation, web pages)";
+      http = listen "80" "plain HTTP (redirects to HTTPS; answers the HTTP-01 challenges of madmail's own ACME client)";
     };
 
     registration.open = mkOption {

@@ -6,7 +6,11 @@
 #   in place so the relay can start; a failed order is retried every 15
 #   minutes (a new relay's DNS often is not there yet). Each new certificate
 #   restarts the relay (`reloadServices`), which reads the files in place
-#   through the certificate's group.
+#   through the certificate's group. lego answers the HTTP-01 challenges on
+#   port 80 itself, so madmail's own port 80 listener is off by default.
+# - `builtin-acme`: madmail's own ACME client (`[tls] mode = "acme"`):
+#   challenges answered on madmail's port 80, the certificate kept in the
+#   state directory and swapped in without a restart.
 # - `self-signed` (default for IPv4 and `_`-prefixed domains): madmail
 #   generates and keeps its own certificate in the state directory.
 # - `files`: certificate and key from paths outside the Nix store, handed to
@@ -27,14 +31,20 @@ let
 
   inStore = path: path != null && lib.hasPrefix builtins.storeDir (toString path);
 
-  httpPort =
-    address: if address == null then null else lib.toInt (lib.last (lib.splitString ":" address));
+  portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
+
+  # The port lego listens on for HTTP-01 challenges, or null.
+  legoPort = if acmeCert.listenHTTP == null then null else portOf acmeCert.listenHTTP;
+
+  # Both ACME modes need a name a public CA can validate.
+  acmeMode = tls.mode == "acme" || tls.mode == "builtin-acme";
 in
 {
   options.services.madmail.tls = {
     mode = mkOption {
       type = types.enum [
         "acme"
+        "builtin-acme"
         "self-signed"
         "files"
       ];
@@ -42,7 +52,11 @@ in
       defaultText = lib.literalMD "`self-signed` for IPv4 and `_`-prefixed domains, else `acme`";
       description = ''
         Where the certificate comes from: `acme` (NixOS' `security.acme`
-        with `mta-sts.` and `www.` names), `self-signed` (made by madmail on
+        with `mta-sts.` and `www.` names; lego answers the challenges on
+        port 80), `builtin-acme` (madmail's own ACME client, challenges on
+        madmail's port 80, certificates swapped without a restart; set
+        `settings.tls.acme_contact` and, for another CA,
+        `settings.tls.acme_directory`), `self-signed` (made by madmail on
         first start) or `files` ({option}`certFile` and {option}`keyFile`).
       '';
     };
@@ -71,8 +85,17 @@ in
       {
         assertions = [
           {
-            assertion = tls.mode != "acme" || !wantsSelfSigned;
-            message = "services.madmail.tls.mode = \"acme\" needs a public DNS name; ${domain} cannot get an ACME certificate (use \"self-signed\").";
+            assertion = !acmeMode || !wantsSelfSigned;
+            message = "services.madmail.tls.mode = \"${tls.mode}\" needs a public DNS name; ${domain} cannot get an ACME certificate (use \"self-signed\").";
+          }
+          {
+            assertion = tls.mode != "builtin-acme" || cfg.settings.listen.http != [ ];
+            message = "services.madmail.tls.mode = \"builtin-acme\" answers HTTP-01 challenges on madmail's port 80; services.madmail.settings.listen.http must not be empty.";
+          }
+          {
+            assertion =
+              tls.mode != "acme" || legoPort == null || !(lib.elem legoPort (map portOf cfg.settings.listen.http));
+            message = "services.madmail.settings.listen.http and security.acme.certs.${domain}.listenHTTP both want port ${toString legoPort}; leave listen.http empty (the default with `acme`), or answer challenges with dnsProvider.";
           }
           {
             assertion = tls.mode != "files" || (tls.certFile != null && tls.keyFile != null);
@@ -89,6 +112,10 @@ in
         services.madmail.settings.tls.mode = "self-signed";
       })
 
+      (lib.mkIf (tls.mode == "builtin-acme") {
+        services.madmail.settings.tls.mode = "acme";
+      })
+
       (lib.mkIf (tls.mode == "files") {
         services.madmail.settings.tls = {
           mode = "files";
@@ -102,10 +129,14 @@ in
       })
 
       (lib.mkIf (tls.mode == "acme") {
-        services.madmail.settings.tls = {
-          mode = "files";
-          cert_path = "${acmeCert.directory}/fullchain.pem";
-          key_path = "${acmeCert.directory}/key.pem";
+        services.madmail.settings = {
+          tls = {
+            mode = "files";
+            cert_path = "${acmeCert.directory}/fullchain.pem";
+            key_path = "${acmeCert.directory}/key.pem";
+          };
+          # Port 80 belongs to lego while it answers challenges.
+          listen.http = lib.mkIf (legoPort != null) (lib.mkDefault [ ]);
         };
 
         security.acme.certs.${domain} = {
@@ -115,8 +146,9 @@ in
           ];
           reloadServices = [ "madmail.service" ];
           group = lib.mkDefault "madmail";
-          # madmail does not serve port 80; lego answers HTTP-01 itself.
-          # Set it to null when using `webroot` or `dnsProvider` instead.
+          # lego answers HTTP-01 itself. Set it to null when using
+          # `dnsProvider` instead; madmail's port 80 (`listen.http`) then
+          # redirects to HTTPS again.
           listenHTTP = lib.mkDefault ":80";
         };
 
@@ -132,9 +164,7 @@ in
           serviceConfig.SupplementaryGroups = [ acmeCert.group ];
         };
 
-        networking.firewall.allowedTCPPorts = lib.mkIf (cfg.openFirewall && httpPort acmeCert.listenHTTP != null) [
-          (httpPort acmeCert.listenHTTP)
-        ];
+        networking.firewall.allowedTCPPorts = lib.mkIf (cfg.openFirewall && legoPort != null) [ legoPort ];
       })
     ]
   );

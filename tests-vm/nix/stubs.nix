@@ -32,6 +32,7 @@ let
       wants = mkOption { type = types.listOf types.str; default = [ ]; };
       after = mkOption { type = types.listOf types.str; default = [ ]; };
       restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      environment = mkOption { type = types.attrsOf types.str; default = { }; };
       serviceConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
       unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
     };
@@ -51,7 +52,7 @@ let
     }
   );
 
-  formats.toml = { }: {
+  formats.toml = {}: {
     type = (types.attrsOf types.anything) // { description = "TOML value"; };
     generate = name: value: fakeDrv name { inherit value; };
   };
