@@ -37,6 +37,9 @@
           ./Cargo.lock
           ./crates
           ./xtask
+          # The Debian unit and example config, embedded by `madmail install`.
+          ./dist/madmail.service
+          ./dist/chatmail.toml.example
         ];
       };
 

@@ -267,7 +267,7 @@ fn clock_relay_spec() -> Result<RelaySpec> {
 /// The workspace checkout: the parent of this crate, else the nearest
 /// ancestor of the working directory that holds `tests-vm/`.
 fn workspace_root() -> Result<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = crate::manifest_dir();
     let cwd = std::env::current_dir()?;
     manifest
         .parent()

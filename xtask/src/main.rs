@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask docs|test|e2e|bench`.
+//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench`.
 
 mod bench;
 mod demo;
+mod dist;
 mod docs;
 mod e2e;
 mod nix;
@@ -22,12 +23,16 @@ struct Cli {
 enum Task {
     /// Regenerate docs/config.md from the configuration schema.
     Docs,
-    /// The whole test suite: unit, session and server tests, then the
+    /// The whole test suite: unit, session and server tests, the Nix
+    /// checks, the static build check (`dist --check`), then the
     /// end-to-end scenarios with real Delta Chat clients.
     Test(e2e::E2eOptions),
     /// Nix checks: parse every .nix file; module evaluation tests when
     /// NIXPKGS_LIB points at a nixpkgs `lib` checkout.
     NixCheck,
+    /// Static musl release binaries for Debian: build, check linkage,
+    /// rebuild to compare bytes, write the tarballs.
+    Dist(dist::DistOptions),
     /// Only the end-to-end scenarios with real Delta Chat clients.
     E2e(e2e::E2eOptions),
     /// Submission throughput and 250-to-EXISTS latency (release build).
@@ -40,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         Task::Docs => docs::run(&root),
         Task::Test(options) => test(&root, options),
         Task::NixCheck => nix::check(&root),
+        Task::Dist(options) => dist::run(&root, options),
         Task::E2e(options) => e2e::run(options),
         Task::Bench(options) => bench::run(&root, options),
     }
@@ -48,6 +54,13 @@ fn main() -> anyhow::Result<()> {
 fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
     cargo(root, &["test", "--workspace", "--locked"])?;
     nix::check(root)?;
+    dist::run(
+        root,
+        dist::DistOptions {
+            check: true,
+            ..Default::default()
+        },
+    )?;
     e2e::run(e2e)
 }
 
@@ -65,8 +78,18 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This crate's directory. `cargo xtask` (a `cargo run` alias) sets
+/// `CARGO_MANIFEST_DIR` at run time, which stays right when a shared target
+/// directory holds an xtask binary built from another checkout; the
+/// compile-time value is the fallback for running the binary by hand.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))

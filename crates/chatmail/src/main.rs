@@ -8,6 +8,7 @@ mod demo;
 mod dns;
 mod expire;
 mod federation;
+mod install;
 mod logging;
 mod server;
 
@@ -74,6 +75,14 @@ enum Command {
         #[command(flatten)]
         options: expire::ExpireOptions,
     },
+    /// Set up this Debian host: the `madmail` user, /etc/madmail with a
+    /// configuration for DOMAIN (an existing one is kept), /var/lib/madmail,
+    /// the binary in /usr/local/bin and the systemd unit; prints the DNS
+    /// records.
+    Install(install::InstallOptions),
+    /// Remove the binary and the unit; configuration and state (accounts,
+    /// mail, DKIM key) only with `--purge`.
+    Uninstall(install::UninstallOptions),
     /// Print the version.
     Version,
 }
@@ -129,6 +138,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let settings = chatmail_config::load(&config)?;
             runtime()?.block_on(accounts::run(settings, command))
         }
+        Command::Install(options) => install::install(options),
+        Command::Uninstall(options) => install::uninstall(options),
     }
 }
 
