@@ -87,6 +87,13 @@ enum Command {
     Version,
 }
 
+/// The static (musl) binary uses mimalloc: musl's allocator costs about 40 %
+/// more memory per idle connection (docs/benchmarks.md, "Idle IMAP
+/// connections"). glibc builds keep the system allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
