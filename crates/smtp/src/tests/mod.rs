@@ -171,6 +171,27 @@ fn tls_config() -> (
     (Arc::new(config), cert)
 }
 
+/// Runs a rustls client handshake over `stream` that trusts the harness
+/// certificate (the name `example.org`).
+pub async fn tls_handshake<S>(harness: &Harness, stream: S) -> tokio_rustls::client::TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(harness.cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("example.org").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .unwrap()
+}
+
 /// The client end of a transcript.
 pub struct Client<S> {
     stream: BufReader<S>,

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tokio_util::sync::CancellationToken;
 
-use super::{Client, Harness, PASSWORD};
+use super::{Client, Harness, PASSWORD, tls_handshake};
 use crate::Mode;
 
 const ALICE: &str = "alice0001@example.org";
@@ -24,20 +24,7 @@ async fn connect_from(
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let tcp = socket.connect(server).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.cert.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from("example.org").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let mut client = Client::new(tls);
+    let mut client = Client::new(tls_handshake(harness, tcp).await);
     assert!(client.reply().await.starts_with("220 "));
     client.expect("EHLO client", "250").await;
     client

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tokio::io::DuplexStream;
-use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Client, Harness, PASSWORD};
+use super::{Client, Harness, PASSWORD, tls_handshake};
 use crate::{Mode, handle_connection};
 
 const ALICE: &str = "alice0001@example.org";
@@ -27,21 +26,6 @@ fn start(harness: &Harness, mode: Mode) -> DuplexStream {
     client
 }
 
-/// Runs a rustls client handshake that trusts the harness certificate.
-async fn handshake(harness: &Harness, stream: DuplexStream) -> TlsStream<DuplexStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.cert.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls_pki_types::ServerName::try_from("example.org").unwrap();
-    connector.connect(name, stream).await.unwrap()
-}
-
 #[tokio::test]
 async fn starttls_discards_pipelined_injection() {
     let harness = Harness::new("").await;
@@ -55,7 +39,7 @@ async fn starttls_discards_pipelined_injection() {
         format!("STARTTLS\r\nEHLO evil\r\nAUTH PLAIN {token}\r\nMAIL FROM:<{ALICE}>\r\n");
     plain.send(injected.as_bytes()).await;
     assert_eq!(plain.reply().await, "220 2.0.0 Ready to start TLS\r\n");
-    let mut tls = Client::new(handshake(&harness, plain.into_inner()).await);
+    let mut tls = Client::new(tls_handshake(&harness, plain.into_inner()).await);
     // No greeting after the handshake; the first reply answers our command.
     tls.expect(&format!("MAIL FROM:<{ALICE}>"), "503 5.5.1 Send EHLO first")
         .await;
@@ -77,7 +61,7 @@ async fn starttls_discards_pipelined_injection() {
 #[tokio::test]
 async fn implicit_tls_greets_and_offers_auth() {
     let harness = Harness::new("").await;
-    let stream = handshake(&harness, start(&harness, Mode::ImplicitTls)).await;
+    let stream = tls_handshake(&harness, start(&harness, Mode::ImplicitTls)).await;
     let mut client = Client::new(stream);
     client.login(ALICE).await;
     client.expect("QUIT", "221").await;
