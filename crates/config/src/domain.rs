@@ -1,6 +1,6 @@
 //! The relay's mail domain: a DNS name or an IPv4 literal.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The domain part of every local address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +73,35 @@ impl MailDomain {
     }
 }
 
+/// The address of an IP-literal domain part, `[1.2.3.4]` or
+/// `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3); `None` for anything else.
+pub fn ip_literal(domain_part: &str) -> Option<IpAddr> {
+    let inner = domain_part.strip_prefix('[')?.strip_suffix(']')?;
+    match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+            inner[5..].parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        }
+        _ => inner.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_literals_parse_v4_and_tagged_v6() {
+        assert_eq!(ip_literal("[1.2.3.4]"), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(ip_literal("[IPv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            ip_literal("[ipv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(ip_literal("[::1]"), None);
+        assert_eq!(ip_literal("1.2.3.4"), None);
+        assert_eq!(ip_literal("[not-an-ip]"), None);
+        assert_eq!(ip_literal("example.org"), None);
+    }
 
     #[test]
     fn ip_domain_uses_brackets_in_addresses() {

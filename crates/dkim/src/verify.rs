@@ -13,7 +13,6 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use mail_auth::common::parse::TxtRecordParser as _;
@@ -89,15 +88,13 @@ impl fmt::Display for OriginError {
 impl std::error::Error for OriginError {}
 
 /// Checks that `message` carries a valid DKIM signature of `from_domain`
-/// (the domain of its From address). IP-literal domains pass unchecked.
+/// (the domain of its From address). An IP literal has no DNS, so it never
+/// passes here: its origin is the connecting address (`chatmail-inbound`).
 pub async fn verify<R: TxtLookup + ?Sized>(
     message: &[u8],
     from_domain: &str,
     resolver: &R,
 ) -> Result<(), OriginError> {
-    if is_ip_literal(from_domain) {
-        return Ok(()); // docs/specifications.md §2: IP-literal From domains skip DKIM
-    }
     let signatures = field_names(message)
         .filter(|name| name.eq_ignore_ascii_case(b"DKIM-Signature"))
         .count();
@@ -191,17 +188,6 @@ fn not_found() -> Txt {
 fn aligned(d: &str, from_domain: &str) -> bool {
     d.trim_end_matches('.')
         .eq_ignore_ascii_case(from_domain.trim_end_matches('.'))
-}
-
-/// `[1.2.3.4]` or `[IPv6:...]` (RFC 5321 §4.1.3).
-fn is_ip_literal(domain: &str) -> bool {
-    let Some(inner) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
-        return false;
-    };
-    match inner.get(..5) {
-        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..].parse::<Ipv6Addr>().is_ok(),
-        _ => inner.parse::<Ipv4Addr>().is_ok(),
-    }
 }
 
 /// The fetched key records, served to mail-auth as its TXT cache. Any
@@ -462,10 +448,12 @@ mod tests {
     }
 
     #[test]
-    fn ip_literal_from_domains_skip_dkim() {
+    fn ip_literals_have_no_signature_to_pass() {
         let dns = StaticTxt::new();
-        assert_eq!(check(MESSAGE, "[1.2.3.4]", &dns), Ok(()));
-        assert_eq!(check(MESSAGE, "[IPv6:2001:db8::1]", &dns), Ok(()));
+        assert_eq!(
+            check(MESSAGE, "[1.2.3.4]", &dns),
+            Err(OriginError::NoSignature)
+        );
         assert_eq!(
             check(MESSAGE, "[not-an-ip]", &dns),
             Err(OriginError::NoSignature)

@@ -166,7 +166,10 @@ mod tests {
     fn refuses_version_header_on_submission_only() {
         let a = armor("Version: X 1.0\r\n\r\nAQID\r\n");
         assert_eq!(decode(&a, SUB), Err(ArmorError::VersionHeader));
-        assert_eq!(decode(&a, Direction::Inbound), Ok(vec![1, 2, 3]));
+        assert_eq!(
+            decode(&a, Direction::Inbound { null_sender: false }),
+            Ok(vec![1, 2, 3])
+        );
     }
 
     #[test]

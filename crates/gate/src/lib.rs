@@ -3,11 +3,14 @@
 //!
 //! Flow of [`check`]:
 //! 1. refuse input over [`MAX_MESSAGE_SIZE`], parse the MIME tree once;
+//!    refuse a part with a structural header (`Content-Type`,
+//!    `Content-Transfer-Encoding`, `MIME-Version`) given twice, since
+//!    readers disagree on which one counts;
 //! 2. `multipart/encrypted` messages go through [`mime`] (rules 1-4),
 //!    [`armor`] (rule 4) and [`packets`] (rule 5) -> [`Accepted::Encrypted`];
 //! 3. anything else may still be one of the [`exceptions`]: SecureJoin
 //!    (both directions), Autocrypt Setup Message (submission), bounce
-//!    (inbound);
+//!    (inbound, and only from the null envelope sender);
 //! 4. otherwise [`Rejected`], whose text names the failed rule for the log.
 //!    The client only ever sees [`REJECT_TEXT`].
 //!
@@ -39,7 +42,11 @@ pub enum Direction<'a> {
         recipients: &'a [String],
     },
     /// From another relay (port 25, `/mxdeliv`).
-    Inbound,
+    Inbound {
+        /// Whether the envelope sender is null (`<>`): only then may the
+        /// message be a bounce (RFC 5321 §4.5.5, RFC 3464 §2).
+        null_sender: bool,
+    },
 }
 
 /// Why a message was accepted.
@@ -91,6 +98,10 @@ fn check_parsed(raw: &[u8], direction: Direction<'_>) -> Result<Accepted, Reject
     let Some(message) = MessageParser::default().parse(raw) else {
         return Err(reject("not an RFC 5322 message"));
     };
+    // Two readers of one message must never see different structures.
+    if let Some(name) = mime::repeated_structural_header(&message) {
+        return Err(reject(format!("more than one {name} header in one part")));
+    }
     let cause = match encrypted(&message, direction) {
         Ok(()) => return Ok(Accepted::Encrypted),
         Err(cause) => cause,
@@ -121,7 +132,9 @@ fn exception(
             exceptions::is_autocrypt_setup(message, sender, recipients)
                 .then_some(Accepted::AutocryptSetup)
         }
-        Direction::Inbound => exceptions::is_bounce(message).then_some(Accepted::Bounce),
+        Direction::Inbound { null_sender } => {
+            (null_sender && exceptions::is_bounce(message)).then_some(Accepted::Bounce)
+        }
     };
     Ok(accepted)
 }
@@ -133,6 +146,8 @@ fn reject(cause: impl std::fmt::Display) -> Rejected {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const INBOUND: Direction<'static> = Direction::Inbound { null_sender: false };
 
     const PLAIN: &[u8] =
         b"From: a@example.org\r\nSubject: my-secret-subject\r\n\r\nmy-secret-body\r\n";
@@ -147,7 +162,7 @@ mod tests {
 
     #[test]
     fn rejection_cause_never_quotes_the_message() {
-        let Err(Rejected(cause)) = check(PLAIN, Direction::Inbound) else {
+        let Err(Rejected(cause)) = check(PLAIN, INBOUND) else {
             panic!("plain text accepted");
         };
         assert!(!cause.contains("secret"), "{cause}");
@@ -163,7 +178,7 @@ mod tests {
         };
         assert_eq!(check(raw, sub), Ok(Accepted::SecureJoin));
         let spam = b"Secure-Join: vc-request\r\n\r\nbuy now\r\n";
-        let cause = check(spam, Direction::Inbound).map_err(|r| r.0);
+        let cause = check(spam, INBOUND).map_err(|r| r.0);
         assert_eq!(
             cause,
             Err("Secure-Join body does not match its header".into())
@@ -172,7 +187,7 @@ mod tests {
 
     #[test]
     fn rejects_input_that_is_not_a_message() {
-        assert!(check(b"", Direction::Inbound).is_err());
-        assert!(check_armor(b"", Direction::Inbound).is_err());
+        assert!(check(b"", INBOUND).is_err());
+        assert!(check_armor(b"", INBOUND).is_err());
     }
 }

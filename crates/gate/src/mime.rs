@@ -43,6 +43,27 @@ pub fn root<'a, 'x>(message: &'a Message<'x>) -> Option<&'a MessagePart<'x>> {
     message.parts.first()
 }
 
+/// Headers that decide how a part is read (RFC 2045 §3, §4, §5, §6).
+const STRUCTURAL: [&str; 3] = ["Content-Type", "Content-Transfer-Encoding", "MIME-Version"];
+
+/// The first structural header that some part of `message` carries more
+/// than once, if any. RFC 2045 allows each at most once per part; readers
+/// that take the first and readers that take the last of two would see
+/// different messages, so such a message is refused outright.
+pub fn repeated_structural_header(message: &Message<'_>) -> Option<&'static str> {
+    message.parts.iter().find_map(|part| {
+        STRUCTURAL.into_iter().find(|name| {
+            let count = part
+                .headers
+                .iter()
+                .filter(|h| h.name().trim().eq_ignore_ascii_case(name))
+                .take(2)
+                .count();
+            count > 1
+        })
+    })
+}
+
 /// Checks rules 1-4 and returns the body of the `application/octet-stream`
 /// part (the ASCII armor).
 pub fn encrypted_payload<'a>(message: &'a Message<'_>) -> Result<&'a [u8], MimeError> {

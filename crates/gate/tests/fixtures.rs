@@ -5,7 +5,7 @@
 mod common;
 
 use chatmail_gate::Accepted::{self, AutocryptSetup, Bounce, Encrypted, SecureJoin};
-use common::{ALICE, fixture, inbound, submit};
+use common::{ALICE, fixture, inbound, inbound_from_sender, submit};
 
 /// Expected outcome: accepted as, or rejected with a cause containing.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +192,72 @@ fn bounce_needs_mailer_daemon_and_auto_submitted() {
     assert!(inbound(manual.as_bytes()).is_err());
     let unmarked = raw.replace("Auto-Submitted: auto-replied\r\n", "");
     assert!(inbound(unmarked.as_bytes()).is_err());
+}
+
+#[test]
+fn bounce_from_a_named_envelope_sender_is_rejected() {
+    let raw = fixture("bounce.eml");
+    let got = inbound_from_sender(&raw);
+    assert!(
+        got.as_ref()
+            .is_err_and(|r| r.0.contains("not multipart/encrypted")),
+        "{got:?}"
+    );
+    assert_eq!(
+        inbound_from_sender(&fixture("encrypted.eml")),
+        Ok(Encrypted)
+    );
+}
+
+/// `header` inserted before the first header of `fixture`.
+fn with_header(fixture_name: &str, header: &str) -> Vec<u8> {
+    [header.as_bytes(), &fixture(fixture_name)].concat()
+}
+
+#[test]
+fn a_second_content_type_is_rejected_whichever_comes_first() {
+    // Regression: `text/plain` first, `multipart/encrypted` second was
+    // accepted although a reader that takes the first sees cleartext.
+    let twice = with_header("encrypted.eml", "Content-Type: text/plain\r\n");
+    let got = submit(&twice, &["bob@example.net".to_string()]);
+    assert!(
+        got.as_ref()
+            .is_err_and(|r| r.0.contains("more than one Content-Type")),
+        "{got:?}"
+    );
+    assert!(inbound(&twice).is_err());
+    let raw = String::from_utf8(fixture("encrypted.eml")).expect("utf-8");
+    let after = raw.replacen(
+        "MIME-Version: 1.0\r\n",
+        "MIME-Version: 1.0\r\ncontent-type : text/plain\r\n",
+        1,
+    );
+    assert!(
+        inbound(after.as_bytes()).is_err(),
+        "case and blanks do not hide it"
+    );
+}
+
+#[test]
+fn repeated_mime_headers_in_a_sub_part_are_rejected() {
+    let raw = String::from_utf8(fixture("encrypted.eml")).expect("utf-8");
+    let inner = raw.replacen(
+        "Content-Type: application/pgp-encrypted\r\n",
+        "Content-Type: application/pgp-encrypted\r\nContent-Type: text/plain\r\n",
+        1,
+    );
+    assert_ne!(inner, raw);
+    assert!(inbound(inner.as_bytes()).is_err());
+    for header in [
+        "MIME-Version: 1.0\r\n",
+        "Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64\r\n",
+    ] {
+        let got = inbound(&with_header("encrypted.eml", header));
+        assert!(
+            got.is_err_and(|r| r.0.contains("more than one")),
+            "{header}"
+        );
+    }
 }
 
 #[test]

@@ -16,20 +16,29 @@
 //! Each request counts once in `chatmail_metrics` (source `mxdeliv`):
 //! accepted, or refused with the reason of its refusal.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chatmail_inbound::{Refusal, normalize_line_endings};
+use chatmail_inbound::{Envelope, Refusal, normalize_line_endings};
 use chatmail_metrics::{Reason, Source};
 
 use crate::Context;
+use crate::new::ClientAddr;
 
 /// `POST /mxdeliv`.
-pub async fn deliver(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&ctx, &headers, &body).await {
+pub async fn deliver(
+    State(ctx): State<Arc<Context>>,
+    client: Option<Extension<ConnectInfo<ClientAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let client = client.map(|Extension(ConnectInfo(ClientAddr(addr)))| addr.ip());
+    match handle(&ctx, client, &headers, &body).await {
         Ok(()) => {
             chatmail_metrics::accepted(Source::Mxdeliv);
             (StatusCode::OK, "250 2.0.0 OK\n").into_response()
@@ -59,7 +68,12 @@ impl From<Refusal> for Failure {
     }
 }
 
-async fn handle(ctx: &Context, headers: &HeaderMap, body: &[u8]) -> Result<(), Failure> {
+async fn handle(
+    ctx: &Context,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Failure> {
     let inbound = &ctx.inbound;
     let sender = sender(headers)?;
     let addresses = recipients(headers, ctx.settings.limits().max_recipients)?;
@@ -73,9 +87,11 @@ async fn handle(ctx: &Context, headers: &HeaderMap, body: &[u8]) -> Result<(), F
     }
     // The body did not pass through SMTP DATA: give it the wire form.
     let message = normalize_line_endings(body);
-    inbound
-        .accept(sender.as_deref(), &accounts, &message)
-        .await?;
+    let envelope = Envelope {
+        sender: sender.as_deref(),
+        client,
+    };
+    inbound.accept(envelope, &accounts, &message).await?;
     Ok(())
 }
 

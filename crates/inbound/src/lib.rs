@@ -10,10 +10,13 @@
 //!    account (else `550 5.1.1 User unknown`);
 //!    The MX also asks [`Inbound::check_room`] per recipient
 //!    (`552 5.2.2 Quota exceeded`);
-//! 3. [`Inbound::accept`] — size, encryption gate (`523`), exactly one
-//!    From address whose domain passes the federation policy, DKIM with
-//!    `d=` equal to the From domain (IP literals exempt; the exact `554`
-//!    texts, `451` on DNS failure), removal of `DKIM-Signature`,
+//! 3. [`Inbound::accept`] — size, encryption gate (`523`; a bounce only
+//!    from the null envelope sender), exactly one From address, not in a
+//!    local domain (local users submit on 465/587), whose domain passes the
+//!    federation policy; the origin: DKIM with `d=` equal to the From
+//!    domain (the exact `554` texts, `451` on DNS failure), or for an IP
+//!    literal `[a.b.c.d]` a connection from exactly that address (it has
+//!    no DNS to sign with); removal of `DKIM-Signature`,
 //!    `Authentication-Results` and `Received`, then one durable store
 //!    transaction for all recipients. A recipient the message would put
 //!    over quota gets no copy (the store checks inside the transaction);
@@ -44,6 +47,7 @@ mod headers;
 mod keys;
 mod refusal;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,6 +58,22 @@ use chatmail_store::{AccountId, NewMessage, StoreError};
 pub use headers::{domain_of, from_address, normalize_line_endings, strip_trace_headers};
 pub use keys::KeyLookup;
 pub use refusal::{Kind, Refusal};
+
+/// Who hands a message over.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Envelope<'a> {
+    /// `MAIL FROM` or `X-Mail-From`; `None` (or empty) for the null sender.
+    pub sender: Option<&'a str>,
+    /// The address the peer relay connects from; `None` when unknown
+    /// (in-memory sessions), which no IP-literal From matches.
+    pub client: Option<IpAddr>,
+}
+
+impl Envelope<'_> {
+    fn null_sender(&self) -> bool {
+        self.sender.is_none_or(str::is_empty)
+    }
+}
 
 /// The inbound acceptance pipeline; cheap to clone.
 #[derive(Clone)]
@@ -132,11 +152,16 @@ impl Inbound {
 
     /// The federation policy for an envelope sender; `None` or empty is the
     /// null sender (RFC 5321 §4.5.5), which bounces use and which passes.
+    /// A sender in a local domain is refused: this relay's own mail never
+    /// comes back in from outside.
     pub fn check_sender(&self, sender: Option<&str>) -> Result<(), Refusal> {
         match sender.filter(|s| !s.is_empty()) {
             None => Ok(()),
             Some(sender) => {
                 let domain = domain_of(sender).ok_or(Refusal::bad_sender())?;
+                if self.settings.domain.matches(domain) {
+                    return Err(Refusal::local_from());
+                }
                 self.check_sender_domain(domain)
             }
         }
@@ -146,7 +171,7 @@ impl Inbound {
     /// [`Inbound::check_recipient`]); `Ok` once it is durable.
     pub async fn accept(
         &self,
-        sender: Option<&str>,
+        envelope: Envelope<'_>,
         recipients: &[AccountId],
         message: &[u8],
     ) -> Result<(), Refusal> {
@@ -157,8 +182,11 @@ impl Inbound {
         if u64::try_from(message.len()).map_or(true, |len| len > max) {
             return Err(Refusal::too_big());
         }
-        self.check_sender(sender)?;
-        if let Err(reason) = chatmail_gate::check(message, chatmail_gate::Direction::Inbound) {
+        self.check_sender(envelope.sender)?;
+        let direction = chatmail_gate::Direction::Inbound {
+            null_sender: envelope.null_sender(),
+        };
+        if let Err(reason) = chatmail_gate::check(message, direction) {
             if self.log() {
                 tracing::info!(%reason, "refused unencrypted inbound message");
             }
@@ -166,12 +194,31 @@ impl Inbound {
         }
         let from = from_address(message).ok_or(Refusal::invalid_from())?;
         let from_domain = domain_of(&from).ok_or(Refusal::invalid_from())?;
+        if self.settings.domain.matches(from_domain) {
+            return Err(Refusal::local_from());
+        }
         self.check_sender_domain(from_domain)?;
-        // docs/specifications.md §2: strict alignment, d= equal to the From domain.
-        chatmail_dkim::verify(message, from_domain, self.keys.as_ref()).await?;
+        self.check_origin(message, from_domain, envelope.client)
+            .await?;
         // docs/specifications.md §2: a sender other than From is not refused; the
         // envelope is not stored, so no bounce path survives.
         self.store(recipients, strip_trace_headers(message)).await
+    }
+
+    /// That the message comes from the From domain's relay: an IP literal
+    /// from exactly that address, a DNS domain by DKIM with `d=` equal to
+    /// it (docs/specifications.md §2, strict alignment).
+    async fn check_origin(
+        &self,
+        message: &[u8],
+        from_domain: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        match chatmail_config::domain::ip_literal(from_domain) {
+            Some(ip) if client.map(|c| c.to_canonical()) == Some(ip.to_canonical()) => Ok(()),
+            Some(_) => Err(Refusal::foreign_ip_literal()),
+            None => Ok(chatmail_dkim::verify(message, from_domain, self.keys.as_ref()).await?),
+        }
     }
 
     /// One durable store transaction for all recipients.

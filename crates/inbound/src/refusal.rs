@@ -98,6 +98,19 @@ impl Refusal {
         Self::new(554, "5.7.1", "Invalid FROM header", kind)
     }
 
+    /// A From address of this relay's own domain on a connection from
+    /// another relay: local users submit on 465/587, never inbound.
+    pub(crate) const fn local_from() -> Self {
+        let text = "Local sender address not accepted from another relay";
+        Self::new(554, "5.7.1", text, (Kind::Content, Reason::From))
+    }
+
+    /// An IP-literal From domain on a connection from another address.
+    pub(crate) const fn foreign_ip_literal() -> Self {
+        let text = "IP literal sender does not match the connecting address";
+        Self::new(554, "5.7.1", text, (Kind::Content, Reason::Dkim))
+    }
+
     pub(crate) const fn temporary() -> Self {
         let kind = (Kind::Temporary, Reason::Temporary);
         Self::new(451, "4.3.0", "Temporary failure", kind)

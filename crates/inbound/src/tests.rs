@@ -68,8 +68,22 @@ impl Harness {
     }
 
     async fn deliver(&self, sender: Option<&str>, message: &[u8]) -> Result<(), Refusal> {
+        self.deliver_from(sender, None, message).await
+    }
+
+    /// Delivers as a peer connecting from `client`.
+    async fn deliver_from(
+        &self,
+        sender: Option<&str>,
+        client: Option<&str>,
+        message: &[u8],
+    ) -> Result<(), Refusal> {
         let bob = self.bob().await;
-        self.inbound.accept(sender, &[bob], message).await
+        let envelope = Envelope {
+            sender,
+            client: client.map(|ip| ip.parse().unwrap()),
+        };
+        self.inbound.accept(envelope, &[bob], message).await
     }
 
     fn sign(&self, message: &[u8], domain: &str) -> Vec<u8> {
@@ -179,14 +193,69 @@ async fn accepts_an_envelope_sender_other_than_from() {
 }
 
 #[tokio::test]
-async fn ip_literal_from_domains_skip_dkim() {
+async fn ip_literal_from_domains_need_a_connection_from_that_address() {
     let h = Harness::new("").await;
+    let sender = Some("carol0001@[192.0.2.7]");
     let message = encrypted("carol0001@[192.0.2.7]");
-    assert_eq!(
-        h.deliver(Some("carol0001@[192.0.2.7]"), &message).await,
-        Ok(())
-    );
+    for client in [None, Some("192.0.2.8"), Some("::1")] {
+        let refusal = h.deliver_from(sender, client, &message).await.unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            "554 5.7.1 IP literal sender does not match the connecting address",
+            "{client:?}"
+        );
+        assert_eq!(refusal.http_status(), 400);
+    }
+    assert!(h.inbox().await.is_empty());
+    let mapped = h
+        .deliver_from(sender, Some("::ffff:192.0.2.7"), &message)
+        .await;
+    assert_eq!(mapped, Ok(()), "IPv4-mapped IPv6 is the same host");
     assert_eq!(h.inbox().await, vec![message]);
+}
+
+#[tokio::test]
+async fn a_bounce_from_an_ip_literal_needs_the_null_sender_and_its_address() {
+    // Regression: a cleartext bounce from MAILER-DAEMON@[6.6.6.6] passed
+    // the gate and skipped DKIM on a relay with a DNS domain.
+    let h = Harness::new("").await;
+    let bounce = String::from_utf8(include_bytes!("../../gate/testdata/bounce.eml").to_vec())
+        .unwrap()
+        .replace("MAILER-DAEMON@example.net", "MAILER-DAEMON@[6.6.6.6]");
+    let refusal = h
+        .deliver_from(None, Some("127.0.0.1"), bounce.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.code, 554, "{refusal}");
+    let named = h
+        .deliver_from(Some("x@[6.6.6.6]"), Some("6.6.6.6"), bounce.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        named,
+        Refusal::unencrypted(),
+        "a bounce needs the null sender"
+    );
+    assert!(h.inbox().await.is_empty());
+    let genuine = h
+        .deliver_from(None, Some("6.6.6.6"), bounce.as_bytes())
+        .await;
+    assert_eq!(genuine, Ok(()));
+}
+
+#[tokio::test]
+async fn refuses_inbound_mail_in_the_name_of_a_local_user() {
+    let h = Harness::new("").await;
+    let forged = h.sign(&encrypted(BOB), "example.org");
+    let refusal = h.deliver(None, &forged).await.unwrap_err();
+    assert_eq!(
+        refusal.to_string(),
+        "554 5.7.1 Local sender address not accepted from another relay"
+    );
+    assert_eq!(refusal.http_status(), 400);
+    let envelope = h.inbound.check_sender(Some("BOB000001@Example.org"));
+    assert_eq!(envelope, Err(Refusal::local_from()));
+    assert!(h.inbox().await.is_empty());
 }
 
 #[tokio::test]
@@ -259,7 +328,11 @@ async fn recipients_must_be_local_and_exist() {
 async fn refuses_an_empty_recipient_list() {
     let h = Harness::new("").await;
     let signed = h.sign(&encrypted(CAROL), "example.net");
-    let refusal = h.inbound.accept(None, &[], &signed).await.unwrap_err();
+    let refusal = h
+        .inbound
+        .accept(Envelope::default(), &[], &signed)
+        .await
+        .unwrap_err();
     assert_eq!(refusal.http_status(), 404);
 }
 
@@ -301,7 +374,11 @@ async fn delivery_refuses_only_when_every_recipient_is_over_quota() {
     h.inbound.accounts.login(DAVE, PASSWORD).await.unwrap();
     let dave = h.inbound.check_recipient(DAVE).await.unwrap();
     let bob = h.bob().await;
-    let accepted = h.inbound.accept(Some(CAROL), &[bob, dave], &signed).await;
+    let envelope = Envelope {
+        sender: Some(CAROL),
+        client: None,
+    };
+    let accepted = h.inbound.accept(envelope, &[bob, dave], &signed).await;
     assert_eq!(accepted, Ok(()));
     assert_eq!(h.inbox().await.len(), 1, "bob still gets nothing");
     assert!(h.store.usage(dave).await.unwrap() > 0, "dave got his copy");

@@ -91,10 +91,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The end of DATA on the MX: the shared inbound checks, then the store.
     pub(crate) async fn accept_inbound(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
-        let sender = Some(transaction.mail_from.as_str()).filter(|s| !s.is_empty());
+        let envelope = chatmail_inbound::Envelope {
+            sender: Some(transaction.mail_from.as_str()).filter(|s| !s.is_empty()),
+            client: self.peer,
+        };
         let inbound = &self.shared.ctx.inbound;
         match inbound
-            .accept(sender, &transaction.accounts, &message)
+            .accept(envelope, &transaction.accounts, &message)
             .await
         {
             Ok(()) => {

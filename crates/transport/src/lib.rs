@@ -92,6 +92,8 @@ pub struct Transport {
 struct Inner {
     settings: Arc<Settings>,
     resolver: hickory_resolver::TokioResolver,
+    /// TCP connections to peers (SMTP; the `/mxdeliv` client has its own).
+    dialer: route::Dialer,
     connectors: Arc<tls::Connectors>,
     /// `/mxdeliv` client with its keep-alive pool.
     http: mxdeliv::Client,
@@ -122,11 +124,13 @@ impl Transport {
         resolver: hickory_resolver::TokioResolver,
     ) -> Result<Self, TransportError> {
         let connectors = Arc::new(tls::Connectors::new()?);
-        let http = mxdeliv::Client::new(resolver.clone(), connectors.clone());
+        let dialer = route::Dialer::new(resolver.clone(), &settings);
+        let http = mxdeliv::Client::new(dialer.clone(), connectors.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
                 resolver,
+                dialer,
                 connectors,
                 http,
                 no_mxdeliv: memory::NoMxdeliv::new(NO_MXDELIV_FOR, NO_MXDELIV_CAPACITY),
@@ -223,7 +227,7 @@ impl Transport {
         any_certificate: bool,
     ) -> Step {
         let recipients = message.recipients;
-        let tcp = match route::connect(&self.inner.resolver, &hop.host, hop.smtp_port).await {
+        let tcp = match self.inner.dialer.connect(&hop.host, hop.smtp_port).await {
             Ok(tcp) => tcp,
             Err(cause) => return Step::Next(format!("SMTP: {cause}")),
         };

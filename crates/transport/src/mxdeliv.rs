@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hickory_resolver::TokioResolver;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderName, HeaderValue};
@@ -59,7 +58,7 @@ type PoolKey = (String, u16, bool);
 
 /// HTTPS client with a pool of idle keep-alive connections.
 pub(crate) struct Client {
-    resolver: TokioResolver,
+    dialer: route::Dialer,
     connectors: Arc<tls::Connectors>,
     /// Idle connections with the time they became idle.
     idle: Mutex<HashMap<PoolKey, Vec<(Sender, Instant)>>>,
@@ -77,9 +76,9 @@ pub(crate) struct Post<'a> {
 }
 
 impl Client {
-    pub(crate) fn new(resolver: TokioResolver, connectors: Arc<tls::Connectors>) -> Self {
+    pub(crate) fn new(dialer: route::Dialer, connectors: Arc<tls::Connectors>) -> Self {
         Self {
-            resolver,
+            dialer,
             connectors,
             idle: Mutex::new(HashMap::new()),
         }
@@ -123,7 +122,7 @@ impl Client {
     }
 
     async fn open(&self, post: &Post<'_>) -> Result<Sender, String> {
-        let tcp = route::connect(&self.resolver, post.host, post.port).await?;
+        let tcp = self.dialer.connect(post.host, post.port).await?;
         let name = tls::server_name(post.host)?;
         let connector = self.connectors.https(post.any_certificate);
         let stream = connector

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chatmail_config::Settings;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::{RData, Record};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::Outcome;
 
@@ -69,20 +69,11 @@ pub(crate) async fn resolve(
             smtp_port: route.smtp_port,
         }]);
     }
-    if let Some(ip) = ip_literal(domain) {
+    if let Some(ip) = chatmail_config::domain::ip_literal(domain) {
         return Ok(vec![Hop::dns(ip.to_string())]);
     }
     let hosts = mx_hosts(resolver, domain).await?;
     Ok(hosts.into_iter().map(Hop::dns).collect())
-}
-
-/// The address of an IP-literal domain (RFC 5321 §4.1.3).
-pub(crate) fn ip_literal(domain: &str) -> Option<IpAddr> {
-    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
-    match inner.get(..5) {
-        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..].parse().ok(),
-        _ => inner.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
-    }
 }
 
 /// The MX hosts of `domain` by preference.
@@ -142,45 +133,68 @@ fn hosts_from(answers: &[Record], domain: &str) -> Result<Vec<String>, Outcome> 
     Ok(hosts)
 }
 
-/// Opens a TCP connection to `host:port`, resolving `host` with `resolver`
-/// and trying its addresses in turn.
-pub(crate) async fn connect(
-    resolver: &TokioResolver,
-    host: &str,
-    port: u16,
-) -> Result<TcpStream, String> {
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => resolver
-            .lookup_ip(format!("{host}."))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .iter()
-            .take(MAX_ADDRESSES)
-            .collect(),
-    };
-    let mut last = format!("{host} has no address");
-    for ip in addresses {
-        let address = SocketAddr::new(ip, port);
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) => last = format!("cannot connect to {host} port {port}: {e}"),
-            Err(_) => last = format!("connecting to {host} port {port} timed out"),
-        }
-    }
-    Err(last)
+/// Opens TCP connections to peer hosts: resolves names, tries the
+/// addresses in turn, and sends from the relay's own address when its mail
+/// domain is an IP literal, since a peer accepts an IP-literal From only
+/// from that address (docs/specifications.md §2).
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    resolver: TokioResolver,
+    /// Local address to send from; `None`: the system's choice.
+    source: Option<IpAddr>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Dialer {
+    pub(crate) fn new(resolver: TokioResolver, settings: &Settings) -> Self {
+        let source = match settings.domain {
+            chatmail_config::MailDomain::Ip(ip) => Some(IpAddr::V4(ip)),
+            chatmail_config::MailDomain::Name(_) => None,
+        };
+        Self { resolver, source }
+    }
 
-    #[test]
-    fn ip_literals_parse_v4_and_tagged_v6() {
-        assert_eq!(ip_literal("[1.2.3.4]"), Some("1.2.3.4".parse().unwrap()));
-        assert_eq!(ip_literal("[IPv6:::1]"), Some("::1".parse().unwrap()));
-        assert_eq!(ip_literal("[::1]"), None);
-        assert_eq!(ip_literal("1.2.3.4"), None);
-        assert_eq!(ip_literal("example.org"), None);
+    /// Opens a TCP connection to `host:port` (`TCP_NODELAY` set: requests
+    /// and replies are small and must not wait for delayed ACKs).
+    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, String> {
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self
+                .resolver
+                .lookup_ip(format!("{host}."))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .iter()
+                .take(MAX_ADDRESSES)
+                .collect(),
+        };
+        let mut last = format!("{host} has no address");
+        for ip in addresses {
+            let address = SocketAddr::new(ip, port);
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.dial(address)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = format!("cannot connect to {host} port {port}: {e}"),
+                Err(_) => last = format!("connecting to {host} port {port} timed out"),
+            }
+        }
+        Err(last)
+    }
+
+    async fn dial(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(source) = self.source.filter(|s| s.is_ipv4() == address.is_ipv4()) {
+            match socket.bind(SocketAddr::new(source, 0)) {
+                Ok(()) => {}
+                // Not an address of this host (behind NAT, say): the
+                // system's choice is then the only one.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let stream = socket.connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 }

@@ -36,8 +36,14 @@ pub fn submit(message: &[u8], recipients: &[String]) -> Result<Accepted, Rejecte
     )
 }
 
+/// Inbound from the null envelope sender, the only one bounces may use.
 pub fn inbound(message: &[u8]) -> Result<Accepted, Rejected> {
-    chatmail_gate::check(message, Direction::Inbound)
+    chatmail_gate::check(message, Direction::Inbound { null_sender: true })
+}
+
+/// Inbound from a named envelope sender.
+pub fn inbound_from_sender(message: &[u8]) -> Result<Accepted, Rejected> {
+    chatmail_gate::check(message, Direction::Inbound { null_sender: false })
 }
 
 /// The message split around its armor block: (before, armor, after).
