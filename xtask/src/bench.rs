@@ -100,8 +100,8 @@ pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> 
 }
 
 async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
-    let limits =
-        "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n";
+    let limits = "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n\
+         new_accounts_per_minute = 0\n";
     let relay = RelayProcess::start(&binary, limits)
         .await
         .map_err(anyhow::Error::msg)?;

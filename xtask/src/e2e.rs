@@ -257,8 +257,8 @@ fn add_clock_relay(
 /// The clock relay's listeners and limits (its clock comes on top).
 fn clock_relay_spec() -> Result<RelaySpec> {
     let mut spec = RelaySpec::loopback("clock", "_clock.test")?;
-    spec.extra_toml = format!(
-        "\n[limits]\nmax_mailbox_size = {CLOCK_RELAY_QUOTA}\n\
+    spec.limits_toml = format!(
+        "max_mailbox_size = {CLOCK_RELAY_QUOTA}\n\
          max_user_send_per_minute = 10000\nmax_user_send_burst = 1000\n"
     );
     Ok(spec)

@@ -35,6 +35,8 @@ pub(crate) struct RelaySpec {
     pub(crate) smtp: Option<SocketAddr>,
     /// Further TOML appended to the configuration (`[federation]`).
     pub(crate) extra_toml: String,
+    /// Further keys of the `[limits]` table.
+    pub(crate) limits_toml: String,
     /// No-log mode (`[log] no_log`).
     pub(crate) no_log: bool,
     /// Further environment of the relay process (libfaketime for the
@@ -65,6 +67,7 @@ impl RelaySpec {
             https,
             smtp: Some(smtp),
             extra_toml: String::new(),
+            limits_toml: String::new(),
             no_log: false,
             env: Vec::new(),
             features: false,
@@ -84,6 +87,7 @@ impl RelaySpec {
             https: at(443),
             smtp: None,
             extra_toml: String::new(),
+            limits_toml: String::new(),
             no_log: false,
             env: Vec::new(),
             features: false,
@@ -104,6 +108,7 @@ impl RelaySpec {
             https: at(443),
             smtp: Some(at(25)),
             extra_toml: String::new(),
+            limits_toml: String::new(),
             no_log: false,
             env: Vec::new(),
             features: false,
@@ -148,7 +153,9 @@ impl RelaySpec {
              [log]\nno_log = {no_log}\nlevel = \"{log_level}\"\n\n\
              [listen]\nsubmissions = {submissions}\nsubmission = {submission}\n\
              imaps = {imaps}\nimap = {imap}\nhttps = {https}\nsmtp = {smtp}\nhttp = []\n\n\
-             [tls]\nmode = \"self-signed\"\n{extra}",
+             [tls]\nmode = \"self-signed\"\n\n\
+             [limits]\n# Every scenario's client connects from 127.0.0.1.\n\
+             new_accounts_per_minute = 0\n{limits}{extra}",
             domain = self.domain,
             state = state_dir.display(),
             submissions = list(Some(self.submissions)),
@@ -157,6 +164,7 @@ impl RelaySpec {
             imap = list(self.imap),
             https = list(Some(self.https)),
             smtp = list(self.smtp),
+            limits = self.limits_toml,
             extra = self.extra_toml,
             no_log = self.no_log,
         )

@@ -26,7 +26,13 @@
 //! - while the machine is short of load, memory or disk ([`pressure`]), a
 //!   first login that would create an account fails with
 //!   [`LoginError::Busy`]; existing accounts and the CLI's [`Accounts::add`]
-//!   are not affected.
+//!   are not affected;
+//! - one client address (IPv4, or IPv6 /64) creates at most
+//!   `limits.new_accounts_per_minute` accounts by first login (after a
+//!   burst of `limits.new_accounts_burst`); beyond that a first login
+//!   fails with [`LoginError::Busy`] before any password is hashed.
+//!   `POST /new` has a budget of the same size of its own
+//!   ([`Accounts::allow_new_request`]).
 
 mod cache;
 mod password;
@@ -40,6 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chatmail_config::Settings;
+use chatmail_limits::{ClientKey, Gcra};
 use chatmail_metrics::Login;
 use chatmail_store::{Account, Created, Store, StoreError};
 use rand::Rng;
@@ -52,6 +59,8 @@ const GENERATED_LOCAL_LEN: usize = 9;
 /// Length of generated passwords (36^16 ≈ 2^82).
 const GENERATED_PASSWORD_LEN: usize = 16;
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Client addresses the account-creation rates track at once.
+const CREATION_CLIENTS: usize = 65_536;
 
 /// Why a login failed. Protocol code maps these to its own replies.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +107,10 @@ pub struct Accounts {
     pressure: Arc<pressure::Pressure>,
     /// Recent failures per client address, for the refusal at once.
     throttle: Arc<throttle::Throttle>,
+    /// Accounts created by first login per client address.
+    creations: Arc<Gcra<ClientKey>>,
+    /// `POST /new` requests per client address.
+    new_requests: Arc<Gcra<ClientKey>>,
 }
 
 /// A verified login: an existing account, or one created just now.
@@ -145,6 +158,11 @@ impl Accounts {
         let limits = settings.limits();
         let window = Duration::from_secs(limits.login_failure_window);
         let throttle = throttle::Throttle::new(limits.max_login_failures_per_ip, window);
+        let rate = || {
+            let (per_minute, burst) = (limits.new_accounts_per_minute, limits.new_accounts_burst);
+            Arc::new(Gcra::new(per_minute, burst, CREATION_CLIENTS))
+        };
+        let (creations, new_requests) = (rate(), rate());
         Self {
             store,
             settings,
@@ -153,7 +171,17 @@ impl Accounts {
             failures: Arc::new(penalty::Failures::new()),
             pressure: Arc::new(pressure::Pressure::new(probe, max_load)),
             throttle: Arc::new(throttle),
+            creations,
+            new_requests,
         }
+    }
+
+    /// Counts a `POST /new` from `client` (`None`: unknown, one shared
+    /// budget); `false` when that client is over
+    /// `limits.new_accounts_per_minute`.
+    pub fn allow_new_request(&self, client: Option<IpAddr>) -> bool {
+        self.new_requests
+            .allow(ClientKey::of_opt(client), Instant::now())
     }
 
     /// Replaces where resource readings come from (by default the machine
@@ -203,7 +231,7 @@ impl Accounts {
             chatmail_metrics::login(Login::Throttled);
             return Err(LoginError::Throttled);
         }
-        let result = self.verify(address, password).await;
+        let result = self.verify(address, password, peer).await;
         let outcome = match &result {
             Ok(Verified::Existing(_)) => Login::Ok,
             Ok(Verified::Created(_)) => Login::Created,
@@ -227,10 +255,15 @@ impl Accounts {
 
     /// Parses the address and checks the password (or registers), with the
     /// per-address failure delay.
-    async fn verify(&self, address: &str, password: &str) -> Result<Verified, LoginError> {
+    async fn verify(
+        &self,
+        address: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Verified, LoginError> {
         let address =
             rules::parse_local(&self.settings.domain, address).ok_or(LoginError::Invalid)?;
-        match self.login_local(&address, password).await {
+        match self.login_local(&address, password, peer).await {
             Ok(verified) => {
                 self.failures.succeeded(&address.full);
                 Ok(verified)
@@ -251,13 +284,14 @@ impl Accounts {
         &self,
         address: &rules::LocalAddress,
         password: &str,
+        peer: Option<IpAddr>,
     ) -> Result<Verified, LoginError> {
         if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
             return Err(LoginError::Invalid);
         }
         match self.store.account(&address.full).await? {
             Some(account) => self.check(account, password).await.map(Verified::Existing),
-            None => self.register(address, password).await,
+            None => self.register(address, password, peer).await,
         }
     }
 
@@ -283,6 +317,7 @@ impl Accounts {
         &self,
         address: &rules::LocalAddress,
         password: &str,
+        peer: Option<IpAddr>,
     ) -> Result<Verified, LoginError> {
         let rules = self.settings.registration();
         if !rules.open
@@ -295,9 +330,21 @@ impl Accounts {
             tracing::debug!("new account refused: {shortage}");
             return Err(LoginError::Busy);
         }
+        // Checked before the hash, counted only for an account really made
+        // (ten first logins of one address make one account).
+        let client = peer.map(ClientKey::of);
+        if let Some(client) = client
+            && !self.creations.check(&client, Instant::now())
+        {
+            tracing::debug!("new account refused: too many from this client");
+            return Err(LoginError::Busy);
+        }
         let phc = password::hash(&self.kdf, password.to_owned()).await?;
         match self.store.create_account(&address.full, &phc).await? {
             Created::New(account) => {
+                if let Some(client) = client {
+                    self.creations.allow(client, Instant::now());
+                }
                 tracing::debug!("account created on first login");
                 chatmail_metrics::account_created();
                 self.cache
@@ -591,6 +638,51 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 1);
         assert_eq!(accounts.store().accounts().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn first_logins_create_a_limited_number_of_accounts_per_client() {
+        // Regression: first logins created 579 accounts a minute from one
+        // address while `/new` was limited.
+        let dir = TempDir::new().unwrap();
+        let limit = "[limits]\nnew_accounts_per_minute = 6\nnew_accounts_burst = 3\n";
+        let accounts = service(&dir, limit).await;
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same: IpAddr = "2001:db8:1:2::99".parse().unwrap();
+        for i in 0..3 {
+            let address = format!("burstusr{i}@example.org");
+            let peer = Some(if i % 2 == 0 { one } else { same });
+            accounts
+                .login_from(&address, "pass-word", peer)
+                .await
+                .unwrap();
+            // Logging in again creates nothing and costs nothing.
+            accounts
+                .login_from(&address, "pass-word", peer)
+                .await
+                .unwrap();
+        }
+        let refused = accounts
+            .login_from("burstusr3@example.org", "pass-word", Some(same))
+            .await;
+        assert!(matches!(refused, Err(LoginError::Busy)), "{refused:?}");
+        assert_eq!(accounts.store().accounts().await.unwrap().len(), 3);
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let elsewhere = accounts
+            .login_from("burstusr3@example.org", "pass-word", Some(other))
+            .await;
+        assert!(elsewhere.is_ok(), "another /64 has its own budget");
+        assert!(
+            accounts
+                .login("cliuser01@example.org", "pass-word")
+                .await
+                .is_ok(),
+            "without a client address (CLI) there is no limit"
+        );
+        for _ in 0..3 {
+            assert!(accounts.allow_new_request(Some(one)));
+        }
+        assert!(!accounts.allow_new_request(Some(same)), "/new counts apart");
     }
 
     #[tokio::test]

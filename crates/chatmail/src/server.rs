@@ -220,18 +220,19 @@ fn alpn_handlers(
     shutdown: &CancellationToken,
 ) -> chatmail_http::AlpnHandlers {
     let (ctx, stop) = (imap.clone(), shutdown.clone());
-    let imap = chatmail_http::mail_handler(move |stream, peer| {
+    let imap = chatmail_http::mail_handler(move |stream, peer, slot| {
         let (ctx, stop) = (ctx.clone(), stop.clone());
         async move {
             let ip = peer.ip();
-            if let Err(e) = chatmail_imap::serve_stream(stream, true, ip, ctx, stop).await {
+            let session = chatmail_imap::serve_stream(stream, true, ip, ctx, stop, Some(slot));
+            if let Err(e) = session.await {
                 tracing::debug!(error = %e, "IMAP session on 443 ended with an error");
             }
         }
     });
     let (ctx, stop) = (smtp.clone(), shutdown.clone());
-    let smtp = chatmail_http::mail_handler(move |stream, peer| {
-        chatmail_smtp::serve_tls_stream(stream, peer.ip(), ctx.clone(), stop.clone())
+    let smtp = chatmail_http::mail_handler(move |stream, peer, slot| {
+        chatmail_smtp::serve_tls_stream(stream, peer.ip(), ctx.clone(), stop.clone(), slot)
     });
     let limits = settings.limits();
     chatmail_http::AlpnHandlers {

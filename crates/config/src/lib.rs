@@ -213,6 +213,18 @@ fn validate(config: &Config) -> Vec<Problem> {
     if limits.login_failure_window == 0 {
         bad("limits.login_failure_window", "must be at least 1".into());
     }
+    if limits.login_deadline == 0 {
+        bad("limits.login_deadline", "must be at least 1".into());
+    }
+    if limits.new_accounts_per_minute > 0 && limits.new_accounts_burst == 0 {
+        bad("limits.new_accounts_burst", "must be at least 1".into());
+    }
+    if limits.max_spool_size < limits.max_message_size {
+        bad(
+            "limits.max_spool_size",
+            "must be at least limits.max_message_size".into(),
+        );
+    }
     if config.federation.max_parallel_deliveries == 0 {
         bad(
             "federation.max_parallel_deliveries",

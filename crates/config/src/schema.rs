@@ -242,6 +242,34 @@ pub struct LimitsConfig {
     pub max_login_failures_per_ip: u32,
     /// Seconds over which `max_login_failures_per_ip` failures are allowed.
     pub login_failure_window: u64,
+    /// Seconds a connection may take, from its start, to log in (IMAP and
+    /// submission) or to finish STARTTLS (port 25); then it is closed,
+    /// however it paces its bytes.
+    pub login_deadline: u64,
+    /// New accounts one client address (an IPv4 address or an IPv6 /64)
+    /// may create per minute, counted separately for `POST /new` and for
+    /// first logins; beyond it `/new` answers 429 and a first login gets a
+    /// temporary refusal. 0 turns the limit off.
+    pub new_accounts_per_minute: u32,
+    /// New accounts one client address may create at once before
+    /// `new_accounts_per_minute` applies.
+    pub new_accounts_burst: u32,
+    /// Unknown recipients one client address may try per minute on port 25
+    /// and `/mxdeliv`; beyond it every recipient gets a temporary refusal
+    /// (`450 4.7.1`, HTTP 503), so addresses cannot be enumerated quickly.
+    /// 0 turns the limit off.
+    pub unknown_recipients_per_minute: u32,
+    /// Bytes of message bodies that may be in memory at once over all
+    /// listeners while they are checked and stored (each counts twice its
+    /// size; at least four of the largest message), plus a quarter of it
+    /// for bodies still arriving. Beyond it a body waits a few seconds,
+    /// then is refused with `451 4.3.2` (HTTP 503).
+    pub max_body_memory: u64,
+    /// Bytes of unfinished message bodies that may wait on disk (in
+    /// `state_dir/spool`, unlinked files) once they no longer fit in
+    /// memory; a quarter of it per client address. Beyond it a body is
+    /// refused with `451 4.3.2` (HTTP 503).
+    pub max_spool_size: u64,
 }
 
 impl Default for LimitsConfig {
@@ -256,6 +284,12 @@ impl Default for LimitsConfig {
             max_mailbox_size: 500 * 1024 * 1024,
             max_login_failures_per_ip: 30,
             login_failure_window: 600,
+            login_deadline: 60,
+            new_accounts_per_minute: 30,
+            new_accounts_burst: 10,
+            unknown_recipients_per_minute: 60,
+            max_body_memory: 128 * 1024 * 1024,
+            max_spool_size: 1024 * 1024 * 1024,
         }
     }
 }

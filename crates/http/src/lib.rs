@@ -7,20 +7,23 @@
 //!   of resources (`new`).
 //! - `GET /new` redirects to `dcaccount:https://<domain>/new`.
 //! - `POST /mxdeliv` takes mail from other relays (docs/specifications.md §6), with
-//!   the checks of port 25 (`chatmail_inbound`); the body is bounded by
-//!   `max_message_size` (413 beyond).
+//!   the checks of port 25 (`chatmail_inbound`); the envelope is checked
+//!   before the body is read, and the body is spooled under the process's
+//!   budgets and bounded by `max_message_size` (413 beyond).
 //! - `/robots.txt` disallows everything.
 //! - `/`, `/info`, `/privacy`: server-rendered pages without JavaScript
 //!   (`pages`); `/` carries the account QR code.
 //! - Autoconfig XML and the MTA-STS policy (`wellknown`).
 //!
-//! TLS is terminated by [`tls::TlsListener`], which runs handshakes in their
-//! own tasks so a slow client never blocks the accept loop; on port 443 it
-//! also hands ALPN `imap`/`smtp` connections to the mail services
-//! ([`serve_multiplexed`]). Port 80 only redirects to HTTPS ([`serve_http`]).
+//! TLS is terminated by [`tls::serve`], which runs handshakes in their own
+//! tasks and pools so a slow client never blocks the accept loop; on port
+//! 443 it also hands ALPN `imap`/`smtp` connections to the mail services
+//! ([`serve_multiplexed`]). Each HTTP connection is served by `conn` with
+//! its header, HTTP/2 and idle bounds. Port 80 only redirects to HTTPS
+//! ([`serve_http`]).
 
+mod conn;
 mod html;
-mod limit;
 mod mxdeliv;
 mod new;
 mod pages;
@@ -56,10 +59,14 @@ pub struct Context {
 
 /// The application's routes.
 pub fn router(ctx: Arc<Context>) -> Router {
-    let max = ctx.settings.limits().max_message_size;
-    let body_limit = DefaultBodyLimit::max(usize::try_from(max).unwrap_or(usize::MAX));
+    // `/mxdeliv` bounds its body itself (it spools it); other routes take
+    // no bodies worth the name.
+    let body_limit = DefaultBodyLimit::max(64 * 1024);
     Router::new()
-        .route("/mxdeliv", post(mxdeliv::deliver).layer(body_limit))
+        .route(
+            "/mxdeliv",
+            post(mxdeliv::deliver).layer(DefaultBodyLimit::disable()),
+        )
         .route("/new", get(new::redirect).post(new::create))
         .route("/cgi-bin/newemail.py", get(new::redirect).post(new::create))
         .route("/robots.txt", get(robots))
@@ -69,7 +76,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route(wellknown::AUTOCONFIG_PATH, get(wellknown::autoconfig))
         .route(wellknown::AUTOCONFIG_ISP_PATH, get(wellknown::autoconfig))
         .route(wellknown::MTA_STS_PATH, get(wellknown::mta_sts))
-        .layer(axum::Extension(Arc::new(new::RateLimit::default())))
+        .layer(body_limit)
         .with_state(ctx)
 }
 
@@ -97,12 +104,7 @@ pub async fn serve_multiplexed(
     mail: Option<AlpnHandlers>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = tls::TlsListener::with_alpn(listener, tls, mail, shutdown.clone());
-    // The peer address feeds the rate limit of `/new`.
-    let app = router(ctx).into_make_service_with_connect_info::<new::ClientAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    tls::serve(listener, tls, router(ctx), mail, shutdown).await
 }
 
 #[cfg(test)]

@@ -8,8 +8,14 @@
 //! Replies: 200 stored (durable); 400 with the SMTP reply line for a
 //! refused message (DKIM, 523, From) or a malformed request; 403 federation
 //! policy; 404 a recipient that is not a local user; 405 another method
-//! (the router); 413 body over `max_message_size` (the body limit layer);
-//! 503 temporary failure (DNS, store): the sender retries as after a 4xx.
+//! (the router); 413 body over `max_message_size` (by `Content-Length`
+//! before reading, else while spooling); 503 temporary failure (DNS,
+//! store, no room for the body now): the sender retries as after a 4xx.
+//!
+//! Resources: the sender and every recipient are checked before a byte of
+//! the body is read; the body is spooled as it arrives
+//! (`chatmail_limits::Spools`, shared with SMTP), never buffered whole by
+//! the HTTP layer.
 //!
 //! Invariant: one status for the whole request, so delivery is all or
 //! nothing: any refused recipient refuses the message and nothing is stored.
@@ -20,12 +26,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chatmail_inbound::{Envelope, Refusal, normalize_line_endings};
 use chatmail_metrics::{Reason, Source};
+use http_body_util::BodyExt as _;
 
 use crate::Context;
 use crate::new::ClientAddr;
@@ -34,11 +41,11 @@ use crate::new::ClientAddr;
 pub async fn deliver(
     State(ctx): State<Arc<Context>>,
     client: Option<Extension<ConnectInfo<ClientAddr>>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     let client = client.map(|Extension(ConnectInfo(ClientAddr(addr)))| addr.ip());
-    match handle(&ctx, client, &headers, &body).await {
+    let (parts, body) = request.into_parts();
+    match handle(&ctx, client, &parts.headers, body).await {
         Ok(()) => {
             chatmail_metrics::accepted(Source::Mxdeliv);
             (StatusCode::OK, "250 2.0.0 OK\n").into_response()
@@ -68,11 +75,13 @@ impl From<Refusal> for Failure {
     }
 }
 
+/// The envelope is checked in full before a byte of the body is read;
+/// the body is then spooled under the process's budgets.
 async fn handle(
     ctx: &Context,
     client: Option<IpAddr>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<(), Failure> {
     let inbound = &ctx.inbound;
     let sender = sender(headers)?;
@@ -80,19 +89,40 @@ async fn handle(
     inbound.check_sender(sender.as_deref())?;
     let mut accounts = Vec::with_capacity(addresses.len());
     for address in &addresses {
-        let account = inbound.check_recipient(address).await?;
+        let account = inbound.check_recipient(address, client).await?;
         if !accounts.contains(&account) {
             accounts.push(account);
         }
     }
+    let max = ctx.settings.limits().max_message_size;
+    if content_length(headers).is_some_and(|length| length > max) {
+        return Err(Refusal::too_big().into());
+    }
+    let mut spool = inbound.spools().begin(client, max);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Failure::BadRequest("451 4.4.2 Body not received"))?;
+        if let Some(data) = frame.data_ref() {
+            spool.write(data).await.map_err(|e| Refusal::from(&e))?;
+        }
+    }
+    let body = spool.finish().await.map_err(|e| Refusal::from(&e))?;
     // The body did not pass through SMTP DATA: give it the wire form.
-    let message = normalize_line_endings(body);
+    let message = normalize_line_endings(&body);
     let envelope = Envelope {
         sender: sender.as_deref(),
         client,
     };
     inbound.accept(envelope, &accounts, &message).await?;
     Ok(())
+}
+
+/// The declared `Content-Length`, if any.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse().ok())
 }
 
 /// The `X-Mail-From` address; `None` when absent or empty (null sender).

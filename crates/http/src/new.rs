@@ -1,6 +1,7 @@
 //! Account creation over HTTPS (docs/specifications.md §1).
 //!
-//! Flow of `POST /new`: the client's rate limit ([`RateLimit`], `429`) →
+//! Flow of `POST /new`: the client's rate limit
+//! (`chatmail_accounts::Accounts::allow_new_request`, `429`) →
 //! registration open (`403`) → no resource shortage
 //! (`chatmail_accounts::pressure`, `503`) → fresh random credentials.
 //! Every refusal carries `{"reason": "..."}`.
@@ -9,87 +10,25 @@
 //! - client addresses live only in the rate limiter's bounded in-memory map
 //!   and are never logged;
 //! - IPv6 clients are limited per /64, since one host usually owns one;
-//! - a client whose address is unknown shares one bucket with all such
-//!   clients (and with the overflow of a full map).
+//! - a client whose address is unknown shares one budget with all such
+//!   clients; a full map refuses newcomers (`chatmail_limits::Gcra`).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
+use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use chatmail_config::MailDomain;
 use serde::Serialize;
 
 use crate::Context;
-use crate::tls::TlsListener;
 
-/// Sustained rate of `POST /new` per client.
-pub const PER_MINUTE: u32 = 30;
-/// Requests a quiet client may make at once.
-pub const BURST: u32 = 10;
-/// Most clients tracked at once.
-const CAPACITY: usize = 4096;
-/// The bucket of clients without an address of their own.
-const SHARED: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-
-/// The peer address of an HTTPS connection, as the handlers see it.
+/// The peer address of an HTTP connection, as the handlers see it
+/// (`ConnectInfo<ClientAddr>`, set by `conn`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
-
-impl Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientAddr {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-/// GCRA per client: each request moves the client's theoretical arrival
-/// time one interval ahead; a request that would put it more than
-/// [`BURST`] intervals ahead of now is refused.
-#[derive(Default)]
-pub struct RateLimit {
-    /// Client key → theoretical arrival time.
-    entries: Mutex<HashMap<IpAddr, Instant>>,
-}
-
-impl RateLimit {
-    const INTERVAL: Duration = Duration::from_secs(60 / PER_MINUTE as u64);
-
-    /// Counts a request of `client` at `now`; false if it is over the limit.
-    pub fn allow(&self, client: Option<IpAddr>, now: Instant) -> bool {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut key = client.map_or(SHARED, bucket);
-        if entries.len() >= CAPACITY && !entries.contains_key(&key) {
-            // Buckets whose time has passed are as good as new ones.
-            entries.retain(|_, tat| *tat > now);
-            if entries.len() >= CAPACITY {
-                key = SHARED;
-            }
-        }
-        let tat = entries.get(&key).copied().filter(|t| *t > now);
-        let next = tat.unwrap_or(now) + Self::INTERVAL;
-        if next.duration_since(now) > Self::INTERVAL * BURST {
-            return false;
-        }
-        entries.insert(key, next);
-        true
-    }
-}
-
-/// The rate-limit key of a client: its IPv4 address, or its IPv6 /64.
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !(u128::MAX >> 64);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
-}
 
 fn refuse(status: StatusCode, reason: &str) -> Response {
     (status, Json(serde_json::json!({ "reason": reason }))).into_response()
@@ -108,16 +47,12 @@ pub struct NewAccount {
 
 /// `POST /new`: fresh random credentials; the account is created by the
 /// first login, so nothing is stored here.
-pub async fn create(
-    State(ctx): State<Arc<Context>>,
-    Extension(limit): Extension<Arc<RateLimit>>,
-    request: Request,
-) -> Response {
+pub async fn create(State(ctx): State<Arc<Context>>, request: Request) -> Response {
     let client = request
         .extensions()
         .get::<ConnectInfo<ClientAddr>>()
         .map(|info| info.0.0.ip());
-    if !limit.allow(client, Instant::now()) {
+    if !ctx.accounts.allow_new_request(client) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, "too many requests");
     }
     if !ctx.settings.registration().open {
@@ -179,61 +114,8 @@ mod tests {
         request
     }
 
-    #[test]
-    fn allows_a_burst_then_one_request_per_interval() {
-        let limit = RateLimit::default();
-        let (a, b) = ("192.0.2.1".parse().ok(), "192.0.2.2".parse().ok());
-        let start = Instant::now();
-        for _ in 0..BURST {
-            assert!(limit.allow(a, start));
-        }
-        assert!(!limit.allow(a, start));
-        assert!(limit.allow(b, start), "other clients are not affected");
-        let later = start + RateLimit::INTERVAL;
-        assert!(limit.allow(a, later));
-        assert!(!limit.allow(a, later));
-        // A minute of quiet restores the whole burst.
-        let quiet = start + Duration::from_secs(60);
-        for _ in 0..BURST {
-            assert!(limit.allow(a, quiet));
-        }
-        assert!(!limit.allow(a, quiet));
-    }
-
-    #[test]
-    fn ipv6_clients_share_their_64_and_mapped_ipv4_is_ipv4() {
-        let limit = RateLimit::default();
-        let now = Instant::now();
-        for i in 0..BURST {
-            let ip = format!("2001:db8:1:2::{i:x}").parse().ok();
-            assert!(limit.allow(ip, now));
-        }
-        assert!(!limit.allow("2001:db8:1:2:ffff::1".parse().ok(), now));
-        assert!(limit.allow("2001:db8:1:3::1".parse().ok(), now));
-        for _ in 0..BURST {
-            assert!(limit.allow("::ffff:198.51.100.7".parse().ok(), now));
-        }
-        assert!(!limit.allow("198.51.100.7".parse().ok(), now));
-    }
-
-    #[test]
-    fn a_full_map_puts_newcomers_in_the_shared_bucket() {
-        let limit = RateLimit::default();
-        let now = Instant::now();
-        for i in 0..CAPACITY as u32 {
-            assert!(limit.allow(Some(IpAddr::from(i.to_be_bytes())), now));
-        }
-        for _ in 0..BURST {
-            assert!(limit.allow("203.0.113.9".parse().ok(), now));
-        }
-        assert!(!limit.allow("203.0.113.10".parse().ok(), now));
-        assert!(!limit.allow(None, now));
-        assert!(limit.entries.lock().unwrap().len() <= CAPACITY + 1);
-        // Once the old buckets have drained, newcomers get their own again.
-        let later = now + Duration::from_secs(60);
-        assert!(limit.allow("203.0.113.10".parse().ok(), later));
-        assert!(limit.entries.lock().unwrap().len() < CAPACITY);
-    }
+    /// `limits.new_accounts_burst` by default.
+    const BURST: u32 = 10;
 
     #[tokio::test]
     async fn new_answers_429_beyond_the_burst_per_client() {

@@ -6,10 +6,10 @@
 //! plain HTTP: [`acme_challenge`] is the place where an ACME client's
 //! token store plugs in; until then it answers 404.
 //!
-//! Bounds as on HTTPS: at most [`MAX_CONNECTIONS`] connections, each closed
-//! after [`crate::tls::IDLE_TIMEOUT`] without traffic.
+//! Bounds as on HTTPS: at most [`MAX_CONNECTIONS`] connections, a fifth
+//! per client, the longest idle one evicted when full; each is served by
+//! `crate::conn` (idle, header and HTTP/2 bounds).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +18,13 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use chatmail_limits::Slots;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
-use crate::tls::Guarded;
+use crate::conn::{self, Guarded};
 
 /// Plain HTTP connections at once.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -42,13 +43,41 @@ pub async fn serve_http(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = PlainListener {
-        listener,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    };
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let slots = Slots::fifth_per_client(MAX_CONNECTIONS);
+    let router = router(ctx);
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.acquire(Some(peer.ip())) else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (router, stop) = (router.clone(), shutdown.clone());
+        tasks.spawn(conn::serve(
+            Guarded::new(tcp, ()),
+            peer,
+            router,
+            Arc::new(slot),
+            stop,
+        ));
+    }
+    drop(listener);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(crate::tls::SHUTDOWN_GRACE, drain).await;
+    tasks.abort_all();
+    Ok(())
 }
 
 /// RFC 8555 §8.3: `GET /.well-known/acme-challenge/<token>` answers the key
@@ -69,37 +98,6 @@ async fn to_https(State(ctx): State<Arc<Context>>, uri: Uri) -> Response {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let target = format!("{}{path}", ctx.base_url);
     (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, target)]).into_response()
-}
-
-/// A TCP listener with a connection limit and idle deadlines.
-struct PlainListener {
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for PlainListener {
-    type Io = Guarded<TcpStream, OwnedSemaphorePermit>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                // The semaphore is never closed; wait for shutdown.
-                return std::future::pending().await;
-            };
-            match self.listener.accept().await {
-                Ok((tcp, peer)) => return (Guarded::new(tcp, permit), peer),
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
 }
 
 #[cfg(test)]

@@ -1,71 +1,74 @@
-//! A TLS listener for `axum::serve`.
+//! The TLS listener of port 443: handshakes, ALPN dispatch, and the
+//! connection pools.
 //!
-//! Bounds: at most [`MAX_CONNECTIONS`] connections (handshaking or
-//! established) at once, more wait in the kernel backlog; at most a fifth
-//! of them from one client IP address (over it, the TCP connection is
-//! closed before any handshake work, as on port 993); a handshake must
-//! finish within [`HANDSHAKE_TIMEOUT`]; an established connection that moves
-//! no byte in either direction for [`IDLE_TIMEOUT`] is closed (axum's server
-//! sets no header-read timeout of its own).
+//! Bounds (`chatmail_limits::Slots`, a fifth of each pool per client, an
+//! IPv4 address or an IPv6 /64):
+//! - at most [`MAX_HANDSHAKES`] TLS handshakes at once, each within
+//!   [`HANDSHAKE_TIMEOUT`]; over a client's share the TCP connection is
+//!   closed before any handshake work (as on port 993);
+//! - at most [`MAX_CONNECTIONS`] established HTTP connections, served by
+//!   [`crate::conn`] (idle, header and HTTP/2 bounds);
+//! - with [`AlpnHandlers`], a connection that negotiated ALPN `imap` or
+//!   `smtp` (and TLS 1.3) is handed to that service without an idle
+//!   deadline (IMAP IDLE sits silent for minutes), counted against a pool
+//!   of its own, so idle IMAP clients cannot starve the web and slow web
+//!   clients cannot starve mail;
+//! - every pool, when full, evicts the connection that has waited longest
+//!   without doing anything (a handshake, an HTTP connection between
+//!   requests, a mail session before its login) rather than turn the
+//!   newcomer away.
 //!
-//! Port 443 also carries mail (docs/specifications.md §7): with
-//! [`AlpnHandlers`], a connection that negotiated ALPN `imap` or `smtp`
-//! (and TLS 1.3) is handed to that service without an idle deadline (IMAP
-//! IDLE sits silent for minutes) and counted against its own limit, again
-//! at most a fifth of it per client address; everything else (`h2`,
-//! `http/1.1`, no ALPN) is HTTP. Open HTTP connections and connections
-//! refused by a limit are counted in `chatmail_metrics` (mail sessions are
-//! counted by their services).
+//! Everything else (`h2`, `http/1.1`, no ALPN) is HTTP. Open HTTP
+//! connections and connections refused by a limit are counted in
+//! `chatmail_metrics` (mail sessions are counted by their services).
+//! Connection tasks live in a `JoinSet` owned by [`serve`]; at shutdown
+//! they get [`SHUTDOWN_GRACE`] to finish, then they are aborted.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Sleep;
-
+use axum::Router;
+use chatmail_limits::{Slot, Slots};
+use chatmail_metrics::Protocol;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use chatmail_metrics::Protocol;
+use crate::conn::{self, Guarded};
 
-use crate::limit::{IpSlot, PerIp};
-
-/// Connections (handshaking or established) at once.
+/// Established HTTP connections at once.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// TLS handshakes at once.
+pub const MAX_HANDSHAKES: usize = 1024;
 /// A client that has not finished its handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An established connection idle this long in both directions is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Finished handshakes waiting for axum to take them.
-const READY_QUEUE: usize = 256;
-
-/// A served connection: the TLS stream with its idle deadline and its slot.
-pub type Connection = Guarded<TlsStream<TcpStream>>;
+/// Time connections get to finish after shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A mail connection on port 443, TLS already established.
 pub type MailStream = TlsStream<TcpStream>;
 
 /// A mail session handed over after the handshake: it owns the stream and
-/// runs to the session's end.
-pub type MailHandler =
-    Arc<dyn Fn(MailStream, SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// runs to the session's end; the slot may be evicted while the session
+/// waits for a login.
+pub type MailHandler = Arc<
+    dyn Fn(MailStream, SocketAddr, Arc<Slot>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Wraps an async function as a [`MailHandler`].
 pub fn mail_handler<F, Fut>(handler: F) -> MailHandler
 where
-    F: Fn(MailStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    F: Fn(MailStream, SocketAddr, Arc<Slot>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    Arc::new(move |stream, peer| Box::pin(handler(stream, peer)))
+    Arc::new(move |stream, peer, slot| Box::pin(handler(stream, peer, slot)))
 }
 
 /// Where connections that negotiated ALPN `imap` or `smtp` go
@@ -81,313 +84,142 @@ pub struct AlpnHandlers {
     pub max_connections: usize,
 }
 
-/// The mail side of the listener: handlers and their own slots.
-#[derive(Clone)]
-struct Mail {
-    handlers: AlpnHandlers,
-    slots: Arc<tokio::sync::Semaphore>,
-    /// A fifth of `slots` per client address.
-    per_ip: Arc<PerIp>,
-}
-
-/// Accepts TCP connections, runs TLS handshakes concurrently and yields the
-/// finished HTTP streams; mail streams go to their handlers.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(Connection, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener`; stops when `shutdown` is cancelled.
-    pub fn new(
-        listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self::with_alpn(listener, config, None, shutdown)
-    }
-
-    /// Like [`TlsListener::new`], handing ALPN `imap` and `smtp` connections
-    /// to `mail` (`config` must offer those protocols).
-    pub fn with_alpn(
-        listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-        mail: Option<AlpnHandlers>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self::with_pool(listener, config, mail, MAX_CONNECTIONS, shutdown)
-    }
-
-    /// [`TlsListener::with_alpn`] with `pool` HTTP connections at once
-    /// instead of [`MAX_CONNECTIONS`] (tests).
-    fn with_pool(
-        listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-        mail: Option<AlpnHandlers>,
-        pool: usize,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let mail = mail.map(|handlers| Mail {
-            slots: Arc::new(tokio::sync::Semaphore::new(handlers.max_connections.max(1))),
-            per_ip: PerIp::fifth_of(handlers.max_connections),
-            handlers,
-        });
-        let acceptor = TlsAcceptor::from(config);
-        let pool = Pool {
-            slots: Arc::new(tokio::sync::Semaphore::new(pool.max(1))),
-            per_ip: PerIp::fifth_of(pool),
-        };
-        tokio::spawn(accept_loop(listener, acceptor, pool, mail, tx, shutdown));
-        Self { ready, local }
-    }
-}
-
-/// The connections of the HTTP side (handshakes included).
-struct Pool {
-    slots: Arc<tokio::sync::Semaphore>,
-    /// A fifth of `slots` per client address.
-    per_ip: Arc<PerIp>,
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection task of a listener shares.
+struct Listener {
     acceptor: TlsAcceptor,
-    pool: Pool,
-    mail: Option<Mail>,
-    tx: mpsc::Sender<(Connection, SocketAddr)>,
+    router: Router,
+    handshakes: Slots,
+    web: Slots,
+    mail: Option<(AlpnHandlers, Slots)>,
     shutdown: CancellationToken,
-) {
+}
+
+/// Serves port 443 on `listener` until `shutdown` is cancelled: HTTP with
+/// `router`, and mail by ALPN when `mail` is given (`config` must then
+/// offer `imap` and `smtp`).
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    mail: Option<AlpnHandlers>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with_pool(listener, config, router, mail, MAX_CONNECTIONS, shutdown).await
+}
+
+/// [`serve`] with `pool` HTTP connections at once (tests).
+async fn serve_with_pool(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    mail: Option<AlpnHandlers>,
+    pool: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Listener {
+        acceptor: TlsAcceptor::from(config),
+        router,
+        handshakes: Slots::fifth_per_client(MAX_HANDSHAKES.min(pool)),
+        web: Slots::fifth_per_client(pool),
+        mail: mail.map(|handlers| {
+            let slots = Slots::fifth_per_client(handlers.max_connections);
+            (handlers, slots)
+        }),
+        shutdown: shutdown.clone(),
+    });
+    let mut tasks = JoinSet::new();
     loop {
-        let Ok(permit) = pool.slots.clone().acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = shutdown.cancelled() => break,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
+                // Out of descriptors and the like: back off, keep serving.
                 tracing::debug!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let _ = tcp.set_nodelay(true);
         // Over its share: closed at once, no handshake (it costs CPU).
-        let Some(ip_slot) = pool.per_ip.try_acquire(peer.ip()) else {
+        let Ok(slot) = shared.handshakes.acquire(Some(peer.ip())) else {
             chatmail_metrics::connection_refused(Protocol::Https);
-            tracing::debug!("too many connections from one client on the HTTPS port");
+            tracing::debug!("too many handshakes from one client on the HTTPS port");
             continue;
         };
-        let slot = Slot {
-            _permit: permit,
-            _ip: ip_slot,
-            _open: None,
-        };
-        let (acceptor, tx, mail) = (acceptor.clone(), tx.clone(), mail.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => dispatch(tls, peer, slot, mail.as_ref(), &tx).await,
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
-            }
-        });
+        tasks.spawn(connection(tcp, peer, slot, Arc::clone(&shared)));
     }
+    drop(listener);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
+    tasks.abort_all();
+    Ok(())
 }
 
-/// A connection's place in a pool: the listener-wide permit and the
-/// client address's share, both released on drop; an HTTP connection also
-/// counts as open in the metrics while it lives.
-pub struct Slot {
-    _permit: OwnedSemaphorePermit,
-    _ip: IpSlot,
-    _open: Option<chatmail_metrics::Open>,
-}
-
-/// Sends a finished handshake where its ALPN protocol says.
-async fn dispatch(
-    tls: TlsStream<TcpStream>,
-    peer: SocketAddr,
-    slot: Slot,
-    mail: Option<&Mail>,
-    tx: &mpsc::Sender<(Connection, SocketAddr)>,
-) {
+/// One connection: the handshake in its own slot, then HTTP or mail.
+async fn connection(tcp: TcpStream, peer: SocketAddr, handshake: Slot, listener: Arc<Listener>) {
+    let accept = tokio::time::timeout(HANDSHAKE_TIMEOUT, listener.acceptor.accept(tcp));
+    let tls = tokio::select! {
+        done = accept => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        },
+        () = handshake.evicted() => return,
+    };
+    drop(handshake);
     let (_, session) = tls.get_ref();
+    let mail = listener.mail.as_ref();
     let handler = match (mail, session.alpn_protocol()) {
-        (Some(mail), Some(ALPN_IMAP)) => Some((mail, &mail.handlers.imap, Protocol::Imap)),
-        (Some(mail), Some(ALPN_SMTP)) => Some((mail, &mail.handlers.smtp, Protocol::Submission)),
+        (Some((handlers, slots)), Some(ALPN_IMAP)) => Some((&handlers.imap, slots, Protocol::Imap)),
+        (Some((handlers, slots)), Some(ALPN_SMTP)) => {
+            Some((&handlers.smtp, slots, Protocol::Submission))
+        }
         _ => None,
     };
-    let Some((mail, handler, protocol)) = handler else {
-        let slot = Slot {
-            _open: Some(chatmail_metrics::connection(Protocol::Https)),
-            ..slot
-        };
-        let _ = tx.send((Guarded::new(tls, slot), peer)).await;
-        return;
+    let Some((handler, slots, protocol)) = handler else {
+        return web(tls, peer, &listener).await;
     };
     // Mail sessions keep TLS 1.3 as on 465 and 993 (docs/specifications.md §3).
     if session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-        tracing::debug!("mail over ALPN refused below TLS 1.3");
-        return;
+        return tracing::debug!("mail over ALPN refused below TLS 1.3");
     }
-    drop(slot);
-    let mail_slot = match (
-        mail.slots.clone().try_acquire_owned(),
-        mail.per_ip.try_acquire(peer.ip()),
-    ) {
-        (Ok(permit), Some(ip)) => Slot {
-            _permit: permit,
-            _ip: ip,
-            _open: None,
-        },
-        _ => {
-            chatmail_metrics::connection_refused(protocol);
-            tracing::debug!("too many mail sessions on the HTTPS port");
-            return;
-        }
+    let Ok(slot) = slots.acquire(Some(peer.ip())) else {
+        chatmail_metrics::connection_refused(protocol);
+        return tracing::debug!("too many mail sessions on the HTTPS port");
     };
-    handler(tls, peer).await;
-    drop(mail_slot);
+    // Held here too: the count lasts as long as the session, whatever the
+    // handler does with its handle.
+    let slot = Arc::new(slot);
+    handler(tls, peer, Arc::clone(&slot)).await;
+    drop(slot);
+}
+
+/// Serves an HTTP connection in a slot of the web pool.
+async fn web(tls: TlsStream<TcpStream>, peer: SocketAddr, listener: &Listener) {
+    let Ok(slot) = listener.web.acquire(Some(peer.ip())) else {
+        chatmail_metrics::connection_refused(Protocol::Https);
+        return tracing::debug!("too many HTTP connections from one client");
+    };
+    let _open = chatmail_metrics::connection(Protocol::Https);
+    let router = listener.router.clone();
+    let shutdown = listener.shutdown.clone();
+    conn::serve(
+        Guarded::new(tls, ()),
+        peer,
+        router,
+        Arc::new(slot),
+        shutdown,
+    )
+    .await;
 }
 
 /// ALPN protocol ids of the mail services (docs/specifications.md §7).
 const ALPN_IMAP: &[u8] = b"imap";
 const ALPN_SMTP: &[u8] = b"smtp";
-
-impl axum::serve::Listener for TlsListener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The accept loop ended (shutdown): park until axum stops us.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-/// A stream that fails with `TimedOut` once no byte moved for
-/// [`IDLE_TIMEOUT`], and that holds a connection slot `H` until dropped.
-pub struct Guarded<S, H = Slot> {
-    inner: S,
-    deadline: Pin<Box<Sleep>>,
-    _slot: H,
-}
-
-impl<S, H> Guarded<S, H> {
-    pub(crate) fn new(inner: S, slot: H) -> Self {
-        Self {
-            inner,
-            deadline: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-            _slot: slot,
-        }
-    }
-
-    fn progressed(&mut self) {
-        self.deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-    }
-
-    /// `Pending` while the deadline is ahead, the timeout error after it.
-    fn pending_or_timeout<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin, H: Unpin> AsyncRead for Guarded<S, H> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Pending => self.pending_or_timeout(cx),
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    self.progressed();
-                }
-                Poll::Ready(result)
-            }
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin, H: Unpin> AsyncWrite for Guarded<S, H> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
-            Poll::Pending => self.pending_or_timeout(cx),
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    self.progressed();
-                }
-                Poll::Ready(result)
-            }
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.pending_or_timeout(cx),
-            ready => ready,
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test(start_paused = true)]
-    async fn silent_connection_times_out_and_frees_its_slot() {
-        let slots = Arc::new(tokio::sync::Semaphore::new(1));
-        let (client, server) = tokio::io::duplex(64);
-        let permit = slots.clone().try_acquire_owned().unwrap();
-        let mut guarded = Guarded::new(server, permit);
-        let mut buf = [0u8; 8];
-        let err = guarded.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        drop(guarded);
-        assert_eq!(slots.available_permits(), 1);
-        drop(client);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn traffic_keeps_a_connection_alive() {
-        let slots = Arc::new(tokio::sync::Semaphore::new(1));
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = Guarded::new(server, slots.try_acquire_owned().unwrap());
-        for _ in 0..5 {
-            tokio::time::advance(IDLE_TIMEOUT / 2).await;
-            client.write_all(b"x").await.unwrap();
-            let mut byte = [0u8; 1];
-            guarded.read_exact(&mut byte).await.unwrap();
-        }
-    }
-}
 
 #[cfg(test)]
 mod alpn_tests {
@@ -401,7 +233,7 @@ mod alpn_tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::sync::CancellationToken;
 
-    use super::{AlpnHandlers, MailHandler, TlsListener, mail_handler};
+    use super::{AlpnHandlers, MailHandler, mail_handler};
 
     struct Server {
         addr: SocketAddr,
@@ -418,7 +250,7 @@ mod alpn_tests {
 
     /// A handler that greets with `name` and closes.
     fn greeter(name: &'static str) -> MailHandler {
-        mail_handler(move |mut tls, _peer| async move {
+        mail_handler(move |mut tls, _peer, _slot| async move {
             let greeting = format!("{name} session\r\n");
             let _ = tls.write_all(greeting.as_bytes()).await;
             let _ = tls.shutdown().await;
@@ -428,7 +260,7 @@ mod alpn_tests {
     /// A handler that greets with `name` and holds the session until the
     /// client closes.
     fn holder(name: &'static str) -> MailHandler {
-        mail_handler(move |mut tls, _peer| async move {
+        mail_handler(move |mut tls, _peer, _slot| async move {
             let greeting = format!("{name} session\r\n");
             let _ = tls.write_all(greeting.as_bytes()).await;
             let mut rest = Vec::new();
@@ -454,14 +286,9 @@ mod alpn_tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let tls = TlsListener::with_pool(listener, config, mail, pool, shutdown.clone());
         let app = Router::new().route("/", get(|| async { "web page" }));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(tls, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let serve = super::serve_with_pool(listener, config, app, mail, pool, shutdown.clone());
+        tokio::spawn(serve);
         Server {
             addr,
             roots: id.chain.clone(),

@@ -119,10 +119,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn read_sasl_response(&mut self) -> Result<Option<Vec<u8>>, HandlerError> {
         self.io.line("+ ");
         self.io.flush().await?;
+        let deadline = self.sasl_deadline();
         let line = match self
             .io
             .framer
-            .read_line(&mut self.io.stream, Some(SASL_TIMEOUT))
+            .read_line(
+                &mut self.io.stream,
+                crate::framing::Bounds::PRE_LOGIN.max_line,
+                Some(deadline),
+            )
             .await
         {
             Ok(line) => line,
@@ -136,6 +141,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(base64::engine::general_purpose::STANDARD.decode(text).ok())
     }
 
+    /// The SASL response is due within [`SASL_TIMEOUT`], and before the
+    /// login deadline.
+    fn sasl_deadline(&self) -> tokio::time::Instant {
+        let deadline = tokio::time::Instant::now() + SASL_TIMEOUT;
+        self.io.login_deadline.map_or(deadline, |d| d.min(deadline))
+    }
+
     async fn login(&mut self, username: &str, password: &str) -> Handled {
         let no_log = self.ctx.settings.config.log.no_log;
         let accounts = &self.ctx.accounts;
@@ -146,6 +158,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 self.state = State::Authenticated { account };
                 self.io.write_timeout = crate::session::AUTHENTICATED_WRITE_TIMEOUT;
+                self.io.login_deadline = None;
+                if let Some(slot) = &self.slot {
+                    slot.protect();
+                }
                 // docs/specifications.md §4: Delta Chat reads capabilities from this OK.
                 Ok(Done::ok(format!(
                     "[CAPABILITY {AUTHENTICATED_CAPABILITIES}] Logged in"

@@ -1,16 +1,23 @@
 //! FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8).
 //!
 //! Flow: translate the requested items into [`Item`]s (unsupported ones make
-//! the command BAD before anything is read), resolve the set against the
-//! session's view, read the metadata once, set `\Seen` in one batch when a
-//! non-peek body item asks for it, then emit one FETCH response per message,
-//! reading each body only when a body item needs it.
+//! the command BAD before anything is read; an item named twice is
+//! answered once; at most [`MAX_BODY_ITEMS`] body items), resolve the set
+//! against the session's view, read the metadata once, set `\Seen` in one
+//! batch when a non-peek body item asks for it, then emit one FETCH
+//! response per message, reading each body only when a body item needs it.
+//!
+//! Memory: responses are written out item by item once a quarter MiB is
+//! buffered, and a large body section goes to the stream straight from the
+//! message, so a connection holds at most one message and one section
+//! however many items or messages a command names.
 //!
 //! Supported: UID, FLAGS, RFC822.SIZE, INTERNALDATE, BODY[] / BODY.PEEK[]
 //! with HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT and partial ranges,
 //! RFC822, RFC822.HEADER, RFC822.TEXT, and the FAST macro. ENVELOPE,
 //! BODYSTRUCTURE and MIME part numbers are answered with BAD.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chatmail_store::{FlagOp, MessageMeta};
@@ -57,6 +64,9 @@ impl Item {
     }
 }
 
+/// Body items one FETCH may name (Delta Chat names one or two).
+pub(crate) const MAX_BODY_ITEMS: usize = 32;
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) async fn handle_fetch(
         &mut self,
@@ -68,6 +78,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(items) => items,
             Err(name) => return Ok(Done::bad(format!("FETCH item {name} is not supported"))),
         };
+        if items.iter().filter(|i| i.needs_body()).count() > MAX_BODY_ITEMS {
+            return Ok(Done::bad("Too many body items in one FETCH"));
+        }
         // RFC 3501 §6.4.8: UID FETCH responses always carry the UID.
         if by_uid && !items.contains(&Item::Uid) {
             items.insert(0, Item::Uid);
@@ -133,14 +146,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 None
             };
             let extra_flags = flags_changed.contains(&uid) && !items.contains(&Item::Flags);
-            write_fetch(
-                &mut self.io.out,
-                seq,
-                meta,
-                body.as_deref(),
-                &items,
-                extra_flags,
-            );
+            let body = body.as_deref();
+            fetch_start(&mut self.io.out, seq);
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    self.io.out.push(b' ');
+                }
+                match body_section(item, body) {
+                    Some((label, data)) if data.len() > LARGE_SECTION => {
+                        self.io.out.extend_from_slice(label.as_bytes());
+                        self.io.out.push(b' ');
+                        self.io.write_large_literal(&data).await?;
+                    }
+                    Some((label, data)) => write_section(&mut self.io.out, label, &data),
+                    None => write_item(&mut self.io.out, meta, body, item),
+                }
+                self.io.flush_if_large().await?;
+            }
+            fetch_end(&mut self.io.out, meta, !items.is_empty(), extra_flags);
             self.io.flush_if_large().await?;
         }
         Ok(Done::ok("FETCH completed"))
@@ -151,7 +174,11 @@ fn has_flag(meta: &MessageMeta, flag: &str) -> bool {
     meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
 
+/// Sections larger than this are written to the stream directly.
+const LARGE_SECTION: usize = 64 * 1024;
+
 /// Appends `* seq FETCH (...)` for one message.
+#[cfg(test)]
 fn write_fetch(
     out: &mut Vec<u8>,
     seq: u32,
@@ -160,59 +187,91 @@ fn write_fetch(
     items: &[Item],
     extra_flags: bool,
 ) {
-    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
-    let mut first = true;
-    let mut sep = |out: &mut Vec<u8>| {
-        if !std::mem::take(&mut first) {
+    fetch_start(out, seq);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
             out.push(b' ');
         }
-    };
-    for item in items {
-        sep(out);
-        match item {
-            Item::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
-            Item::Flags => {
-                out.extend_from_slice(b"FLAGS ");
-                response::flag_list(out, &meta.flags);
-            }
-            Item::Size => out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes()),
-            Item::InternalDate => out.extend_from_slice(
-                format!(
-                    "INTERNALDATE {}",
-                    response::internal_date(meta.internal_date)
-                )
-                .as_bytes(),
-            ),
-            Item::Body {
-                label,
-                part,
-                partial,
-                ..
-            } => {
-                let data = section(body.unwrap_or_default(), part);
-                out.extend_from_slice(label.as_bytes());
-                out.push(b' ');
-                response::literal(out, slice(&data, *partial));
-            }
-        }
+        write_item(out, meta, body, item);
     }
+    fetch_end(out, meta, !items.is_empty(), extra_flags);
+}
+
+fn fetch_start(out: &mut Vec<u8>, seq: u32) {
+    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+}
+
+/// Closes a FETCH response, adding the FLAGS a `\Seen` change implies
+/// when the items did not ask for them.
+fn fetch_end(out: &mut Vec<u8>, meta: &MessageMeta, after_items: bool, extra_flags: bool) {
     if extra_flags {
-        sep(out);
+        if after_items {
+            out.push(b' ');
+        }
         out.extend_from_slice(b"FLAGS ");
         response::flag_list(out, &meta.flags);
     }
     out.extend_from_slice(b")\r\n");
 }
 
-fn section(body: &[u8], part: &Part) -> Vec<u8> {
+/// The label and bytes of a body item.
+fn body_section<'a>(item: &'a Item, body: Option<&'a [u8]>) -> Option<(&'a str, Cow<'a, [u8]>)> {
+    let Item::Body {
+        label,
+        part,
+        partial,
+        ..
+    } = item
+    else {
+        return None;
+    };
+    let data = match section(body.unwrap_or_default(), part) {
+        Cow::Borrowed(data) => Cow::Borrowed(slice(data, *partial)),
+        Cow::Owned(data) => Cow::Owned(slice(&data, *partial).to_vec()),
+    };
+    Some((label, data))
+}
+
+/// Appends one data item of a FETCH response.
+fn write_item(out: &mut Vec<u8>, meta: &MessageMeta, body: Option<&[u8]>, item: &Item) {
+    match item {
+        Item::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
+        Item::Flags => {
+            out.extend_from_slice(b"FLAGS ");
+            response::flag_list(out, &meta.flags);
+        }
+        Item::Size => out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes()),
+        Item::InternalDate => out.extend_from_slice(
+            format!(
+                "INTERNALDATE {}",
+                response::internal_date(meta.internal_date)
+            )
+            .as_bytes(),
+        ),
+        Item::Body { .. } => {
+            if let Some((label, data)) = body_section(item, body) {
+                write_section(out, label, &data);
+            }
+        }
+    }
+}
+
+/// Appends `label {n}\r\n<data>`.
+fn write_section(out: &mut Vec<u8>, label: &str, data: &[u8]) {
+    out.extend_from_slice(label.as_bytes());
+    out.push(b' ');
+    response::literal(out, data);
+}
+
+fn section<'a>(body: &'a [u8], part: &Part) -> Cow<'a, [u8]> {
     let (header, text) = message::split(body);
     match part {
-        Part::Full => body.to_vec(),
-        Part::Header => header.to_vec(),
-        Part::Text => text.to_vec(),
+        Part::Full => Cow::Borrowed(body),
+        Part::Header => Cow::Borrowed(header),
+        Part::Text => Cow::Borrowed(text),
         Part::Fields { names, exclude } => {
             let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
-            message::header_fields(header, &names, *exclude)
+            Cow::Owned(message::header_fields(header, &names, *exclude))
         }
     }
 }
@@ -237,7 +296,16 @@ fn to_items(names: MacroOrMessageDataItemNames<'_>) -> Result<Vec<Item>, String>
         }
         MacroOrMessageDataItemNames::Macro(other) => Err(other.to_string()),
         MacroOrMessageDataItemNames::MessageDataItemNames(names) => {
-            names.into_iter().map(to_item).collect()
+            let mut items: Vec<Item> = Vec::new();
+            for name in names {
+                let item = to_item(name)?;
+                // The same item twice is answered once (RFC 3501 does not
+                // ask for repeats; answering each would multiply the reply).
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            Ok(items)
         }
     }
 }
@@ -389,6 +457,15 @@ mod tests {
             out,
             "* 3 FETCH (BODY[TEXT] {7}\r\nhello\r\n BODY[]<0> {7}\r\nMessage)\r\n"
         );
+    }
+
+    #[test]
+    fn answers_an_item_named_many_times_once() {
+        let many = vec!["BODY.PEEK[]"; 1000].join(" ");
+        let items = items(&format!("(UID {many} UID)"));
+        assert_eq!(items.len(), 2, "{items:?}");
+        let out = fetched(&items);
+        assert_eq!(out.matches("BODY[]").count(), 1, "{out}");
     }
 
     #[test]

@@ -1,43 +1,111 @@
 //! Command framing: turns the byte stream into complete commands.
 //!
-//! Flow: read one CRLF-terminated line; ask the imap-codec decoder whether
-//! the command is complete. When it stops at a literal (`{n}` or `{n+}`), the
-//! bound for this command is checked first: an oversize synchronizing literal
-//! is refused before any `+` is sent (RFC 7889 `[TOOBIG]`), an oversize
-//! non-synchronizing one ends the connection (its bytes are already on the
-//! way). Otherwise `+ Ready` is sent (synchronizing only, RFC 3501 §7.5), the
-//! literal and the next line are read, and decoding starts over.
+//! Flow: read one CRLF-terminated line. A line that ends in a literal
+//! announcement (`{n}`, or `{n+}`, RFC 3501 §4.3, RFC 7888) continues
+//! after the literal: the bound for this command is checked first (an
+//! oversize synchronizing literal is refused before any `+` is sent, RFC
+//! 7889 `[TOOBIG]`), `+ Ready` is sent (synchronizing only, RFC 3501
+//! §7.5), the literal and the next line are read, and so on. When a line
+//! ends without one, the whole command is decoded by imap-codec, once:
+//! framing is a single pass over the input, however many literals it has.
+//!
+//! [`Bounds`] depend on the session's state. Before login a command may
+//! only be one of those pre-login needs (CAPABILITY, NOOP, LOGOUT, ID,
+//! STARTTLS, LOGIN, AUTHENTICATE), with a short line, a few small literals
+//! and a small total; anything else is answered `BAD` without decoding.
+//! Non-synchronizing literals are refused everywhere (the server does not
+//! advertise LITERAL+ or LITERAL-): their bytes are already on the way, so
+//! the connection ends.
 //!
 //! Literals above [`MAX_SMALL_LITERAL`] (APPEND only) also need their size
 //! in bytes from the server-wide [`LiteralBudget`], taken before `+` is
-//! sent: without it a synchronizing literal is refused with
-//! [`Incoming::Busy`] and a non-synchronizing one ends the connection. The
+//! sent: without it the literal is refused with [`Incoming::Busy`]. The
 //! framer holds those bytes until the next command is read, i.e. until the
 //! command's handler is done with the literal.
 //!
-//! Invariants: a line never exceeds [`MAX_LINE`]; a command never exceeds its
-//! total bound (literal bound + [`MAX_COMMAND_OVERHEAD`]); large literals in
-//! flight never exceed the budget; the input buffer is
-//! only changed by `read_buf` and by splitting off complete units, so
-//! [`Framer::read_line`] is cancel-safe (IDLE races it against store events).
+//! Every read has a deadline for the whole unit (a command, or a line),
+//! not one per byte: a client that trickles bytes cannot stretch it.
+//!
+//! Invariants: a line never exceeds the bound's `max_line`; a command
+//! never exceeds its total bound; large literals in flight never exceed
+//! the budget; the input buffer is only changed by `read_buf` and by
+//! splitting off complete units, so [`Framer::read_line`] is cancel-safe
+//! (IDLE races it against store events).
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use imap_codec::CommandCodec;
 use imap_codec::decode::{CommandDecodeError, Decoder};
 use imap_codec::imap_types::command::Command;
-use imap_codec::imap_types::core::LiteralMode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-/// Longest accepted line (without literals).
+/// Longest accepted line (without literals) once authenticated.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Largest literal in commands other than APPEND.
 pub const MAX_SMALL_LITERAL: u32 = 64 * 1024;
 /// Non-literal bytes a command may carry on top of its literals.
 pub const MAX_COMMAND_OVERHEAD: usize = 256 * 1024;
+/// Literals one command may carry once authenticated.
+pub const MAX_LITERALS: usize = 1024;
+/// Commands a client that has not logged in may send (RFC 3501 §6.1, §6.2,
+/// RFC 2971).
+const PRE_LOGIN_COMMANDS: [&str; 7] = [
+    "CAPABILITY",
+    "NOOP",
+    "LOGOUT",
+    "ID",
+    "STARTTLS",
+    "LOGIN",
+    "AUTHENTICATE",
+];
+
+/// What one command may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Longest line.
+    pub max_line: usize,
+    /// Largest literal of commands other than APPEND.
+    pub max_literal: u32,
+    /// Largest APPEND literal.
+    pub max_append: u32,
+    /// Largest command, literals included.
+    pub max_total: usize,
+    /// Most literals in one command.
+    pub max_literals: usize,
+    /// Only the pre-login commands are taken.
+    pub pre_login: bool,
+}
+
+impl Bounds {
+    /// Before login: LOGIN with a password of up to 1 KiB, AUTHENTICATE
+    /// PLAIN, and ID with its 30 fields of up to 1 KiB each (RFC 2971 §3.3),
+    /// each as literals if the client likes.
+    pub const PRE_LOGIN: Bounds = Bounds {
+        max_line: 16 * 1024,
+        max_literal: 4 * 1024,
+        max_append: 0,
+        max_total: 64 * 1024,
+        max_literals: 64,
+        pre_login: true,
+    };
+
+    /// Once authenticated: APPEND takes messages up to `max_message_size`.
+    pub fn authenticated(max_message_size: u64) -> Bounds {
+        let max_append = u32::try_from(max_message_size).unwrap_or(u32::MAX);
+        Bounds {
+            max_line: MAX_LINE,
+            max_literal: MAX_SMALL_LITERAL,
+            max_append,
+            max_total: (max_append.max(MAX_SMALL_LITERAL) as usize)
+                .saturating_add(MAX_COMMAND_OVERHEAD),
+            max_literals: MAX_LITERALS,
+            pre_login: false,
+        }
+    }
+}
 
 /// Why no command could be read; all of them end the connection.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +114,9 @@ pub enum FrameError {
     Closed,
     #[error("line too long")]
     LineTooLong,
-    #[error("non-synchronizing literal too big")]
-    NonSyncTooBig,
-    #[error("no budget for a non-synchronizing literal")]
-    Busy,
-    #[error("inactivity timeout")]
+    #[error("non-synchronizing literal")]
+    NonSyncLiteral,
+    #[error("deadline passed")]
     Timeout,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -63,6 +129,9 @@ pub enum Incoming {
     Command(Box<Command<'static>>),
     /// Undecodable input; the tag if one could be recognised.
     Bad { tag: Option<String> },
+    /// A command other than those pre-login needs, before login; not
+    /// decoded.
+    NeedsLogin { tag: Option<String> },
     /// A synchronizing literal over the bound, refused before `+`.
     TooBig { tag: String },
     /// A large synchronizing literal the budget cannot take now, refused
@@ -104,22 +173,27 @@ impl Framer {
         self.buf.split()
     }
 
-    /// Reads one line including its line ending. Cancel-safe.
+    /// Reads one line including its line ending, of at most `max` bytes,
+    /// by `deadline` (`None`: no deadline). Cancel-safe.
     pub async fn read_line<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
-        idle: Option<Duration>,
+        max: usize,
+        deadline: Option<Instant>,
     ) -> Result<Bytes, FrameError> {
         let mut scanned = 0;
         loop {
             if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                if scanned + pos + 1 > max {
+                    return Err(FrameError::LineTooLong);
+                }
                 return Ok(self.buf.split_to(scanned + pos + 1).freeze());
             }
             scanned = self.buf.len();
-            if scanned > MAX_LINE {
+            if scanned > max {
                 return Err(FrameError::LineTooLong);
             }
-            self.fill(reader, idle, 4096).await?;
+            self.fill(reader, deadline, 4096).await?;
         }
     }
 
@@ -128,11 +202,11 @@ impl Framer {
         &mut self,
         reader: &mut R,
         n: usize,
-        idle: Option<Duration>,
+        deadline: Instant,
     ) -> Result<Bytes, FrameError> {
         while self.buf.len() < n {
             let want = (n - self.buf.len()).min(256 * 1024);
-            self.fill(reader, idle, want).await?;
+            self.fill(reader, Some(deadline), want).await?;
         }
         Ok(self.buf.split_to(n).freeze())
     }
@@ -140,13 +214,13 @@ impl Framer {
     async fn fill<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
-        idle: Option<Duration>,
+        deadline: Option<Instant>,
         want: usize,
     ) -> Result<(), FrameError> {
         self.buf.reserve(want);
         let read = reader.read_buf(&mut self.buf);
-        let n = match idle {
-            Some(limit) => tokio::time::timeout(limit, read)
+        let n = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, read)
                 .await
                 .map_err(|_| FrameError::Timeout)??,
             None => read.await?,
@@ -157,67 +231,83 @@ impl Framer {
         Ok(())
     }
 
-    /// Reads one whole command, answering literal continuations on `stream`.
-    /// Releases the budget of the previous command.
+    /// Reads one whole command within `bounds` by `deadline`, answering
+    /// literal continuations on `stream`. Releases the budget of the
+    /// previous command.
     pub async fn read_command<S>(
         &mut self,
         stream: &mut S,
-        max_append: u64,
-        idle: Duration,
+        bounds: &Bounds,
+        deadline: Instant,
         budget: &LiteralBudget,
     ) -> Result<Incoming, FrameError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         self.held = None;
-        let mut command = BytesMut::from(&self.read_line(stream, Some(idle)).await?[..]);
-        let (tag, name) = tag_and_name(&command);
-        let max_literal = if name.eq_ignore_ascii_case("APPEND") {
-            max_append.min(u64::from(u32::MAX)) as u32
-        } else {
-            MAX_SMALL_LITERAL
-        };
-        let max_total = max_literal as usize + MAX_COMMAND_OVERHEAD;
-        loop {
-            let (length, mode) = match CommandCodec::default().decode_static(&command) {
-                Ok((_, parsed)) => return Ok(Incoming::Command(Box::new(parsed))),
-                Err(CommandDecodeError::LiteralFound { length, mode, .. }) => (length, mode),
-                Err(CommandDecodeError::Incomplete | CommandDecodeError::Failed) => {
-                    return Ok(Incoming::Bad { tag });
-                }
+        let first = self
+            .read_line(stream, bounds.max_line, Some(deadline))
+            .await?;
+        let (tag, name) = tag_and_name(&first);
+        if bounds.pre_login
+            && !PRE_LOGIN_COMMANDS
+                .iter()
+                .any(|c| name.eq_ignore_ascii_case(c))
+        {
+            return match literal_at_end(&first) {
+                // Its bytes are on the way and would be read as commands.
+                Some((_, false)) => Err(FrameError::NonSyncLiteral),
+                _ => Ok(Incoming::NeedsLogin { tag }),
             };
-            let too_big = length > max_literal || command.len() + length as usize > max_total;
-            match (too_big, mode) {
-                // RFC 7889 §4: refuse before the continuation request.
-                (true, LiteralMode::Sync) => {
-                    return Ok(Incoming::TooBig {
-                        tag: tag.unwrap_or_else(|| "*".into()),
-                    });
-                }
-                (true, LiteralMode::NonSync) => return Err(FrameError::NonSyncTooBig),
-                (false, _) if !self.admit(length, budget) => {
-                    return match mode {
-                        LiteralMode::Sync => Ok(Incoming::Busy {
-                            tag: tag.unwrap_or_else(|| "*".into()),
-                        }),
-                        LiteralMode::NonSync => Err(FrameError::Busy),
-                    };
-                }
-                (false, LiteralMode::Sync) => {
-                    // A client that does not read cannot block us here.
-                    let ready = async {
-                        stream.write_all(b"+ Ready for literal data\r\n").await?;
-                        stream.flush().await
-                    };
-                    tokio::time::timeout(idle, ready)
-                        .await
-                        .map_err(|_| FrameError::Timeout)??;
-                }
-                (false, LiteralMode::NonSync) => {}
-            }
-            command.extend_from_slice(&self.read_exact(stream, length as usize, Some(idle)).await?);
-            command.extend_from_slice(&self.read_line(stream, Some(idle)).await?);
         }
+        let max_literal = if name.eq_ignore_ascii_case("APPEND") {
+            bounds.max_append
+        } else {
+            bounds.max_literal
+        };
+        let tag_or_star = || tag.clone().unwrap_or_else(|| "*".into());
+        let mut command = BytesMut::from(&first[..]);
+        let mut line = first;
+        let mut literals = 0;
+        while let Some((length, sync)) = literal_at_end(&line) {
+            if !sync {
+                return Err(FrameError::NonSyncLiteral);
+            }
+            literals += 1;
+            let too_big = length > max_literal
+                || literals > bounds.max_literals
+                || command.len().saturating_add(length as usize) > bounds.max_total;
+            // RFC 7889 §4: refuse before the continuation request.
+            if too_big {
+                return Ok(Incoming::TooBig { tag: tag_or_star() });
+            }
+            if !self.admit(length, budget) {
+                return Ok(Incoming::Busy { tag: tag_or_star() });
+            }
+            // A client that does not read cannot block us here.
+            let ready = async {
+                stream.write_all(b"+ Ready for literal data\r\n").await?;
+                stream.flush().await
+            };
+            tokio::time::timeout_at(deadline, ready)
+                .await
+                .map_err(|_| FrameError::Timeout)??;
+            command.extend_from_slice(&self.read_exact(stream, length as usize, deadline).await?);
+            let room = bounds
+                .max_total
+                .saturating_sub(command.len())
+                .min(bounds.max_line);
+            line = self.read_line(stream, room, Some(deadline)).await?;
+            command.extend_from_slice(&line);
+        }
+        Ok(match CommandCodec::default().decode_static(&command) {
+            Ok((_, parsed)) => Incoming::Command(Box::new(parsed)),
+            Err(
+                CommandDecodeError::LiteralFound { .. }
+                | CommandDecodeError::Incomplete
+                | CommandDecodeError::Failed,
+            ) => Incoming::Bad { tag },
+        })
     }
 }
 
@@ -237,6 +327,26 @@ impl Framer {
         }
         true
     }
+}
+
+/// The literal a line announces at its end (RFC 3501 §4.3 `{n}`, RFC 7888
+/// `{n+}`, RFC 3516 `~{n}`): its length and whether it is synchronizing.
+/// Literals only ever end a line, so nothing else has to be scanned.
+pub fn literal_at_end(line: &[u8]) -> Option<(u32, bool)> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let spec = &inner[open + 1..];
+    let (digits, sync) = match spec.strip_suffix(b"+") {
+        Some(digits) => (digits, false),
+        None => (spec, true),
+    };
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let length = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((length, sync))
 }
 
 /// The tag (when it is a valid tag) and the command name of a raw line.
@@ -261,19 +371,29 @@ fn is_valid_tag(tag: &str) -> bool {
 mod tests {
     use super::*;
     use imap_codec::imap_types::command::CommandBody;
+    use std::time::Duration;
 
-    async fn run(input: &[u8], max_append: u64) -> (Result<Incoming, FrameError>, Vec<u8>) {
+    fn authenticated(max_append: u64) -> Bounds {
+        Bounds::authenticated(max_append)
+    }
+
+    async fn run_with(input: &[u8], bounds: Bounds) -> (Result<Incoming, FrameError>, Vec<u8>) {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         client.write_all(input).await.unwrap();
         let mut framer = Framer::default();
         let budget = Arc::new(Semaphore::new(1 << 20));
+        let deadline = Instant::now() + Duration::from_secs(5);
         let result = framer
-            .read_command(&mut server, max_append, Duration::from_secs(5), &budget)
+            .read_command(&mut server, &bounds, deadline, &budget)
             .await;
         drop(server);
         let mut written = Vec::new();
         client.read_to_end(&mut written).await.unwrap();
         (result, written)
+    }
+
+    async fn run(input: &[u8], max_append: u64) -> (Result<Incoming, FrameError>, Vec<u8>) {
+        run_with(input, authenticated(max_append)).await
     }
 
     #[tokio::test]
@@ -305,19 +425,29 @@ mod tests {
 
     #[tokio::test]
     async fn accepts_an_append_literal_within_the_bound() {
-        let (result, _) = run(b"a3 APPEND INBOX {5+}\r\nhello\r\n", 100).await;
+        let (result, _) = run(b"a3 APPEND INBOX {5}\r\nhello\r\n", 100).await;
         assert!(matches!(result, Ok(Incoming::Command(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn refuses_non_synchronizing_literals_which_are_not_advertised() {
+        let (result, written) = run(b"a3 APPEND INBOX {5+}\r\nhello\r\n", 100).await;
+        assert!(
+            matches!(result, Err(FrameError::NonSyncLiteral)),
+            "{result:?}"
+        );
+        assert!(written.is_empty());
+        let (result, _) = run_with(b"a4 ID ({3+}\r\nabc NIL)\r\n", Bounds::PRE_LOGIN).await;
+        assert!(
+            matches!(result, Err(FrameError::NonSyncLiteral)),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]
     async fn bounds_literals_of_other_commands() {
         let (result, _) = run(b"a4 LOGIN {70000}\r\n", u64::MAX).await;
         assert!(matches!(result, Ok(Incoming::TooBig { .. })), "{result:?}");
-        let (result, _) = run(b"a4 LOGIN {70000+}\r\n", u64::MAX).await;
-        assert!(
-            matches!(result, Err(FrameError::NonSyncTooBig)),
-            "{result:?}"
-        );
     }
 
     #[tokio::test]
@@ -339,5 +469,80 @@ mod tests {
         let long = vec![b'a'; MAX_LINE + 10];
         let (result, _) = run(&long, 100).await;
         assert!(matches!(result, Err(FrameError::LineTooLong)), "{result:?}");
+        let mut pre_login = vec![b'a'; Bounds::PRE_LOGIN.max_line + 10];
+        pre_login.extend_from_slice(b"\r\n");
+        let (result, _) = run_with(&pre_login, Bounds::PRE_LOGIN).await;
+        assert!(matches!(result, Err(FrameError::LineTooLong)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn pre_login_takes_only_what_login_needs() {
+        let (result, written) = run_with(b"a1 SELECT {5}\r\nINBOX\r\n", Bounds::PRE_LOGIN).await;
+        assert!(
+            matches!(result, Ok(Incoming::NeedsLogin { tag: Some(ref t) }) if t == "a1"),
+            "{result:?}"
+        );
+        assert!(written.is_empty(), "no continuation for a refused command");
+        let (result, _) = run_with(b"a2 LOGIN {5000}\r\n", Bounds::PRE_LOGIN).await;
+        assert!(matches!(result, Ok(Incoming::TooBig { .. })), "{result:?}");
+        let mut many = b"a3 ID (".to_vec();
+        for _ in 0..70 {
+            many.extend_from_slice(b"{1}\r\nx ");
+        }
+        let (result, written) = run_with(&many, Bounds::PRE_LOGIN).await;
+        assert!(matches!(result, Ok(Incoming::TooBig { .. })), "{result:?}");
+        let continuations = written.windows(7).filter(|w| w == b"+ Ready").count();
+        assert_eq!(continuations, Bounds::PRE_LOGIN.max_literals);
+    }
+
+    #[tokio::test]
+    async fn a_command_with_thousands_of_literals_is_framed_in_one_pass() {
+        // Regression: the decoder re-parsed the command from its start
+        // after every literal, quadratic in their number.
+        let mut command = b"a1 SEARCH".to_vec();
+        for _ in 0..1000 {
+            command.extend_from_slice(b" TEXT {4}\r\nneed");
+        }
+        command.extend_from_slice(b"\r\n");
+        let started = std::time::Instant::now();
+        let (result, _) = run(&command, 100).await;
+        assert!(matches!(result, Ok(Incoming::Command(_))), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_deadline_covers_the_whole_command_not_each_byte() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let trickle = tokio::spawn(async move {
+            for &byte in b"a1 NOOP" {
+                client.write_all(&[byte]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            client
+        });
+        let mut framer = Framer::default();
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let bounds = Bounds::PRE_LOGIN;
+        let result = framer
+            .read_command(&mut server, &bounds, deadline, &budget)
+            .await;
+        assert!(matches!(result, Err(FrameError::Timeout)), "{result:?}");
+        drop(trickle.await.unwrap());
+    }
+
+    #[test]
+    fn finds_literal_announcements_only_at_line_ends() {
+        assert_eq!(literal_at_end(b"a LOGIN {5}\r\n"), Some((5, true)));
+        assert_eq!(literal_at_end(b"a LOGIN {5+}\r\n"), Some((5, false)));
+        assert_eq!(literal_at_end(b"a APPEND x ~{12}\n"), Some((12, true)));
+        assert_eq!(literal_at_end(b"a LOGIN \"{5}\"\r\n"), None);
+        assert_eq!(literal_at_end(b"a LOGIN {}\r\n"), None);
+        assert_eq!(literal_at_end(b"a LOGIN {99999999999}\r\n"), None);
+        assert_eq!(literal_at_end(b"}"), None);
     }
 }

@@ -33,7 +33,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
-                line = self.io.framer.read_line(&mut self.io.stream, None) => {
+                line = self.io.framer.read_line(&mut self.io.stream, crate::framing::MAX_LINE, None) => {
                     let line = match line {
                         Ok(line) => line,
                         Err(FrameError::Io(e)) => return Err(e.into()),

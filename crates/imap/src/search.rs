@@ -7,7 +7,15 @@
 //! for each message of the view; bodies are read only when a key needs
 //! them. Invariant: the work per message does not grow with the size of
 //! the sets, so `UID SEARCH UID 1:4294967295` stays linear.
+//!
+//! Text keys compare ASCII case-insensitively: each body is lower-cased
+//! once and searched with a linear substring search, whatever the needle
+//! (a naive window comparison costs needle × haystack). The bytes one
+//! command may scan are bounded by [`MAX_SCANNED`] (each text key over
+//! each message counts); beyond it the command ends with `NO [LIMIT]`
+//! (RFC 5530 §3).
 
+use std::cell::{Cell, OnceCell};
 use std::collections::HashSet;
 
 use chatmail_store::MessageMeta;
@@ -23,11 +31,50 @@ use crate::view::View;
 /// A key this server does not evaluate.
 struct Unsupported;
 
+/// Bytes of message text one SEARCH may scan.
+pub(crate) const MAX_SCANNED: u64 = 256 * 1024 * 1024;
+
 /// One message under test.
 struct Candidate<'a> {
     seq: u32,
     meta: &'a MessageMeta,
     body: Option<&'a [u8]>,
+    /// The body in ASCII lower case, made on first use.
+    lower: OnceCell<Vec<u8>>,
+    scan: &'a Scan,
+}
+
+impl Candidate<'_> {
+    fn lower_body(&self) -> &[u8] {
+        self.lower
+            .get_or_init(|| self.body.unwrap_or_default().to_ascii_lowercase())
+    }
+}
+
+/// What one command has scanned.
+struct Scan {
+    scanned: Cell<u64>,
+    /// Set once the bound is reached; every later text test fails.
+    exceeded: Cell<bool>,
+}
+
+impl Scan {
+    fn new() -> Self {
+        Self {
+            scanned: Cell::new(0),
+            exceeded: Cell::new(false),
+        }
+    }
+
+    /// Counts `n` bytes; `false` once over [`MAX_SCANNED`].
+    fn take(&self, n: usize) -> bool {
+        let total = self.scanned.get().saturating_add(n as u64);
+        self.scanned.set(total);
+        if total > MAX_SCANNED {
+            self.exceeded.set(true);
+        }
+        !self.exceeded.get()
+    }
 }
 
 /// The criteria with their sets resolved against the view.
@@ -125,6 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .collect(),
         );
         let mut found = Vec::new();
+        let scan = Scan::new();
         for meta in &metas {
             let Some(seq) = view.seq_of(meta.uid) else {
                 continue;
@@ -138,8 +186,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 seq,
                 meta,
                 body: body.as_deref(),
+                lower: OnceCell::new(),
+                scan: &scan,
             };
-            match criterion.matches(&candidate) {
+            let matched = criterion.matches(&candidate);
+            if scan.exceeded.get() {
+                return Ok(Done::no("[LIMIT] SEARCH scans too much text, narrow it"));
+            }
+            match matched {
                 Ok(true) => found.push(if by_uid { meta.uid } else { seq }),
                 Ok(false) => {}
                 Err(Unsupported) => return Ok(Done::bad("Unsupported SEARCH key")),
@@ -198,8 +252,12 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> Result<bool, Unsupported> 
         K::Before(date) => day < date_day(date)?,
         K::On(date) => day == date_day(date)?,
         K::Since(date) => day >= date_day(date)?,
-        K::Body(text) => contains(message::split(c.body.unwrap_or_default()).1, text.as_ref()),
-        K::Text(text) => contains(c.body.unwrap_or_default(), text.as_ref()),
+        K::Body(text) => {
+            let lower = c.lower_body();
+            let header_len = message::split(lower).0.len();
+            contains(c.scan, &lower[header_len..], text.as_ref())
+        }
+        K::Text(text) => contains(c.scan, c.lower_body(), text.as_ref()),
         K::Header(name, text) => header_contains(c, name.as_ref(), text.as_ref()),
         K::Bcc(text) => header_contains(c, b"bcc", text.as_ref()),
         K::Cc(text) => header_contains(c, b"cc", text.as_ref()),
@@ -212,15 +270,21 @@ fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> Result<bool, Unsupported> 
 
 fn header_contains(c: &Candidate<'_>, name: &[u8], text: &[u8]) -> bool {
     let (header, _) = message::split(c.body.unwrap_or_default());
-    message::header_value(header, name).is_some_and(|value| contains(&value, text))
+    message::header_value(header, name)
+        .is_some_and(|value| contains(c.scan, &value.to_ascii_lowercase(), text))
 }
 
-/// Case-insensitive (ASCII) substring test; the empty string matches.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+/// Whether `lower` (already in ASCII lower case) contains `needle`, ASCII
+/// case-insensitively; the empty needle matches. Linear in both; counts
+/// `lower` against the command's scan bound.
+fn contains(scan: &Scan, lower: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if !scan.take(lower.len()) {
+        return false;
+    }
+    memchr::memmem::find(lower, &needle.to_ascii_lowercase()).is_some()
 }
 
 fn unix_day(unix: i64) -> i64 {
@@ -271,12 +335,15 @@ mod tests {
         };
         assert!(*by_uid && numbers.len() == uids.len());
         let mut found = Vec::new();
+        let scan = Scan::new();
         for (index, uid) in uids.iter().enumerate() {
             let meta = meta(*uid);
             let c = Candidate {
                 seq: index as u32 + 1,
                 meta: &meta,
                 body: None,
+                lower: OnceCell::new(),
+                scan: &scan,
             };
             assert!(all.matches(&c).is_ok_and(|m| m));
             if tail.matches(&c).is_ok_and(|m| m) {
@@ -288,8 +355,31 @@ mod tests {
 
     #[test]
     fn finds_substrings_ignoring_ascii_case() {
-        assert!(contains(b"Hello World", b"world"));
-        assert!(contains(b"abc", b""));
-        assert!(!contains(b"ab", b"abc"));
+        let scan = Scan::new();
+        assert!(contains(&scan, b"hello world", b"WoRlD"));
+        assert!(contains(&scan, b"abc", b""));
+        assert!(!contains(&scan, b"ab", b"abc"));
+    }
+
+    #[test]
+    fn a_long_needle_over_a_long_haystack_is_linear() {
+        // Regression: a 58 KiB needle over a 1 MiB header took seconds.
+        let haystack = vec![b'a'; 1 << 20];
+        let mut needle = vec![b'a'; 58 * 1024];
+        needle.push(b'b');
+        let started = std::time::Instant::now();
+        assert!(!contains(&Scan::new(), &haystack, &needle));
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn scanning_stops_at_the_bound() {
+        let scan = Scan::new();
+        let mib = vec![b'a'; 1 << 20];
+        for _ in 0..MAX_SCANNED >> 20 {
+            assert!(contains(&scan, &mib, b"a"));
+        }
+        assert!(!contains(&scan, &mib, b"a"));
+        assert!(scan.exceeded.get());
     }
 }

@@ -1,19 +1,25 @@
 //! Accept loop, connection limits and TLS set-up.
 //!
 //! Invariants: at most `max_imap_connections` sessions run at once and at
-//! most a fifth of that per IP address (over the limit: `* BYE Too many
-//! connections` on port 143; on port 993 the TCP connection is closed
-//! before any TLS handshake work is spent on it); connection tasks live in a `JoinSet` owned by [`serve`],
-//! so none outlives it; the IP address is logged only without `no_log`;
-//! the peer address reaches the session for the failed-login throttle
-//! (`chatmail_accounts`), which keeps only a keyed hash of it.
-//! Open and refused connections are counted in `chatmail_metrics`.
+//! most a fifth of that per client (an IPv4 address or an IPv6 /64,
+//! `chatmail_limits`); a full pool makes room by evicting the connection
+//! that has waited longest without logging in; a client over its share,
+//! or a newcomer when nothing can be evicted, gets `* BYE Too many
+//! connections` on port 143, and on port 993 the TCP connection is closed
+//! before any TLS handshake work is spent on it. A TLS handshake must
+//! finish within [`HANDSHAKE_TIMEOUT`], and the login within
+//! `limits.login_deadline` of the connection's start. Connection tasks live
+//! in a `JoinSet` owned by [`serve`], so none outlives it; the IP address
+//! is logged only without `no_log`; the peer address reaches the session
+//! for the failed-login throttle (`chatmail_accounts`), which keeps only a
+//! keyed hash of it. Open and refused connections are counted in
+//! `chatmail_metrics`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use chatmail_limits::{Slot, Slots};
 use chatmail_metrics::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,8 +31,8 @@ use tracing::Instrument;
 use crate::session::{Ending, Session};
 use crate::{Context, Mode};
 
-/// Longest a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a TLS handshake may take, in total.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long running sessions get to say BYE at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the refusal BYE may take to write.
@@ -40,12 +46,7 @@ pub async fn serve(
     ctx: Arc<Context>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let max = ctx.settings.limits().max_imap_connections.max(1);
-    let limiter = Arc::new(Limiter {
-        max_total: max,
-        max_per_ip: (max / 5).max(1),
-        counts: Mutex::default(),
-    });
+    let slots = Slots::fifth_per_client(ctx.settings.limits().max_imap_connections);
     let acceptor = TlsAcceptor::from(ctx.tls.clone());
     let mut tasks = JoinSet::new();
     let mut next_id: u64 = 0;
@@ -69,11 +70,11 @@ pub async fn serve(
                 };
                 next_id += 1;
                 let span = connection_span(next_id, peer, ctx.settings.config.log.no_log);
-                let permit = limiter.try_acquire(peer.ip());
-                if permit.is_none() {
+                let slot = slots.acquire(Some(peer.ip())).ok().map(Arc::new);
+                if slot.is_none() {
                     chatmail_metrics::connection_refused(Protocol::Imap);
                 }
-                let conn = connection(stream, peer, mode, ctx.clone(), acceptor.clone(), permit, shutdown.child_token());
+                let conn = connection(stream, peer, mode, ctx.clone(), acceptor.clone(), slot, shutdown.child_token());
                 tasks.spawn(conn.instrument(span));
             }
         }
@@ -101,33 +102,37 @@ async fn connection(
     mode: Mode,
     ctx: Arc<Context>,
     acceptor: TlsAcceptor,
-    permit: Option<Permit>,
+    slot: Option<Arc<Slot>>,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let result = match mode {
-        Mode::StartTls if permit.is_none() => refuse(stream).await,
-        Mode::StartTls => serve_stream(stream, false, peer.ip(), ctx, shutdown).await,
-        // Over the limit: close at once, no handshake (it costs CPU).
-        Mode::ImplicitTls if permit.is_none() => {
-            drop(stream);
-            Ok(())
+    let result = match (mode, slot) {
+        (Mode::StartTls, None) => refuse(stream).await,
+        (Mode::StartTls, Some(slot)) => {
+            serve_stream(stream, false, peer.ip(), ctx, shutdown, Some(slot)).await
         }
-        Mode::ImplicitTls => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_stream(tls, true, peer.ip(), ctx, shutdown).await,
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "TLS handshake timeout",
-                )),
+        // Over the limit: close at once, no handshake (it costs CPU).
+        (Mode::ImplicitTls, None) => Ok(()),
+        (Mode::ImplicitTls, Some(slot)) => {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let evicted = slot.evicted();
+            tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => serve_stream(tls, true, peer.ip(), ctx, shutdown, Some(slot)).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(timed_out("TLS handshake timeout")),
+                },
+                () = evicted => Ok(()),
             }
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
-    drop(permit);
+}
+
+fn timed_out(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what)
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
@@ -137,41 +142,48 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
     };
     tokio::time::timeout(REFUSE_TIMEOUT, bye)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "refusal not read"))?
+        .map_err(|_| timed_out("refusal not read"))?
 }
 
 /// Runs the IMAP protocol on an accepted stream from `peer`; `encrypted`
 /// says whether TLS is already established (implicit TLS, TLS with ALPN
 /// `imap`). Otherwise STARTTLS is offered and the session continues over
-/// TLS. The connection counts as open IMAP in `chatmail_metrics` until it
-/// ends.
+/// TLS, with the same login deadline. `slot` is the connection's place in
+/// its pool, if it may be evicted to make room while it waits without a
+/// login. The connection counts as open IMAP in `chatmail_metrics` until
+/// it ends.
 pub async fn serve_stream<S>(
     stream: S,
     encrypted: bool,
     peer: IpAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
+    slot: Option<Arc<Slot>>,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let _open = chatmail_metrics::connection(Protocol::Imap);
     let acceptor = TlsAcceptor::from(ctx.tls.clone());
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(ctx.settings.limits().login_deadline);
     let ending = Session::new(stream, ctx.clone(), encrypted, shutdown.clone())
         .with_peer(peer)
+        .with_login_deadline(deadline)
+        .with_slot(slot.clone())
         .run()
         .await
         .map_err(io_error)?;
     let Ending::StartTls(raw) = ending else {
         return Ok(());
     };
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(raw))
+    let tls = tokio::time::timeout_at(deadline, acceptor.accept(raw))
         .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout")
-        })??;
+        .map_err(|_| timed_out("TLS handshake timeout"))??;
     Session::after_starttls(tls, ctx, shutdown)
         .with_peer(peer)
+        .with_login_deadline(deadline)
+        .with_slot(slot)
         .run()
         .await
         .map_err(io_error)?;
@@ -181,83 +193,5 @@ where
 fn io_error(e: crate::SessionError) -> std::io::Error {
     match e {
         crate::SessionError::Io(e) => e,
-    }
-}
-
-/// Connection counters.
-struct Limiter {
-    max_total: usize,
-    max_per_ip: usize,
-    /// (total, per IP); never held across an await.
-    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// A slot in the limiter, released on drop.
-struct Permit {
-    limiter: Arc<Limiter>,
-    ip: IpAddr,
-}
-
-impl Limiter {
-    fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (total, per_ip) = &mut *counts;
-        let mine = per_ip.entry(ip).or_insert(0);
-        if *total >= self.max_total || *mine >= self.max_per_ip {
-            if *mine == 0 {
-                per_ip.remove(&ip);
-            }
-            return None;
-        }
-        *total += 1;
-        *mine += 1;
-        Some(Permit {
-            limiter: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut counts = self
-            .limiter
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (total, per_ip) = &mut *counts;
-        *total = total.saturating_sub(1);
-        if let Some(mine) = per_ip.get_mut(&self.ip) {
-            *mine = mine.saturating_sub(1);
-            if *mine == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_connections_per_ip_and_in_total() {
-        let limiter = Arc::new(Limiter {
-            max_total: 3,
-            max_per_ip: 2,
-            counts: Mutex::default(),
-        });
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let first = limiter.try_acquire(a).unwrap();
-        let _second = limiter.try_acquire(a).unwrap();
-        assert!(limiter.try_acquire(a).is_none());
-        let _third = limiter.try_acquire(b).unwrap();
-        assert!(limiter.try_acquire(b).is_none(), "total limit");
-        drop(first);
-        assert!(limiter.try_acquire(a).is_some());
     }
 }

@@ -7,9 +7,13 @@
 //! buffer and return the tagged status, so mailbox updates always precede
 //! the tagged reply (RFC 3501 §7).
 //!
-//! Every flush is bounded (60 s before login, 5 min after) and gives up
-//! shortly after shutdown: a client that sends commands but never reads the
-//! answers loses its connection instead of pinning the session.
+//! Before login the whole session has one deadline (`limits.login_deadline`
+//! after the connection started): every read and write before the login
+//! ends by then, however the client paces its bytes. After login a command
+//! must arrive within 30 minutes. Every flush is bounded (by the login
+//! deadline, then 5 min) and gives up shortly after shutdown: a client that
+//! sends commands but never reads the answers loses its connection instead
+//! of pinning the session.
 //!
 //! The session is generic over the stream, so tests drive it over
 //! `tokio::io::duplex`. STARTTLS ends the session with [`Ending::StartTls`]
@@ -27,13 +31,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Context;
 use crate::compress::Layer;
-use crate::framing::{FrameError, Framer, Incoming, LiteralBudget};
+use crate::framing::{Bounds, FrameError, Framer, Incoming, LiteralBudget};
 use crate::view::View;
+use chatmail_limits::Slot;
 
-/// RFC 3501 §5.4: at least 30 minutes once authenticated.
+/// RFC 3501 §5.4: at least 30 minutes once authenticated (for a whole
+/// command, the wait for it included).
 const AUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Unauthenticated connections get a short leash.
-const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output is written out once this much is buffered (large FETCHes).
 const FLUSH_AT: usize = 256 * 1024;
 /// How long one write may wait for a client that does not read, before
@@ -140,6 +144,8 @@ pub(crate) struct Io<S> {
     pub out: Vec<u8>,
     /// Bound on one flush; raised at login.
     pub write_timeout: Duration,
+    /// Before login: when the session ends unless it has logged in.
+    pub login_deadline: Option<tokio::time::Instant>,
     /// Server shutdown: a blocked write gives up shortly after it.
     pub shutdown: CancellationToken,
 }
@@ -154,18 +160,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     /// does not take it within the write timeout (or shortly after
     /// shutdown); the caller then ends the connection.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        self.write_out(&[]).await
+    }
+
+    /// Appends `{n}` and writes it with the pending output, then `bytes`
+    /// straight from the caller's buffer (a large FETCH section is never
+    /// copied into the output buffer).
+    pub(crate) async fn write_large_literal(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out
+            .extend_from_slice(format!("{{{}}}\r\n", bytes.len()).as_bytes());
+        self.write_out(bytes).await
+    }
+
+    /// Writes the pending output, then `tail`, then flushes, within one
+    /// bound.
+    async fn write_out(&mut self, tail: &[u8]) -> std::io::Result<()> {
         let (stream, out) = (&mut self.stream, &mut self.out);
         let write = async {
             if !out.is_empty() {
                 stream.write_all(out).await?;
                 out.clear();
             }
+            if !tail.is_empty() {
+                stream.write_all(tail).await?;
+            }
             stream.flush().await
         };
         let (shutdown, limit) = (self.shutdown.clone(), self.write_timeout);
+        let mut until = tokio::time::Instant::now() + limit;
+        if let Some(deadline) = self.login_deadline {
+            until = until.min(deadline);
+        }
         let stalled = async {
             tokio::select! {
-                _ = tokio::time::sleep(limit) => {}
+                _ = tokio::time::sleep_until(until) => {}
                 _ = async {
                     shutdown.cancelled().await;
                     tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
@@ -210,6 +238,9 @@ pub struct Session<S> {
     pub(crate) keepalive: Duration,
     /// Server-wide bytes for large APPEND literals.
     pub(crate) literal_budget: LiteralBudget,
+    /// The connection's slot in its pool: busy while a command runs,
+    /// protected once logged in, evicted while waiting before a login.
+    pub(crate) slot: Option<Arc<Slot>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -222,6 +253,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             framer: Framer::default(),
             out: Vec::new(),
             write_timeout: UNAUTHENTICATED_WRITE_TIMEOUT,
+            login_deadline: Some(tokio::time::Instant::now() + login_deadline(&ctx)),
             shutdown: shutdown.clone(),
         };
         Session {
@@ -234,6 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             greet: true,
             keepalive: crate::idle::KEEPALIVE,
             literal_budget,
+            slot: None,
         }
     }
 
@@ -241,6 +274,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// from an address with too many failures is refused unchecked.
     pub fn with_peer(mut self, peer: IpAddr) -> Self {
         self.peer = Some(peer);
+        self
+    }
+
+    /// The end of the pre-login phase, if it should be earlier than
+    /// `limits.login_deadline` from now (a connection that started before
+    /// this session, e.g. ahead of STARTTLS).
+    pub fn with_login_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.io.login_deadline = Some(deadline);
+        self
+    }
+
+    /// The connection's slot, for eviction while it waits without a login.
+    pub fn with_slot(mut self, slot: Option<Arc<Slot>>) -> Self {
+        self.slot = slot;
         self
     }
 
@@ -273,12 +320,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.io.flush().await?;
                 return Ok(Ending::Closed);
             };
+            let _busy = self.slot.as_ref().map(|slot| slot.busy());
             let flow = match incoming {
                 Incoming::Command(command) => self.handle(*command).await?,
                 Incoming::Bad { tag } => {
                     let tag = tag.unwrap_or_else(|| "*".into());
                     self.io
                         .line(&format!("{tag} BAD Syntax error or unknown command"));
+                    Flow::Continue
+                }
+                Incoming::NeedsLogin { tag } => {
+                    let tag = tag.unwrap_or_else(|| "*".into());
+                    self.io.line(&format!("{tag} BAD Log in first"));
                     Flow::Continue
                 }
                 // RFC 7889 §4: oversize literal refused with TOOBIG.
@@ -320,34 +373,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Reads the next unit, or `None` when the connection should end (after
     /// queueing a BYE where one is due).
     async fn next_incoming(&mut self) -> Result<Option<Incoming>, SessionError> {
-        let idle = if self.state.account().is_some() {
-            AUTHENTICATED_TIMEOUT
-        } else {
-            UNAUTHENTICATED_TIMEOUT
-        };
-        // Only an authenticated client may send a message-sized literal.
-        let max_append = match self.state.account() {
-            Some(_) => self.ctx.settings.limits().max_message_size,
-            None => u64::from(crate::framing::MAX_SMALL_LITERAL),
+        // Only an authenticated client may send a message-sized literal,
+        // or any command beyond what logging in needs.
+        let (bounds, deadline) = match (self.state.account(), self.io.login_deadline) {
+            (None, Some(deadline)) => (Bounds::PRE_LOGIN, deadline),
+            _ => {
+                let max = self.ctx.settings.limits().max_message_size;
+                let deadline = tokio::time::Instant::now() + AUTHENTICATED_TIMEOUT;
+                (Bounds::authenticated(max), deadline)
+            }
         };
         let shutdown = self.shutdown.clone();
+        let evicted = self.slot.as_ref().map(|slot| slot.evicted());
         let result = tokio::select! {
             result = self.io.framer.read_command(
-                &mut self.io.stream, max_append, idle, &self.literal_budget,
+                &mut self.io.stream, &bounds, deadline, &self.literal_budget,
             ) => result,
             _ = shutdown.cancelled() => {
                 self.io.line("* BYE Server shutting down");
                 return Ok(None);
             }
+            Some(()) = async { Some(evicted?.await) } => {
+                return self.bye("[UNAVAILABLE] Too many connections, closing an idle one");
+            }
         };
         match result {
             Ok(incoming) => Ok(Some(incoming)),
             Err(FrameError::Closed) => Ok(None),
+            Err(FrameError::Timeout) if bounds.pre_login => self.bye("Login took too long"),
             // RFC 3501 §5.4: autologout timer.
             Err(FrameError::Timeout) => self.bye("Autologout; idle for too long"),
             Err(FrameError::LineTooLong) => self.bye("Line too long"),
-            Err(FrameError::NonSyncTooBig) => self.bye("Literal too big"),
-            Err(FrameError::Busy) => self.bye("Server busy, try again"),
+            Err(FrameError::NonSyncLiteral) => {
+                self.bye("Non-synchronizing literals are not supported")
+            }
             Err(FrameError::Io(e)) => Err(e.into()),
         }
     }
@@ -407,4 +466,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         view.sync(&store, allow_expunge, &mut self.io.out).await
     }
+}
+
+/// How long a connection may take to log in (`limits.login_deadline`).
+fn login_deadline(ctx: &Context) -> Duration {
+    Duration::from_secs(ctx.settings.limits().login_deadline)
 }

@@ -7,7 +7,10 @@
 //!    federation policy (the null sender always does);
 //! 2. [`Inbound::check_recipient`] per recipient — a local domain (else
 //!    `554 5.7.1 Relay access denied`: no open relay) and an existing
-//!    account (else `550 5.1.1 User unknown`);
+//!    account (else `550 5.1.1 User unknown`); a client address that tried
+//!    too many unknown recipients (`limits.unknown_recipients_per_minute`)
+//!    gets `450 4.7.1` for every recipient until its rate allows again, so
+//!    addresses cannot be probed quickly;
 //!    The MX also asks [`Inbound::check_room`] per recipient
 //!    (`552 5.2.2 Quota exceeded`);
 //! 3. [`Inbound::accept`] — size, encryption gate (`523`; a bounce only
@@ -49,15 +52,20 @@ mod refusal;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chatmail_accounts::Accounts;
 use chatmail_config::Settings;
+use chatmail_limits::{ClientKey, Gcra, Spools};
 use chatmail_store::{AccountId, NewMessage, StoreError};
 
 pub use headers::{domain_of, from_address, normalize_line_endings, strip_trace_headers};
 pub use keys::KeyLookup;
 pub use refusal::{Kind, Refusal};
+
+/// Client addresses the unknown-recipient rate tracks at once.
+const PROBING_CLIENTS: usize = 65_536;
 
 /// Who hands a message over.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,13 +92,28 @@ pub struct Inbound {
     accounts: Accounts,
     /// Where DKIM key records come from.
     keys: Arc<KeyLookup>,
+    /// Unknown recipients tried per client address.
+    probes: Arc<Gcra<ClientKey>>,
+    /// Message bodies in flight, for every listener that takes them.
+    spools: Spools,
     /// Push notifications for the recipients; `None`: none are sent.
     pub push: Option<chatmail_push::Push>,
 }
 
 impl Inbound {
     pub fn new(settings: Arc<Settings>, accounts: Accounts, keys: KeyLookup) -> Self {
+        let per_minute = settings.limits().unknown_recipients_per_minute;
+        let probes = Gcra::new(per_minute, per_minute, PROBING_CLIENTS);
+        let limits = settings.limits();
+        let spools = Spools::new(
+            settings.config.state_dir.join("spool"),
+            limits.max_body_memory,
+            limits.max_spool_size,
+            limits.max_message_size,
+        );
         Self {
+            probes: Arc::new(probes),
+            spools,
             settings,
             accounts,
             keys: Arc::new(keys),
@@ -104,6 +127,14 @@ impl Inbound {
         self
     }
 
+    /// Where message bodies are taken as they arrive, under the process's
+    /// memory and disk budgets (`limits.max_body_memory`,
+    /// `limits.max_spool_size`); submission uses it too, so all listeners
+    /// share one budget.
+    pub fn spools(&self) -> &Spools {
+        &self.spools
+    }
+
     /// The settings this pipeline enforces.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -113,8 +144,26 @@ impl Inbound {
         !self.settings.config.log.no_log
     }
 
-    /// The account of a recipient: a local domain and an existing account.
-    pub async fn check_recipient(&self, address: &str) -> Result<AccountId, Refusal> {
+    /// The account of a recipient named by a peer connecting from `client`
+    /// (`None`: unknown, one shared budget): a local domain and an existing
+    /// account, within the client's rate of unknown recipients.
+    pub async fn check_recipient(
+        &self,
+        address: &str,
+        client: Option<IpAddr>,
+    ) -> Result<AccountId, Refusal> {
+        let client = ClientKey::of_opt(client);
+        if !self.probes.check(&client, Instant::now()) {
+            return Err(Refusal::probing());
+        }
+        let found = self.find_recipient(address).await;
+        if matches!(&found, Err(refusal) if refusal.kind == Kind::UnknownUser) {
+            self.probes.allow(client, Instant::now());
+        }
+        found
+    }
+
+    async fn find_recipient(&self, address: &str) -> Result<AccountId, Refusal> {
         let domain = domain_of(address).ok_or(Refusal::unknown_user())?;
         if !self.settings.domain.matches(domain) {
             return Err(Refusal::relay_denied()); // RFC 5321 §3.6.2: no open relay

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use chatmail_dkim::OriginError;
+use chatmail_limits::SpoolError;
 use chatmail_metrics::Reason;
 
 /// What kind of refusal; decides the HTTP status of `/mxdeliv`.
@@ -82,7 +83,7 @@ impl Refusal {
         Self::new(553, "5.1.7", "Bad sender address syntax", kind)
     }
 
-    pub(crate) const fn too_big() -> Self {
+    pub const fn too_big() -> Self {
         let kind = (Kind::TooBig, Reason::Size);
         Self::new(552, "5.3.4", "Message exceeds maximum size", kind)
     }
@@ -109,6 +110,19 @@ impl Refusal {
     pub(crate) const fn foreign_ip_literal() -> Self {
         let text = "IP literal sender does not match the connecting address";
         Self::new(554, "5.7.1", text, (Kind::Content, Reason::Dkim))
+    }
+
+    /// No room for the body in the memory or disk budgets now (RFC 3463
+    /// §3.4: X.3.2, system not accepting network messages).
+    pub const fn busy() -> Self {
+        let text = "Too much mail in flight, try again later";
+        Self::new(451, "4.3.2", text, (Kind::Temporary, Reason::Temporary))
+    }
+
+    /// Too many unknown recipients from the client's address lately.
+    pub(crate) const fn probing() -> Self {
+        let text = "Too many unknown recipients, try again later";
+        Self::new(450, "4.7.1", text, (Kind::Temporary, Reason::Recipient))
     }
 
     pub(crate) const fn temporary() -> Self {
@@ -156,6 +170,17 @@ impl From<OriginError> for Refusal {
             text: Cow::Borrowed(error.text()),
             kind,
             reason,
+        }
+    }
+}
+
+/// Why a body could not be spooled; an I/O failure is temporary.
+impl From<&SpoolError> for Refusal {
+    fn from(error: &SpoolError) -> Self {
+        match error {
+            SpoolError::TooBig => Refusal::too_big(),
+            SpoolError::Busy => Refusal::busy(),
+            SpoolError::Io(_) => Refusal::temporary(),
         }
     }
 }

@@ -52,7 +52,7 @@ impl Harness {
     }
 
     async fn bob(&self) -> AccountId {
-        self.inbound.check_recipient(BOB).await.unwrap()
+        self.inbound.check_recipient(BOB, None).await.unwrap()
     }
 
     async fn inbox(&self) -> Vec<Vec<u8>> {
@@ -311,17 +311,59 @@ async fn recipients_must_be_local_and_exist() {
     let h = Harness::new("").await;
     assert!(
         h.inbound
-            .check_recipient("BOB000001@Example.ORG")
+            .check_recipient("BOB000001@Example.ORG", None)
             .await
             .is_ok()
     );
-    let unknown = h.inbound.check_recipient("nobody001@example.org").await;
+    let unknown = h
+        .inbound
+        .check_recipient("nobody001@example.org", None)
+        .await;
     assert_eq!(unknown.unwrap_err().to_string(), "550 5.1.1 User unknown");
-    let relay = h.inbound.check_recipient(CAROL).await.unwrap_err();
+    let relay = h.inbound.check_recipient(CAROL, None).await.unwrap_err();
     assert_eq!(relay.to_string(), "554 5.7.1 Relay access denied");
     assert_eq!(relay.http_status(), 404);
-    let garbage = h.inbound.check_recipient("no-at-sign").await.unwrap_err();
+    let garbage = h
+        .inbound
+        .check_recipient("no-at-sign", None)
+        .await
+        .unwrap_err();
     assert_eq!(garbage.code, 550);
+}
+
+#[tokio::test]
+async fn a_client_probing_unknown_recipients_is_slowed_down() {
+    // Regression: port 25 let one client try addresses without limit.
+    let h = Harness::new("[limits]\nunknown_recipients_per_minute = 5\n").await;
+    let prober = Some("192.0.2.66".parse().unwrap());
+    for i in 0..5 {
+        let refusal = h
+            .inbound
+            .check_recipient(&format!("guess{i:04}@example.org"), prober)
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.code, 550);
+    }
+    for address in ["guess9999@example.org", BOB] {
+        let refusal = h
+            .inbound
+            .check_recipient(address, prober)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            "450 4.7.1 Too many unknown recipients, try again later"
+        );
+        assert_eq!(refusal.http_status(), 503);
+    }
+    let other = Some("192.0.2.67".parse().unwrap());
+    assert!(h.inbound.check_recipient(BOB, other).await.is_ok());
+    for _ in 0..20 {
+        assert!(
+            h.inbound.check_recipient(BOB, other).await.is_ok(),
+            "known ones do not count"
+        );
+    }
 }
 
 #[tokio::test]
@@ -372,7 +414,7 @@ async fn delivery_refuses_only_when_every_recipient_is_over_quota() {
 
     const DAVE: &str = "dave00001@example.org";
     h.inbound.accounts.login(DAVE, PASSWORD).await.unwrap();
-    let dave = h.inbound.check_recipient(DAVE).await.unwrap();
+    let dave = h.inbound.check_recipient(DAVE, None).await.unwrap();
     let bob = h.bob().await;
     let envelope = Envelope {
         sender: Some(CAROL),

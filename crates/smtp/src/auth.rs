@@ -78,6 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     tracing::info!(user = %account.address, "authenticated");
                 }
                 self.login = Some(account);
+                self.logged_in();
                 self.reply(235, "2.7.0 Authentication successful")
             }
             Err(LoginError::Invalid) => {

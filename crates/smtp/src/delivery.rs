@@ -11,6 +11,11 @@
 //! bounce (RFC 3464, status 5.2.2) naming exactly those recipients in
 //! their INBOX; when nobody gets it the reply is `552 5.2.2`.
 //!
+//! The message is spooled as it arrives (`chatmail_limits::Spools`: memory
+//! while small and the budget allows, then an unlinked file), bounded by
+//! `max_message_size`; a body that finds no room is refused with
+//! `451 4.3.2` at its end.
+//!
 //! Order after the end of DATA: line endings → size → `From:` → gate →
 //! hygiene → `Store::deliver_report` → `Queue::submit` → quota bounce →
 //! `250`. A failed check
@@ -23,6 +28,9 @@ use chatmail_metrics::{Reason, Source};
 use chatmail_queue::dsn::{self, Failure};
 use chatmail_store::{AccountId, Delivered, NewMessage, StoreError};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use chatmail_inbound::Refusal;
+use chatmail_limits::{Body, SpoolError};
 
 use crate::data::{Decoder, Defect};
 use crate::message::{check_from, clean_headers};
@@ -102,26 +110,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         self.reply(354, "Start mail input; end with <CRLF>.<CRLF>");
         let max = self.shared.ctx.settings.limits().max_message_size;
-        let mut decoder = Decoder::new(usize::try_from(max).unwrap_or(usize::MAX));
+        let mut decoder = Decoder::new();
+        let mut spool = self.shared.ctx.inbound.spools().begin(self.peer, max);
         let idle = self.idle();
-        if !Self::bounded(idle, self.wire.read_data(&mut decoder)).await? {
+        // One bound for the whole DATA, not one per read.
+        let data = self.wire.read_data(&mut decoder, &mut spool);
+        if !Self::bounded(idle, data).await? {
             return Ok(Flow::Close);
         }
         let Some(transaction) = self.transaction.take() else {
             return Ok(Flow::Continue);
         };
         let reply = match decoder.finish() {
-            Ok(message) => self.accept(transaction, message).await,
             Err(Defect::BareLineEnding) => self.refused(
                 Reason::Syntax,
                 Reply::line(500, "5.5.2 Bare CR or LF not allowed"),
             ),
-            Err(Defect::TooBig) => self.refused(
-                Reason::Size,
-                Reply::line(552, "5.3.4 Message exceeds maximum size"),
-            ),
+            Ok(()) => match spool.finish().await {
+                Ok(message) => self.accept(transaction, message).await,
+                Err(error) => self.spool_refusal(&error),
+            },
         };
         Ok(self.send(reply))
+    }
+
+    /// The reply for a body that could not be taken (the texts of
+    /// `/mxdeliv`).
+    fn spool_refusal(&self, error: &SpoolError) -> Reply {
+        if let SpoolError::Io(cause) = error
+            && self.log()
+        {
+            tracing::warn!(%cause, "spooling a message failed");
+        }
+        let refusal = Refusal::from(error);
+        self.refused(refusal.reason, crate::mx::refusal_reply(&refusal))
     }
 
     /// A recipient outside the local domain: queued for its relay when
@@ -155,11 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Runs the message checks, stores the local copies and queues the
     /// remote ones; `250` only once both are durable.
-    async fn accept(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
+    async fn accept(&self, transaction: Transaction, message: Body) -> Reply {
         if self.mx {
-            return self.accept_inbound(transaction, message).await;
+            return self.accept_inbound(transaction, &message).await;
         }
-        let reply = self.accept_submission(transaction, message).await;
+        let reply = self.accept_submission(transaction, &message).await;
         if reply.code == 250 {
             chatmail_metrics::accepted(Source::Submission);
         }
@@ -168,23 +190,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// [`Session::accept`] for submission: every refusal is counted where
     /// it is made.
-    async fn accept_submission(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
+    async fn accept_submission(&self, transaction: Transaction, message: &[u8]) -> Reply {
         let sender = transaction.mail_from.as_str();
-        if let Err(error) = check_from(&message, sender) {
+        if let Err(error) = check_from(message, sender) {
             return self.refused(Reason::From, Reply::line(500, error.to_string()));
         }
         let direction = chatmail_gate::Direction::Submission {
             sender,
             recipients: &transaction.addresses,
         };
-        if let Err(reason) = chatmail_gate::check(&message, direction) {
+        if let Err(reason) = chatmail_gate::check(message, direction) {
             if self.log() {
                 tracing::info!(%reason, "refused unencrypted message");
             }
             let reply = Reply::from_full(chatmail_gate::REJECT_TEXT);
             return self.refused(Reason::Unencrypted, reply);
         }
-        let body = Bytes::from(clean_headers(&message));
+        let body = Bytes::from(clean_headers(message));
         let over_quota = match self.store_local(&transaction, body.clone()).await {
             Ok(over_quota) => over_quota,
             Err(reply) => return reply,

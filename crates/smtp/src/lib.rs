@@ -2,8 +2,10 @@
 //! (STARTTLS), docs/specifications.md §2 (submission rules) and §3, and the MX on
 //! port 25 for mail from other relays (§2 inbound rules).
 //!
-//! Flow: [`serve`] accepts connections, counts them (global and per-IP
-//! limits), and runs each in its own task: TLS handshake (465) or plain
+//! Flow: [`serve`] accepts connections, counts them (global and per-client
+//! limits, `chatmail_limits::Slots`: a full pool evicts the connection that
+//! has waited longest without logging in), and runs each in its own task:
+//! TLS handshake (465) or plain
 //! greeting then STARTTLS (587), then a `session::Session` that
 //! authenticates the user, takes one or more messages, checks them
 //! (sender = login, `From:` = sender, rate, size, encryption gate), cleans
@@ -14,6 +16,9 @@
 //!
 //! Invariants:
 //! - AUTH and MAIL are refused until the stream is TLS (on every port);
+//! - a connection must authenticate (submission) or finish STARTTLS (MX)
+//!   within `limits.login_deadline` of its start, however it paces its
+//!   bytes; a TLS handshake within [`HANDSHAKE_TIMEOUT`];
 //! - the MX never offers or accepts AUTH and never relays;
 //! - `250` after DATA only once the store reports the message durable;
 //! - input read before a STARTTLS handshake is discarded (RFC 3207 §5);
@@ -28,14 +33,13 @@
 //!   values (source, reason).
 //!
 //! Modules: `command` (parser), `data` (DATA decoder), `message` (header
-//! checks and hygiene), `sasl`, `limits`, `wire` (bounded I/O), `session`,
+//! checks and hygiene), `sasl`, `wire` (bounded I/O), `session`,
 //! `auth`, `delivery` and `mx` (command handlers).
 
 mod auth;
 mod command;
 mod data;
 mod delivery;
-mod limits;
 mod message;
 mod mx;
 mod reply;
@@ -47,7 +51,7 @@ mod wire;
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chatmail_accounts::Accounts;
@@ -58,7 +62,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::limits::{ConnectionLimiter, RateLimiter};
+use chatmail_limits::{Gcra, Slot, Slots};
+use tokio::time::Instant;
+
 use crate::session::{Ending, Session};
 
 /// Everything the SMTP servers need.
@@ -90,8 +96,8 @@ pub enum Mode {
     Mx,
 }
 
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for a TLS handshake, in total.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time in-flight sessions get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -99,26 +105,51 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub(crate) struct Shared {
     pub(crate) ctx: Arc<Context>,
     /// Per-sender send rate, shared across listeners.
-    pub(crate) send_rate: Arc<RateLimiter>,
+    pub(crate) send_rate: Arc<Gcra<String>>,
     /// Open connections, shared across listeners.
-    pub(crate) connections: Arc<ConnectionLimiter>,
+    pub(crate) connections: Slots,
 }
 
 impl Shared {
     /// Fresh limiters (tests).
     #[cfg(test)]
     pub fn new(ctx: Arc<Context>) -> Self {
+        let connections = Slots::fifth_per_client(ctx.settings.limits().max_smtp_connections);
         Self {
+            send_rate: Arc::new(send_rate(&ctx)),
             ctx,
-            send_rate: Arc::default(),
-            connections: Arc::default(),
+            connections,
         }
     }
 }
 
-/// The process-wide limiters, so that 465 and 587 count together.
-static SEND_RATE: LazyLock<Arc<RateLimiter>> = LazyLock::new(Arc::default);
-static CONNECTIONS: LazyLock<Arc<ConnectionLimiter>> = LazyLock::new(Arc::default);
+/// The process-wide limiters, so that 465 and 587 count together; sized
+/// by the first caller (a process serves one configuration).
+static SEND_RATE: OnceLock<Arc<Gcra<String>>> = OnceLock::new();
+static CONNECTIONS: OnceLock<Slots> = OnceLock::new();
+
+/// Senders the send rate tracks at once; a full table refuses newcomers
+/// rather than forget active senders.
+const MAX_SENDERS: usize = 100_000;
+
+/// The per-sender rate of `limits.max_user_send_per_minute` (GCRA).
+fn send_rate(ctx: &Context) -> Gcra<String> {
+    let limits = ctx.settings.limits();
+    let (rate, burst) = (limits.max_user_send_per_minute, limits.max_user_send_burst);
+    Gcra::new(rate, burst, MAX_SENDERS)
+}
+
+fn shared_send_rate(ctx: &Context) -> Arc<Gcra<String>> {
+    Arc::clone(SEND_RATE.get_or_init(|| Arc::new(send_rate(ctx))))
+}
+
+/// The process-wide connection slots, sized by the first caller (a process
+/// serves one configuration).
+fn connections(ctx: &Context) -> Slots {
+    CONNECTIONS
+        .get_or_init(|| Slots::fifth_per_client(ctx.settings.limits().max_smtp_connections))
+        .clone()
+}
 
 /// Accepts connections until `shutdown` is cancelled; each connection is its
 /// own task (a panic or error kills only that connection); in-flight
@@ -130,9 +161,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let shared = Shared {
+        connections: connections(&ctx),
+        send_rate: shared_send_rate(&ctx),
         ctx,
-        send_rate: Arc::clone(&SEND_RATE),
-        connections: Arc::clone(&CONNECTIONS),
     };
     serve_with(listener, mode, Arc::new(shared), shutdown).await
 }
@@ -171,30 +202,41 @@ pub(crate) async fn serve_with(
 /// Runs a submission session from `peer` on a stream whose TLS handshake
 /// is already done elsewhere (port 443 with ALPN `smtp`,
 /// docs/specifications.md §7): no second handshake, AUTH offered at once.
-/// The caller limits connections.
+/// The caller counts the connection in `slot`, which the session marks
+/// busy, protects after AUTH and gives up when it is evicted.
 pub async fn serve_tls_stream<S>(
     stream: S,
     peer: IpAddr,
     ctx: Arc<Context>,
     shutdown: CancellationToken,
+    slot: Arc<Slot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let _open = chatmail_metrics::connection(Protocol::Submission);
+    let deadline = login_deadline(&ctx);
     let shared = Arc::new(Shared {
+        connections: connections(&ctx),
+        send_rate: shared_send_rate(&ctx),
         ctx,
-        send_rate: Arc::clone(&SEND_RATE),
-        connections: Arc::clone(&CONNECTIONS),
     });
     let log = !shared.ctx.settings.config.log.no_log;
     let session = Session::new(stream, shared, true)
         .with_peer(peer)
+        .with_deadline(deadline)
+        .with_slot(slot)
         .with_shutdown(shutdown);
     if let Err(error) = session.run().await
         && log
     {
         tracing::debug!(%error, "connection ended with an error");
     }
+}
+
+/// When a connection that starts now must have logged in (or, on the MX,
+/// finished STARTTLS).
+fn login_deadline(ctx: &Context) -> Instant {
+    Instant::now() + Duration::from_secs(ctx.settings.limits().login_deadline)
 }
 
 /// Starts the task for one accepted connection, or turns it away.
@@ -206,7 +248,7 @@ fn accept(
     shared: &Arc<Shared>,
     shutdown: &CancellationToken,
 ) {
-    let max = shared.ctx.settings.limits().max_smtp_connections;
+    let _ = stream.set_nodelay(true);
     let log = !shared.ctx.settings.config.log.no_log;
     let span = if log {
         tracing::info_span!("smtp", peer = %peer.ip())
@@ -217,7 +259,7 @@ fn accept(
         Mode::Mx => Protocol::Smtp,
         Mode::ImplicitTls | Mode::StartTls => Protocol::Submission,
     };
-    let Some(slot) = shared.connections.acquire(peer.ip(), max) else {
+    let Ok(slot) = shared.connections.acquire(Some(peer.ip())) else {
         chatmail_metrics::connection_refused(protocol);
         if log {
             tracing::info!(parent: &span, "too many connections");
@@ -230,9 +272,14 @@ fn accept(
     let (shared, shutdown) = (Arc::clone(shared), shutdown.clone());
     tasks.spawn(
         async move {
-            let _slot = slot;
             let _open = chatmail_metrics::connection(protocol);
-            handle_connection(stream, peer.ip(), mode, shared, shutdown).await;
+            let connection = Connection {
+                peer: peer.ip(),
+                mode,
+                slot: Arc::new(slot),
+                deadline: login_deadline(&shared.ctx),
+            };
+            handle_connection(stream, connection, shared, shutdown).await;
         }
         .instrument(span),
     );
@@ -244,19 +291,28 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Runs one connection from `peer` to its end; errors end only this
-/// connection.
+/// What a connection brings to its sessions.
+pub(crate) struct Connection {
+    pub(crate) peer: IpAddr,
+    pub(crate) mode: Mode,
+    /// Its place in the pool, shared by the sessions before and after
+    /// STARTTLS.
+    pub(crate) slot: Arc<Slot>,
+    /// The login deadline (`limits.login_deadline` after the start).
+    pub(crate) deadline: Instant,
+}
+
+/// Runs one connection to its end; errors end only this connection.
 pub(crate) async fn handle_connection<S>(
     stream: S,
-    peer: IpAddr,
-    mode: Mode,
+    connection: Connection,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let log = !shared.ctx.settings.config.log.no_log;
-    if let Err(error) = run_connection(stream, peer, mode, shared, shutdown).await
+    if let Err(error) = run_connection(stream, connection, shared, shutdown).await
         && log
     {
         tracing::debug!(%error, "connection ended with an error");
@@ -265,19 +321,27 @@ pub(crate) async fn handle_connection<S>(
 
 async fn run_connection<S>(
     stream: S,
-    peer: IpAddr,
-    mode: Mode,
+    connection: Connection,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let Connection {
+        peer,
+        mode,
+        slot,
+        deadline,
+    } = connection;
     let mx = matches!(mode, Mode::Mx);
     let plain = match mode {
         Mode::ImplicitTls => stream,
         Mode::StartTls | Mode::Mx => {
-            let mut session = Session::new(stream, Arc::clone(&shared), false).with_peer(peer);
+            let mut session = Session::new(stream, Arc::clone(&shared), false)
+                .with_peer(peer)
+                .with_slot(Arc::clone(&slot))
+                .with_deadline(deadline);
             if mx {
                 session = session.for_mx();
             }
@@ -287,14 +351,22 @@ where
             }
         }
     };
-    let tls = handshake(plain, mode, &shared).await?;
+    let handshake = handshake(plain, mode, &shared, deadline);
+    let tls = tokio::select! {
+        tls = handshake => tls?,
+        () = slot.evicted() => return Ok(()),
+    };
     let mut session = match mode {
         Mode::ImplicitTls => Session::new(tls, shared, true),
         Mode::StartTls | Mode::Mx => Session::after_starttls(tls, shared),
     }
-    .with_peer(peer);
+    .with_peer(peer)
+    .with_slot(slot);
     if mx {
+        // The MX has no login: past STARTTLS only the idle timeout applies.
         session = session.for_mx();
+    } else {
+        session = session.with_deadline(deadline);
     }
     session.with_shutdown(shutdown).run().await.map(|_| ())
 }
@@ -303,6 +375,7 @@ async fn handshake<S>(
     stream: S,
     mode: Mode,
     shared: &Shared,
+    deadline: Instant,
 ) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -312,7 +385,8 @@ where
         _ => &shared.ctx.tls,
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+    let until = deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
+    tokio::time::timeout_at(until, acceptor.accept(stream))
         .await
         .map_err(|_| std::io::ErrorKind::TimedOut)?
 }

@@ -68,7 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let size = transaction.declared_size.unwrap_or(1);
         let inbound = &self.shared.ctx.inbound;
-        let account = match inbound.check_recipient(address).await {
+        let account = match inbound.check_recipient(address, self.peer).await {
             Ok(account) => account,
             Err(refusal) => {
                 let reply = self.refusal(&refusal);
@@ -90,14 +90,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The end of DATA on the MX: the shared inbound checks, then the store.
-    pub(crate) async fn accept_inbound(&self, transaction: Transaction, message: Vec<u8>) -> Reply {
+    pub(crate) async fn accept_inbound(&self, transaction: Transaction, message: &[u8]) -> Reply {
         let envelope = chatmail_inbound::Envelope {
             sender: Some(transaction.mail_from.as_str()).filter(|s| !s.is_empty()),
             client: self.peer,
         };
         let inbound = &self.shared.ctx.inbound;
         match inbound
-            .accept(envelope, &transaction.accounts, &message)
+            .accept(envelope, &transaction.accounts, message)
             .await
         {
             Ok(()) => {

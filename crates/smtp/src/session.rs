@@ -22,9 +22,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatmail_limits::Slot;
 use chatmail_metrics::{Reason, Source};
 use chatmail_store::{Account, AccountId};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -93,6 +95,12 @@ pub struct Session<S> {
     /// Whether to send the 220 greeting (not after STARTTLS).
     greet: bool,
     idle: Duration,
+    /// Until AUTH (submission) or STARTTLS (MX): when the connection is
+    /// closed, however it paces its bytes.
+    deadline: Option<Instant>,
+    /// The connection's place in its pool: busy while a command runs,
+    /// protected after AUTH, evicted while it waits otherwise.
+    slot: Option<Arc<Slot>>,
     shutdown: CancellationToken,
     /// The EHLO/HELO argument once given.
     hello: Option<String>,
@@ -113,6 +121,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             peer: None,
             greet: true,
             idle: IDLE_TIMEOUT,
+            deadline: None,
+            slot: None,
             shutdown: CancellationToken::new(),
             hello: None,
             login: None,
@@ -134,6 +144,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Self {
             greet: false,
             ..Self::new(stream, shared, true)
+        }
+    }
+
+    /// The connection must authenticate (or, on the MX, finish STARTTLS)
+    /// by `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The connection's slot, for eviction while it waits.
+    pub(crate) fn with_slot(mut self, slot: Arc<Slot>) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// Authenticated: no more deadline, and never evicted.
+    pub(crate) fn logged_in(&mut self) {
+        self.deadline = None;
+        if let Some(slot) = &self.slot {
+            slot.protect();
         }
     }
 
@@ -172,7 +203,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let flow = match self.next_line().await? {
                 Line::Eof => Flow::Close,
                 Line::TooLong => self.reply(500, "5.5.2 Line too long"),
-                Line::Text(line) => self.handle_line(&line).await?,
+                Line::Text(line) => {
+                    let _busy = self.slot.as_ref().map(|slot| slot.busy());
+                    self.handle_line(&line).await?
+                }
             };
             match flow {
                 Flow::Continue => {}
@@ -190,24 +224,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Reads the next line; on idle timeout or shutdown queues a 421 and
-    /// reports EOF.
+    /// Reads the next line; on idle timeout, the login deadline, eviction
+    /// or shutdown queues a 421 and reports EOF.
     pub(crate) async fn next_line(&mut self) -> std::io::Result<Line> {
         enum Wait {
             Read(std::io::Result<Line>),
             Timeout,
+            Evicted,
             Shutdown,
         }
+        let mut until = Instant::now() + self.idle;
+        if let Some(deadline) = self.deadline {
+            until = until.min(deadline);
+        }
+        let evicted = self.slot.as_ref().map(|slot| slot.evicted());
         let wait = tokio::select! {
-            read = tokio::time::timeout(self.idle, self.wire.read_line()) => {
+            read = tokio::time::timeout_at(until, self.wire.read_line()) => {
                 read.map_or(Wait::Timeout, Wait::Read)
             }
             () = self.shutdown.cancelled() => Wait::Shutdown,
+            Some(()) = async { Some(evicted?.await) } => Wait::Evicted,
         };
         match wait {
             Wait::Read(line) => line,
             Wait::Timeout => {
                 let text = format!("4.4.2 {} Timeout", self.host());
+                self.wire.queue(&Reply::line(421, text));
+                Ok(Line::Eof)
+            }
+            Wait::Evicted => {
+                let text = format!(
+                    "4.7.0 {} Too many connections, closing an idle one",
+                    self.host()
+                );
                 self.wire.queue(&Reply::line(421, text));
                 Ok(Line::Eof)
             }
@@ -358,13 +407,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let text = "5.3.4 Message exceeds maximum size";
             return self.refuse(Reason::Size, 552, text); // RFC 1870 §6
         }
-        let (rate, burst) = (limits.max_user_send_per_minute, limits.max_user_send_burst);
         let now = std::time::Instant::now();
-        if !self
-            .shared
-            .send_rate
-            .allow(&login.address, rate, burst, now)
-        {
+        if !self.shared.send_rate.allow(login.address.clone(), now) {
             let text = format!("4.7.1: Too much mail from {}", login.address);
             let reply = self.refused(Reason::Rate, Reply::line(450, text));
             return self.send(reply);

@@ -8,6 +8,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use chatmail_limits::Spool;
+
 use crate::data::Decoder;
 use crate::reply::Reply;
 
@@ -90,12 +92,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         }
     }
 
-    /// Feeds input to `decoder` until it has seen the end of the data;
-    /// `false` if the client closed the connection first.
-    pub async fn read_data(&mut self, decoder: &mut Decoder) -> std::io::Result<bool> {
+    /// Feeds input to `decoder` until it has seen the end of the data,
+    /// writing the message into `spool` as it comes; `false` if the client
+    /// closed the connection first. A spool that fails (size, budget)
+    /// keeps the failure and drops the rest, so the data is still read to
+    /// its end.
+    pub async fn read_data(
+        &mut self,
+        decoder: &mut Decoder,
+        spool: &mut Spool,
+    ) -> std::io::Result<bool> {
+        let mut decoded = Vec::with_capacity(READ_CHUNK);
         loop {
-            let used = decoder.feed(&self.input);
+            let used = decoder.feed(&self.input, &mut decoded);
             self.input.drain(..used);
+            if !decoded.is_empty() {
+                // The failure is kept in the spool and reported at the end.
+                let _ = spool.write(&decoded).await;
+                decoded.clear();
+            }
             if decoder.is_done() {
                 return Ok(true);
             }

@@ -19,8 +19,8 @@ use chatmail_testkit::relay::{RelayOptions, RelayProcess};
 use super::{BenchOptions, Book, PASSWORD, Quantiles, clear_latencies, paced, send_phase};
 
 /// Limits high enough that the relays, not the rate limiter, are measured.
-const LIMITS: &str =
-    "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n";
+const LIMITS: &str = "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n\
+     new_accounts_per_minute = 0\n";
 /// Longest wait for B to have stored every accepted message.
 const DRAIN: Duration = Duration::from_secs(300);
 

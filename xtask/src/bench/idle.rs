@@ -106,7 +106,7 @@ async fn variant(
 ) -> anyhow::Result<Figures> {
     let headroom = accounts + 100;
     let limits = format!(
-        "[limits]\nmax_imap_connections = {}\n",
+        "[limits]\nmax_imap_connections = {}\nnew_accounts_per_minute = 0\n",
         (n + headroom).max(PER_SOURCE * 5)
     );
     let relay = RelayProcess::start(binary, &limits)

@@ -147,7 +147,10 @@ async fn bounds_literals_tightly_before_login() {
     let h = setup().await;
     let mut client = h.connect().await;
     client.send(b"big APPEND INBOX {1000000}\r\n").await;
-    assert_eq!(client.line().await, "big NO [TOOBIG] Literal too big\r\n");
+    assert_eq!(client.line().await, "big BAD Log in first\r\n");
+    client.send(b"pw LOGIN user {100000}\r\n").await;
+    assert_eq!(client.line().await, "pw NO [TOOBIG] Literal too big\r\n");
+    client.ok("NOOP").await;
 }
 
 #[tokio::test]

@@ -127,6 +127,7 @@ impl Harness {
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 self.ctx.clone(),
                 self.shutdown.clone(),
+                None,
             ));
         }
         let mut client = Client::new(client);

@@ -1,6 +1,7 @@
 //! Session tests: transcripts over in-memory streams against a real SQLite
 //! store in a temporary directory.
 
+mod bounds;
 mod mx;
 mod push;
 mod queue;
@@ -111,6 +112,34 @@ impl Harness {
         Client::new(client)
     }
 
+    /// A full connection (pool slot, login deadline, TLS where `mode` has
+    /// it) from `peer` on one end of a duplex stream.
+    pub fn start_connection_from(
+        &self,
+        mode: crate::Mode,
+        peer: std::net::IpAddr,
+    ) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let shared = Arc::clone(&self.shared);
+        let slot = shared.connections.acquire(Some(peer)).expect("a free slot");
+        let connection = crate::Connection {
+            peer,
+            mode,
+            slot: Arc::new(slot),
+            deadline: crate::login_deadline(&shared.ctx),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::handle_connection(
+            server, connection, shared, shutdown,
+        ));
+        client
+    }
+
+    /// [`Harness::start_connection_from`] 127.0.0.1.
+    pub fn start_connection(&self, mode: crate::Mode) -> tokio::io::DuplexStream {
+        self.start_connection_from(mode, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
     /// A client connected to an MX session (port 25).
     pub fn connect_mx(&self, tls: bool) -> Client<tokio::io::DuplexStream> {
         let (client, server) = tokio::io::duplex(1 << 20);
@@ -210,6 +239,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    /// Sends `bytes` unless the server has closed its end already.
+    pub async fn try_send(&mut self, bytes: &[u8]) {
+        let _ = self.stream.get_mut().write_all(bytes).await;
     }
 
     /// Reads one (possibly multi-line) reply.

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use super::{Client, Harness, encrypted_message, plain_message};
-use crate::{Mode, handle_connection};
+use crate::Mode;
 
 const BOB: &str = "bob000001@example.org";
 const CAROL: &str = "carol0001@example.net";
@@ -234,16 +232,7 @@ fn tls12_connector(harness: &Harness) -> tokio_rustls::TlsConnector {
 async fn delivers_over_real_starttls_with_tls12() {
     let harness = Harness::new("").await;
     harness.account(BOB).await;
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let shared = Arc::clone(&harness.shared);
-    tokio::spawn(handle_connection(
-        server,
-        std::net::Ipv4Addr::LOCALHOST.into(),
-        Mode::Mx,
-        shared,
-        CancellationToken::new(),
-    ));
-    let mut plain = Client::new(client);
+    let mut plain = Client::new(harness.start_connection(Mode::Mx));
     assert!(plain.reply().await.starts_with("220 "));
     plain.expect("EHLO mx.example.net", "250").await;
     plain.expect("STARTTLS", "220 2.0.0").await;

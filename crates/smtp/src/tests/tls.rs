@@ -8,22 +8,13 @@ use tokio::io::DuplexStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Client, Harness, PASSWORD, tls_handshake};
-use crate::{Mode, handle_connection};
+use crate::Mode;
 
 const ALICE: &str = "alice0001@example.org";
 
 /// Starts a full connection handler on one end of a duplex stream.
 fn start(harness: &Harness, mode: Mode) -> DuplexStream {
-    let (client, server) = tokio::io::duplex(1 << 16);
-    let shared = Arc::clone(&harness.shared);
-    tokio::spawn(handle_connection(
-        server,
-        std::net::Ipv4Addr::LOCALHOST.into(),
-        mode,
-        shared,
-        CancellationToken::new(),
-    ));
-    client
+    harness.start_connection(mode)
 }
 
 #[tokio::test]
@@ -129,12 +120,11 @@ async fn established_tls_streams_get_a_session_without_second_handshake() {
     let harness = Harness::new("").await;
     let (client, server) = tokio::io::duplex(1 << 16);
     let ctx = Arc::clone(&harness.shared.ctx);
-    tokio::spawn(crate::serve_tls_stream(
-        server,
-        std::net::Ipv4Addr::LOCALHOST.into(),
-        ctx,
-        CancellationToken::new(),
-    ));
+    let peer = std::net::Ipv4Addr::LOCALHOST.into();
+    let slot = harness.shared.connections.acquire(Some(peer)).unwrap();
+    let shutdown = CancellationToken::new();
+    let session = crate::serve_tls_stream(server, peer, ctx, shutdown, Arc::new(slot));
+    tokio::spawn(session);
     let mut client = Client::new(client);
     client.login(ALICE).await;
     client.expect("QUIT", "221").await;
