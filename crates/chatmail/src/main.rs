@@ -10,6 +10,7 @@ mod expire;
 mod federation;
 mod install;
 mod logging;
+mod memory;
 mod server;
 
 use std::path::PathBuf;
@@ -95,6 +96,7 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    memory::tune();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

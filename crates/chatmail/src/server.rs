@@ -71,6 +71,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         !settings.config.log.no_log,
     );
     tasks.spawn(async move { Ok(expiry.await?) });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(crate::memory::TRIM_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => crate::memory::trim(),
+                () = stop.cancelled() => return Ok(()),
+            }
+        }
+    });
 
     let push = start_push(&settings, &accounts, &shutdown, &mut tasks)?;
     let federation =

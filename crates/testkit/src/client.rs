@@ -2,7 +2,7 @@
 //! relay from tests and benchmarks. They trust exactly the relay's
 //! certificate.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +30,21 @@ pub fn tls_config(cert: &Path) -> Result<Arc<rustls::ClientConfig>> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// A TCP connection to `addr` from the local address `source` (`None`: the
+/// system's choice), with `TCP_NODELAY`.
+pub async fn tcp_from(source: Option<IpAddr>, addr: SocketAddr) -> Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 /// Connects to `addr`, verifying the certificate for `server_name` (a DNS

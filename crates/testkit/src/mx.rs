@@ -29,8 +29,13 @@ pub struct Mx {
 impl Mx {
     /// Connects and reads the greeting (which must be 220).
     pub async fn connect(addr: SocketAddr) -> Result<Self> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        Self::connect_from(None, addr).await
+    }
+
+    /// [`Mx::connect`] from the local address `source` (another loopback
+    /// address, say).
+    pub async fn connect_from(source: Option<std::net::IpAddr>, addr: SocketAddr) -> Result<Self> {
+        let tcp = crate::client::tcp_from(source, addr).await?;
         let mut mx = Self {
             stream: Stream::Plain(BufReader::new(tcp)),
         };
@@ -82,7 +87,8 @@ impl Mx {
         transaction(self, from, to, message).await
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Sends raw bytes (a DATA body, say) as they are.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         match &mut self.stream {
             Stream::Plain(s) => write_all(s, bytes).await,
             Stream::Tls(s) => write_all(s.as_mut(), bytes).await,

@@ -294,6 +294,59 @@ impl RelayProcess {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+
+    /// The process's memory now, from `/proc/<pid>/status`.
+    pub fn memory(&self) -> Result<Memory> {
+        let pid = self.pid().ok_or("relay not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))?;
+            let kib = line
+                .split_whitespace()
+                .nth(1)
+                .ok_or("malformed status line")?;
+            Ok(kib.parse()?)
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// CPU time the process has used so far (user and system), from
+    /// `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let pid = self.pid().ok_or("relay not running")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').ok_or("malformed stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks =
+            |i: usize| -> Result<u64> { Ok(fields.get(i).ok_or("short stat")?.parse::<u64>()?) };
+        // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
+        let total = ticks(11)? + ticks(12)?;
+        // USER_HZ is 100 on every Linux this runs on.
+        Ok(Duration::from_millis(total * 10))
+    }
+
+    /// Resets the peak resident size (`VmHWM`) to the current size.
+    pub fn reset_peak(&self) -> Result<()> {
+        let pid = self.pid().ok_or("relay not running")?;
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+        Ok(())
+    }
+}
+
+/// A process's resident memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// Resident now (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Peak resident since start or the last reset (`VmHWM`), KiB.
+    pub hwm_kib: u64,
 }
 
 impl Drop for RelayProcess {
