@@ -103,6 +103,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         accounts: accounts.clone(),
         tls: relay_tls,
         turn: Some(Arc::new(turn)),
+        spools: federation.inbound.spools().clone(),
     });
     let http = Arc::new(chatmail_http::Context {
         settings: settings.clone(),

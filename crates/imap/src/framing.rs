@@ -17,11 +17,13 @@
 //! advertise LITERAL+ or LITERAL-): their bytes are already on the way, so
 //! the connection ends.
 //!
-//! Literals above [`MAX_SMALL_LITERAL`] (APPEND only) also need their size
-//! in bytes from the server-wide [`LiteralBudget`], taken before `+` is
-//! sent: without it the literal is refused with [`Incoming::Busy`]. The
-//! framer holds those bytes until the next command is read, i.e. until the
-//! command's handler is done with the literal.
+//! Literals above [`MAX_SMALL_LITERAL`] (APPEND only) also need twice
+//! their size from the process's budget of message bodies in memory
+//! ([`LiteralBudget`], `chatmail_limits::Spools`, shared with SMTP and
+//! `/mxdeliv`), taken before `+` is sent: without it the literal is
+//! refused with [`Incoming::Busy`]. The framer holds those bytes until the
+//! next command is read, i.e. until the command's handler is done with the
+//! literal.
 //!
 //! Every read has a deadline for the whole unit (a command, or a line),
 //! not one per byte: a client that trickles bytes cannot stretch it.
@@ -32,14 +34,14 @@
 //! splitting off complete units, so [`Framer::read_line`] is cancel-safe
 //! (IDLE races it against store events).
 
-use std::sync::{Arc, OnceLock};
+use std::net::IpAddr;
 
 use bytes::{Bytes, BytesMut};
+use chatmail_limits::{Reservation, Spools};
 use imap_codec::CommandCodec;
 use imap_codec::decode::{CommandDecodeError, Decoder};
 use imap_codec::imap_types::command::Command;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Longest accepted line (without literals) once authenticated.
@@ -139,17 +141,19 @@ pub enum Incoming {
     Busy { tag: String },
 }
 
-/// Bytes of large literals that may be in memory at once, shared by all
-/// sessions.
-pub type LiteralBudget = Arc<Semaphore>;
+/// Where the bytes of large literals come from: the process's budget of
+/// message bodies in memory, under the client's share.
+#[derive(Clone)]
+pub struct LiteralBudget {
+    spools: Spools,
+    client: Option<IpAddr>,
+}
 
-/// The process-wide budget: four messages of the largest size. Sized by
-/// the first caller (a process serves one configuration).
-pub fn literal_budget(max_message_size: u64) -> LiteralBudget {
-    static BUDGET: OnceLock<LiteralBudget> = OnceLock::new();
-    let bytes = usize::try_from(max_message_size.saturating_mul(4)).unwrap_or(usize::MAX);
-    let bytes = bytes.clamp(MAX_SMALL_LITERAL as usize, Semaphore::MAX_PERMITS);
-    Arc::clone(BUDGET.get_or_init(|| Arc::new(Semaphore::new(bytes))))
+impl LiteralBudget {
+    /// The budget of `spools` for a session from `client`.
+    pub fn new(spools: Spools, client: Option<IpAddr>) -> Self {
+        Self { spools, client }
+    }
 }
 
 /// Input buffer of one connection.
@@ -158,7 +162,7 @@ pub struct Framer {
     /// Bytes received and not yet consumed.
     buf: BytesMut,
     /// Budget bytes of the last command's large literal.
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<Reservation>,
 }
 
 impl Framer {
@@ -312,20 +316,24 @@ impl Framer {
 }
 
 impl Framer {
-    /// Takes budget for a literal of `length` bytes if it is large; false
-    /// when the budget cannot cover it now.
+    /// Takes budget for a literal of `length` bytes if it is large (twice
+    /// its size, as every body in memory counts); false when the budget
+    /// cannot cover it now.
     fn admit(&mut self, length: u32, budget: &LiteralBudget) -> bool {
         if length <= MAX_SMALL_LITERAL {
             return true;
         }
-        let Ok(permit) = Arc::clone(budget).try_acquire_many_owned(length) else {
-            return false;
-        };
+        let cost = u64::from(length) * 2;
         match &mut self.held {
-            Some(held) => held.merge(permit),
-            None => self.held = Some(permit),
+            Some(held) => held.try_grow(cost),
+            None => match budget.spools.try_load(budget.client, cost) {
+                Some(held) => {
+                    self.held = Some(held);
+                    true
+                }
+                None => false,
+            },
         }
-        true
     }
 }
 
@@ -381,7 +389,9 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         client.write_all(input).await.unwrap();
         let mut framer = Framer::default();
-        let budget = Arc::new(Semaphore::new(1 << 20));
+        let dir = tempfile::tempdir().unwrap();
+        let spools = Spools::new(dir.path().join("spool"), 1 << 22, 1 << 22, 1 << 20);
+        let budget = LiteralBudget::new(spools, None);
         let deadline = Instant::now() + Duration::from_secs(5);
         let result = framer
             .read_command(&mut server, &bounds, deadline, &budget)
@@ -525,7 +535,9 @@ mod tests {
             client
         });
         let mut framer = Framer::default();
-        let budget = Arc::new(Semaphore::new(1 << 20));
+        let dir = tempfile::tempdir().unwrap();
+        let spools = Spools::new(dir.path().join("spool"), 1 << 22, 1 << 22, 1 << 20);
+        let budget = LiteralBudget::new(spools, None);
         let deadline = Instant::now() + Duration::from_millis(100);
         let bounds = Bounds::PRE_LOGIN;
         let result = framer

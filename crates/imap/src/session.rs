@@ -236,7 +236,7 @@ pub struct Session<S> {
     greet: bool,
     /// Interval of `* OK Still here` during IDLE.
     pub(crate) keepalive: Duration,
-    /// Server-wide bytes for large APPEND literals.
+    /// Bytes for large APPEND literals, from the process's body budget.
     pub(crate) literal_budget: LiteralBudget,
     /// The connection's slot in its pool: busy while a command runs,
     /// protected once logged in, evicted while waiting before a login.
@@ -247,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A session over `stream`; `tls` says whether it is already encrypted
     /// (implicit TLS, or in-memory tests).
     pub fn new(stream: S, ctx: Arc<Context>, tls: bool, shutdown: CancellationToken) -> Self {
-        let literal_budget = crate::framing::literal_budget(ctx.settings.limits().max_message_size);
+        let literal_budget = LiteralBudget::new(ctx.spools.clone(), None);
         let io = Io {
             stream: Layer::new(stream),
             framer: Framer::default(),
@@ -274,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// from an address with too many failures is refused unchecked.
     pub fn with_peer(mut self, peer: IpAddr) -> Self {
         self.peer = Some(peer);
+        self.literal_budget = LiteralBudget::new(self.ctx.spools.clone(), Some(peer));
         self
     }
 

@@ -104,6 +104,15 @@ impl Spools {
         }
     }
 
+    /// `bytes` of the loaded-body budget for `client`, if there is room
+    /// now: for a body that arrives some other way (an IMAP APPEND
+    /// literal), so it shares the budget of every other.
+    pub fn try_load(&self, client: Option<IpAddr>, bytes: u64) -> Option<Reservation> {
+        self.inner
+            .loaded
+            .try_reserve(ClientKey::of_opt(client), bytes)
+    }
+
     /// Bytes of unfinished bodies in memory, of loaded bodies, and of
     /// spool files (for tests and metrics).
     pub fn usage(&self) -> (u64, u64, u64) {

@@ -114,15 +114,18 @@ async fn refuses_an_oversize_literal_without_a_continuation() {
 }
 
 #[tokio::test]
-async fn large_append_literals_share_a_bounded_budget() {
-    let h = setup().await;
-    let budget = Arc::new(tokio::sync::Semaphore::new(100_000));
-    let mut client = h
-        .connect_with(true, |s| s.literal_budget = budget.clone())
-        .await;
+async fn large_append_literals_draw_on_the_shared_body_budget() {
+    // Bodies in memory: four of the largest (100 kB, each counted twice),
+    // half of that for one client.
+    let limits =
+        "[limits]\nmax_message_size = 100000\nmax_body_memory = 0\nmax_spool_size = 100000\n";
+    let h = setup_with(limits).await;
+    let spools = h.ctx.spools.clone();
+    let mut client = h.connect().await;
     client.ok(&format!("LOGIN {ALICE} {PASSWORD}")).await;
-    // Another session holds half of the budget: no continuation.
-    let held = budget.clone().acquire_many_owned(50_000).await.unwrap();
+    // A body of the same client (in-memory sessions share one) holds
+    // half of its share: no continuation.
+    let held = spools.try_load(None, 100_000).unwrap();
     client.send(b"b1 APPEND INBOX {70000}\r\n").await;
     assert_eq!(
         client.line().await,
@@ -131,7 +134,7 @@ async fn large_append_literals_share_a_bounded_budget() {
     drop(held);
     client.send(b"b2 APPEND INBOX {70000}\r\n").await;
     assert_eq!(client.line().await, "+ Ready for literal data\r\n");
-    assert_eq!(budget.available_permits(), 30_000);
+    assert_eq!(spools.usage().1, 140_000, "twice the literal");
     let mut literal = vec![b'x'; 70_000];
     literal.extend_from_slice(b"\r\n");
     client.send(&literal).await;
@@ -139,7 +142,7 @@ async fn large_append_literals_share_a_bounded_budget() {
     assert!(status.starts_with("NO [CANNOT]"), "{status}");
     // The next command releases the literal's bytes.
     client.ok("NOOP").await;
-    assert_eq!(budget.available_permits(), 100_000);
+    assert_eq!(spools.usage().1, 0);
 }
 
 #[tokio::test]

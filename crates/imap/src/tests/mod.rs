@@ -79,11 +79,19 @@ async fn harness_with(extra: &str) -> (Harness, rustls::pki_types::CertificateDe
         settings.config.turn.credential_lifetime,
     )
     .unwrap();
+    let limits = settings.limits();
+    let spools = chatmail_limits::Spools::new(
+        dir.path().join("spool"),
+        limits.max_body_memory,
+        limits.max_spool_size,
+        limits.max_message_size,
+    );
     let ctx = Arc::new(Context {
         settings,
         accounts,
         tls,
         turn: Some(Arc::new(turn)),
+        spools,
     });
     (
         Harness {
@@ -97,6 +105,10 @@ async fn harness_with(extra: &str) -> (Harness, rustls::pki_types::CertificateDe
 
 async fn setup() -> Harness {
     harness().await.0
+}
+
+async fn setup_with(extra: &str) -> Harness {
+    harness_with(extra).await.0
 }
 
 impl Harness {
