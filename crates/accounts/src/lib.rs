@@ -30,7 +30,9 @@
 //! - one client address (IPv4, or IPv6 /64) creates at most
 //!   `limits.new_accounts_per_minute` accounts by first login (after a
 //!   burst of `limits.new_accounts_burst`); beyond that a first login
-//!   fails with [`LoginError::Busy`] before any password is hashed.
+//!   fails with [`LoginError::Busy`] before any password is hashed. The
+//!   rate is charged before the hash and refunded when no account is made,
+//!   so concurrent first logins cannot all pass one check.
 //!   `POST /new` has a budget of the same size of its own
 //!   ([`Accounts::allow_new_request`]).
 
@@ -330,21 +332,34 @@ impl Accounts {
             tracing::debug!("new account refused: {shortage}");
             return Err(LoginError::Busy);
         }
-        // Checked before the hash, counted only for an account really made
-        // (ten first logins of one address make one account).
+        // Charged before the hash (concurrent first logins must not all
+        // pass one check), refunded unless an account was really made (ten
+        // first logins of one address make one account).
         let client = peer.map(ClientKey::of);
         if let Some(client) = client
-            && !self.creations.check(&client, Instant::now())
+            && !self.creations.allow(client, Instant::now())
         {
             tracing::debug!("new account refused: too many from this client");
             return Err(LoginError::Busy);
         }
+        let created = self.create(address, password).await;
+        if let Some(client) = &client
+            && !matches!(created, Ok(Verified::Created(_)))
+        {
+            self.creations.refund(client);
+        }
+        created
+    }
+
+    /// Hashes the password and creates the account.
+    async fn create(
+        &self,
+        address: &rules::LocalAddress,
+        password: &str,
+    ) -> Result<Verified, LoginError> {
         let phc = password::hash(&self.kdf, password.to_owned()).await?;
         match self.store.create_account(&address.full, &phc).await? {
             Created::New(account) => {
-                if let Some(client) = client {
-                    self.creations.allow(client, Instant::now());
-                }
                 tracing::debug!("account created on first login");
                 chatmail_metrics::account_created();
                 self.cache

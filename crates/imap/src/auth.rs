@@ -120,16 +120,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.io.line("+ ");
         self.io.flush().await?;
         let deadline = self.sasl_deadline();
-        let line = match self
-            .io
-            .framer
-            .read_line(
-                &mut self.io.stream,
-                crate::framing::Bounds::PRE_LOGIN.max_line,
-                Some(deadline),
-            )
-            .await
-        {
+        let slot = self.slot.clone();
+        let evicted = async {
+            match slot {
+                Some(slot) => slot.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = self.io.framer.read_line(
+            &mut self.io.stream,
+            crate::framing::Bounds::PRE_LOGIN.max_line,
+            Some(deadline),
+        );
+        let line = tokio::select! {
+            line = read => line,
+            // The client takes its time: a newcomer may have its slot.
+            () = evicted => Err(crate::framing::FrameError::Timeout),
+        };
+        let line = match line {
             Ok(line) => line,
             Err(crate::framing::FrameError::Io(e)) => return Err(e.into()),
             Err(e) => return Err(std::io::Error::other(e.to_string()).into()),

@@ -177,9 +177,17 @@ where
     let Ending::StartTls(raw) = ending else {
         return Ok(());
     };
-    let tls = tokio::time::timeout_at(deadline, acceptor.accept(raw))
-        .await
-        .map_err(|_| timed_out("TLS handshake timeout"))??;
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(raw));
+    let evicted = async {
+        match &slot {
+            Some(slot) => slot.evicted().await,
+            None => std::future::pending().await,
+        }
+    };
+    let tls = tokio::select! {
+        tls = handshake => tls.map_err(|_| timed_out("TLS handshake timeout"))??,
+        () = evicted => return Ok(()),
+    };
     Session::after_starttls(tls, ctx, shutdown)
         .with_peer(peer)
         .with_login_deadline(deadline)

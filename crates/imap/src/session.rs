@@ -45,6 +45,9 @@ const FLUSH_AT: usize = 256 * 1024;
 /// the session forever.
 pub(crate) const UNAUTHENTICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const AUTHENTICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// What a connection evicted to make room for a newcomer is told.
+pub(crate) const EVICTED_BYE: &str =
+    "* BYE [UNAVAILABLE] Too many connections, closing an idle one";
 /// How long a pending write may still take once the server shuts down
 /// (enough for a BYE to a reading client).
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
@@ -322,6 +325,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(Ending::Closed);
             };
             let _busy = self.slot.as_ref().map(|slot| slot.busy());
+            // Evicted just before the command came: it is not run.
+            if self.slot.as_ref().is_some_and(|slot| slot.is_evicted()) {
+                self.io.line(EVICTED_BYE);
+                self.io.flush().await?;
+                return Ok(Ending::Closed);
+            }
             let flow = match incoming {
                 Incoming::Command(command) => self.handle(*command).await?,
                 Incoming::Bad { tag } => {
@@ -395,7 +404,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(None);
             }
             Some(()) = async { Some(evicted?.await) } => {
-                return self.bye("[UNAVAILABLE] Too many connections, closing an idle one");
+                self.io.line(EVICTED_BYE);
+                return Ok(None);
             }
         };
         match result {

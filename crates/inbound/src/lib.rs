@@ -152,13 +152,15 @@ impl Inbound {
         address: &str,
         client: Option<IpAddr>,
     ) -> Result<AccountId, Refusal> {
+        // Charged before the lookup, so that concurrent probes cannot all
+        // pass one check; refunded unless the recipient was unknown.
         let client = ClientKey::of_opt(client);
-        if !self.probes.check(&client, Instant::now()) {
+        if !self.probes.allow(client, Instant::now()) {
             return Err(Refusal::probing());
         }
         let found = self.find_recipient(address).await;
-        if matches!(&found, Err(refusal) if refusal.kind == Kind::UnknownUser) {
-            self.probes.allow(client, Instant::now());
+        if !matches!(&found, Err(refusal) if refusal.kind == Kind::UnknownUser) {
+            self.probes.refund(&client);
         }
         found
     }

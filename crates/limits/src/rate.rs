@@ -7,6 +7,9 @@
 //!
 //! A full table with no idle key refuses new keys (fail closed): forgetting
 //! active keys would hand out fresh bursts.
+//!
+//! Charge before an await and refund after it ([`Gcra::refund`]) where
+//! concurrent events could otherwise all pass one check.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -77,6 +80,18 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
         true
     }
 
+    /// Takes back one counted event of `key` (one that [`Gcra::allow`]
+    /// counted before it was known whether it would really happen), so a
+    /// limit can be charged before an await and refunded after it.
+    pub fn refund(&self, key: &K) {
+        if self.interval.is_zero() {
+            return;
+        }
+        if let Some(tat) = lock(&self.tat).get_mut(key) {
+            *tat = tat.checked_sub(self.interval).unwrap_or(*tat);
+        }
+    }
+
     /// Keys tracked (tests).
     pub fn tracked(&self) -> usize {
         lock(&self.tat).len()
@@ -128,6 +143,19 @@ mod tests {
         assert!(gcra.check(&"d", later));
         assert!(gcra.allow("d", later));
         assert_eq!(gcra.tracked(), 1);
+    }
+
+    #[test]
+    fn a_refund_gives_the_event_back() {
+        let gcra = Gcra::new(60, 2, 100);
+        let t0 = Instant::now();
+        assert!(gcra.allow("a", t0));
+        assert!(gcra.allow("a", t0));
+        assert!(!gcra.check(&"a", t0));
+        gcra.refund(&"a");
+        assert!(gcra.allow("a", t0));
+        assert!(!gcra.allow("a", t0));
+        gcra.refund(&"unknown");
     }
 
     #[test]

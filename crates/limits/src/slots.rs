@@ -7,10 +7,16 @@
 //! authenticated is evicted to make room (its [`Slot::evicted`] future
 //! completes; the session says goodbye and closes). A connection is
 //! waiting while no [`Busy`] guard of it is alive; [`Slot::protect`] (after
-//! a login) takes it out of the running for good. So a flood of idle or
-//! slow unauthenticated connections can delay nobody for long, while
-//! authenticated sessions and connections in the middle of a command are
-//! never cut off. A client over its own share is refused as before.
+//! a login) takes it out of the running for good. When every unprotected
+//! connection is busy, the one busy the longest goes, but only after
+//! [`BUSY_EVICTABLE_AFTER`]: a client that trickles a message body or a
+//! request cannot hold its slot as "busy" for minutes. So a flood of idle
+//! or slow unauthenticated connections can delay nobody for long, while
+//! authenticated sessions and short commands are never cut off. A client
+//! over its own share is refused as before.
+//!
+//! A session must check [`Slot::is_evicted`] after taking [`Slot::busy`]:
+//! an eviction may have happened just before.
 //!
 //! Eviction looks at every slot once (a pool is at most tens of
 //! thousands), and only when the pool is full.
@@ -18,11 +24,17 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::{ClientKey, lock};
+
+/// How long an unauthenticated connection may be busy before a full pool
+/// may evict it anyway.
+pub const BUSY_EVICTABLE_AFTER: Duration = Duration::from_secs(30);
 
 /// A pool of connection slots, shared by clones.
 #[derive(Debug, Clone)]
@@ -57,6 +69,8 @@ struct Entry {
     protected: bool,
     /// Since when the slot has had no busy guard.
     waiting_since: Instant,
+    /// Since when it has had one.
+    busy_since: Instant,
     evict: CancellationToken,
 }
 
@@ -124,6 +138,7 @@ impl Slots {
                 busy: 0,
                 protected: false,
                 waiting_since: Instant::now(),
+                busy_since: Instant::now(),
                 evict: evict.clone(),
             },
         );
@@ -148,14 +163,21 @@ impl Slots {
 }
 
 impl State {
-    /// Evicts the unprotected, idle slot that has waited longest.
+    /// Evicts the unprotected, idle slot that has waited longest, else the
+    /// one busy for longest, if that is longer than
+    /// [`BUSY_EVICTABLE_AFTER`].
     fn evict_one(&mut self) -> bool {
-        let victim = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.protected && e.busy == 0)
-            .min_by_key(|(id, e)| (e.waiting_since, **id))
-            .map(|(id, _)| *id);
+        let unprotected = || self.entries.iter().filter(|(_, e)| !e.protected);
+        let idle = unprotected()
+            .filter(|(_, e)| e.busy == 0)
+            .min_by_key(|(id, e)| (e.waiting_since, **id));
+        let stuck = || {
+            let limit = Instant::now().checked_sub(BUSY_EVICTABLE_AFTER)?;
+            unprotected()
+                .filter(|(_, e)| e.busy > 0 && e.busy_since <= limit)
+                .min_by_key(|(id, e)| (e.busy_since, **id))
+        };
+        let victim = idle.or_else(stuck).map(|(id, _)| *id);
         match victim {
             Some(id) => {
                 if let Some(entry) = self.release(id) {
@@ -185,6 +207,9 @@ impl Slot {
     /// Marks the connection as working until the guard is dropped.
     pub fn busy(&self) -> Busy {
         if let Some(entry) = lock(&self.inner.state).entries.get_mut(&self.id) {
+            if entry.busy == 0 {
+                entry.busy_since = Instant::now();
+            }
             entry.busy += 1;
         }
         Busy {
@@ -262,8 +287,8 @@ mod tests {
         assert!(slots.acquire(a("2001:db8:0:1::1")).is_ok());
     }
 
-    #[test]
-    fn a_full_pool_evicts_the_longest_waiting_unauthenticated_slot() {
+    #[tokio::test(start_paused = true)]
+    async fn a_full_pool_evicts_the_longest_waiting_unauthenticated_slot() {
         let slots = Slots::new(3, 3);
         let oldest = slots.acquire(ip(1)).unwrap();
         let authed = slots.acquire(ip(1)).unwrap();
@@ -282,8 +307,8 @@ mod tests {
         assert_eq!(slots.len(), 3, "an evicted slot was released already");
     }
 
-    #[test]
-    fn a_pool_of_authenticated_or_busy_slots_refuses_newcomers() {
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_of_authenticated_or_busy_slots_refuses_newcomers() {
         let slots = Slots::new(2, 2);
         let a = slots.acquire(ip(1)).unwrap();
         a.protect();
@@ -293,6 +318,20 @@ mod tests {
         drop(busy);
         assert!(slots.acquire(ip(2)).is_ok());
         assert!(b.is_evicted());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_busy_for_long_is_evicted_when_nothing_waits() {
+        let slots = Slots::new(2, 2);
+        let long = slots.acquire(ip(1)).unwrap();
+        let _long_busy = long.busy();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let short = slots.acquire(ip(1)).unwrap();
+        let _short_busy = short.busy();
+        assert_eq!(slots.acquire(ip(2)).unwrap_err(), Refused::Full);
+        tokio::time::advance(BUSY_EVICTABLE_AFTER).await;
+        let _newcomer = slots.acquire(ip(2)).unwrap();
+        assert!(long.is_evicted() && !short.is_evicted());
     }
 
     #[tokio::test]

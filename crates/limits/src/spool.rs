@@ -4,7 +4,8 @@
 //! A body is kept in memory while it is small ([`HELD_PER_BODY`]) and the
 //! shared budget for unfinished bodies allows; beyond that it goes to an
 //! unlinked temporary file in the spool directory (nothing survives a
-//! crash, and nothing was acknowledged yet), against a disk budget. A
+//! crash, and nothing was acknowledged yet), against a disk budget and a
+//! bound on open spool files ([`MAX_SPOOL_FILES`]). A
 //! client that holds many bodies open, one byte short of the end, so
 //! costs the relay a bounded amount of memory per connection and disk up
 //! to its share; past the share, its bodies fail with [`SpoolError::Busy`]
@@ -36,6 +37,9 @@ pub const HELD_PER_BODY: usize = 256 * 1024;
 const WRITE_CHUNK: usize = 64 * 1024;
 /// How long a finished body may wait for room in the loaded budget.
 const LOAD_WAIT: Duration = Duration::from_secs(5);
+/// Spool files open at once (each is a descriptor and up to
+/// [`HELD_PER_BODY`]-sized write buffer), a quarter of them per client.
+pub const MAX_SPOOL_FILES: u64 = 512;
 
 /// Why a body could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +70,8 @@ struct Inner {
     loaded: Budget,
     /// Spool file bytes of unfinished bodies.
     disk: Budget,
+    /// Spool files open.
+    files: Budget,
 }
 
 impl Spools {
@@ -86,6 +92,7 @@ impl Spools {
                 held: Budget::new(memory / 4, memory / 16),
                 loaded: Budget::new(loaded_total, loaded_share),
                 disk: Budget::new(disk.max(max_size), disk_share),
+                files: Budget::new(MAX_SPOOL_FILES, MAX_SPOOL_FILES / 4),
             }),
         }
     }
@@ -144,6 +151,8 @@ struct SpoolFile {
     /// Bytes not yet written to the file.
     pending: Vec<u8>,
     disk: Reservation,
+    /// Its place among the open spool files.
+    _open: Reservation,
 }
 
 /// A whole body, loaded for the checks and the store; holds its share of
@@ -242,6 +251,11 @@ impl Spool {
     /// Moves the body from memory to a new spool file.
     fn spill(&mut self) -> Result<(), SpoolError> {
         let size = self.memory.len() as u64;
+        let open = self
+            .inner
+            .files
+            .try_reserve(self.client, 1)
+            .ok_or(SpoolError::Busy)?;
         let disk = self
             .inner
             .disk
@@ -259,6 +273,7 @@ impl Spool {
             file: Some(file),
             pending: std::mem::take(&mut self.memory),
             disk,
+            _open: open,
         });
         self.held = None;
         Ok(())
@@ -446,6 +461,22 @@ mod tests {
         other.write(&vec![b'b'; MIB as usize]).await.unwrap();
         drop(open);
         assert_eq!(spools.usage().2, MIB);
+    }
+
+    #[tokio::test]
+    async fn open_spool_files_are_bounded_per_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let spools = spools(&dir, 0, 64 * MIB, MIB);
+        let mut open = Vec::new();
+        for _ in 0..MAX_SPOOL_FILES / 4 {
+            let mut spool = spools.begin(client(1), MIB);
+            spool.write(b"x").await.unwrap();
+            open.push(spool);
+        }
+        let mut one_more = spools.begin(client(1), MIB);
+        assert_eq!(one_more.write(b"x").await, Err(SpoolError::Busy));
+        let mut other = spools.begin(client(2), MIB);
+        other.write(b"x").await.unwrap();
     }
 
     #[tokio::test]

@@ -113,9 +113,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut decoder = Decoder::new();
         let mut spool = self.shared.ctx.inbound.spools().begin(self.peer, max);
         let idle = self.idle();
-        // One bound for the whole DATA, not one per read.
-        let data = self.wire.read_data(&mut decoder, &mut spool);
-        if !Self::bounded(idle, data).await? {
+        // One bound for the whole DATA, not one per read; a body that
+        // trickles in may lose its slot to a newcomer (`chatmail_limits`).
+        let evicted = Self::evicted(self.slot.clone());
+        let data = Self::bounded(idle, self.wire.read_data(&mut decoder, &mut spool));
+        let complete = tokio::select! {
+            complete = data => complete?,
+            () = evicted => {
+                self.queue_evicted();
+                return Ok(Flow::Close);
+            }
+        };
+        if !complete {
             return Ok(Flow::Close);
         }
         let Some(transaction) = self.transaction.take() else {

@@ -38,6 +38,8 @@ use crate::wire::{Line, Wire};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Failed AUTH attempts before the connection is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
+/// Time the last replies get to leave before the connection is closed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a session ended.
 pub enum Ending<S> {
@@ -100,7 +102,7 @@ pub struct Session<S> {
     deadline: Option<Instant>,
     /// The connection's place in its pool: busy while a command runs,
     /// protected after AUTH, evicted while it waits otherwise.
-    slot: Option<Arc<Slot>>,
+    pub(crate) slot: Option<Arc<Slot>>,
     shutdown: CancellationToken,
     /// The EHLO/HELO argument once given.
     hello: Option<String>,
@@ -205,19 +207,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Line::TooLong => self.reply(500, "5.5.2 Line too long"),
                 Line::Text(line) => {
                     let _busy = self.slot.as_ref().map(|slot| slot.busy());
-                    self.handle_line(&line).await?
+                    // Evicted just before the command came: it is not run.
+                    if self.slot.as_ref().is_some_and(|slot| slot.is_evicted()) {
+                        self.queue_evicted();
+                        Flow::Close
+                    } else {
+                        self.handle_line(&line).await?
+                    }
                 }
             };
             match flow {
                 Flow::Continue => {}
                 Flow::Close => {
-                    // A client that stops reading must not hold the slot.
-                    let _ = tokio::time::timeout(self.idle, self.wire.close()).await;
+                    // A client that stops reading must not hold the task.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.wire.close()).await;
                     return Ok(Ending::Closed);
                 }
                 // RFC 3207 §5: unread pipelined input is dropped here.
                 Flow::StartTls => {
-                    let stream = Self::bounded(self.idle, self.wire.into_stream()).await?;
+                    let until = self.until();
+                    let flush = tokio::time::timeout_at(until, self.wire.into_stream());
+                    let stream = flush.await.map_err(|_| std::io::ErrorKind::TimedOut)??;
                     return Ok(Ending::StartTls(stream));
                 }
             }
@@ -233,10 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Evicted,
             Shutdown,
         }
-        let mut until = Instant::now() + self.idle;
-        if let Some(deadline) = self.deadline {
-            until = until.min(deadline);
-        }
+        let until = self.until();
         let evicted = self.slot.as_ref().map(|slot| slot.evicted());
         let wait = tokio::select! {
             read = tokio::time::timeout_at(until, self.wire.read_line()) => {
@@ -253,11 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Line::Eof)
             }
             Wait::Evicted => {
-                let text = format!(
-                    "4.7.0 {} Too many connections, closing an idle one",
-                    self.host()
-                );
-                self.wire.queue(&Reply::line(421, text));
+                self.queue_evicted();
                 Ok(Line::Eof)
             }
             Wait::Shutdown => {
@@ -265,6 +268,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.wire.queue(&Reply::line(421, text));
                 Ok(Line::Eof)
             }
+        }
+    }
+
+    /// When the client's next bytes are due at the latest: the idle
+    /// timeout, or the login deadline if that comes first.
+    pub(crate) fn until(&self) -> Instant {
+        let idle = Instant::now() + self.idle;
+        self.deadline.map_or(idle, |deadline| idle.min(deadline))
+    }
+
+    /// Queues the reply of a connection evicted to make room.
+    pub(crate) fn queue_evicted(&mut self) {
+        let text = format!(
+            "4.7.0 {} Too many connections, closing an idle one",
+            self.host()
+        );
+        self.wire.queue(&Reply::line(421, text));
+    }
+
+    /// Completes when the connection's slot is evicted (never without a
+    /// slot).
+    pub(crate) async fn evicted(slot: Option<Arc<Slot>>) {
+        match slot {
+            Some(slot) => slot.evicted().await,
+            None => std::future::pending().await,
         }
     }
 

@@ -116,3 +116,46 @@ async fn a_body_that_finds_no_room_is_refused_with_451_4_3_2() {
     let reply = other.submit(BOB, &[ALICE], &message).await;
     assert!(reply.starts_with("250"), "{reply:?}");
 }
+
+#[tokio::test]
+async fn a_body_trickled_for_long_loses_its_slot_to_a_newcomer() {
+    // Regression: reading DATA counted as busy however slowly the body
+    // came, so slow bodies pinned a full pool for the 5-minute timeout.
+    let harness = Harness::new("[limits]\nmax_smtp_connections = 1\n").await;
+    harness.account(BOB).await;
+    let shared = std::sync::Arc::clone(&harness.shared);
+    let slot = std::sync::Arc::new(shared.connections.acquire(Some(ip(1))).unwrap());
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let session = crate::session::Session::new(server, shared, true)
+        .for_mx()
+        .with_slot(std::sync::Arc::clone(&slot));
+    tokio::spawn(session.run());
+    let mut client = Client::new(client);
+    assert!(client.reply().await.starts_with("220 "));
+    client.expect("EHLO mx.example.net", "250").await;
+    client
+        .expect("MAIL FROM:<carol0001@example.net>", "250")
+        .await;
+    client.expect(&format!("RCPT TO:<{BOB}>"), "250").await;
+    client.expect("DATA", "354").await;
+    let started = Instant::now();
+    let mut evicted = false;
+    while started.elapsed() < Duration::from_secs(40) {
+        client.try_send(b"x").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A newcomer arrives every now and then.
+        if let Ok(newcomer) = harness.shared.connections.acquire(Some(ip(2))) {
+            evicted = slot.is_evicted();
+            drop(newcomer);
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(evicted, "the trickled body kept its slot for {took:?}");
+    assert!(
+        took >= chatmail_limits::slots::BUSY_EVICTABLE_AFTER,
+        "{took:?}"
+    );
+    let reply = client.reply().await;
+    assert!(reply.starts_with("421 4.7.0"), "{reply:?}");
+}
