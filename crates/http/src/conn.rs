@@ -34,6 +34,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -52,6 +54,48 @@ pub const MAX_STREAMS: u32 = 16;
 pub const STREAM_WINDOW: u32 = 256 * 1024;
 /// HTTP/2 bytes one connection may send ahead of its handlers.
 pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Time connections get to finish after shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Accepts connections on `listener` until `shutdown`, spawning what
+/// `start` makes of each (`None`: turned away); then gives the tasks
+/// [`SHUTDOWN_GRACE`] to finish and aborts the rest. Accept errors (out of
+/// descriptors, say) back off briefly and keep serving.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    mut start: F,
+) -> io::Result<()>
+where
+    F: FnMut(TcpStream, SocketAddr) -> Option<Fut>,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                if let Some(task) = start(tcp, peer) {
+                    tasks.spawn(task);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
+    tasks.abort_all();
+    Ok(())
+}
 
 /// Serves HTTP on `io` from `peer` until the client is done, the slot is
 /// evicted, or (gracefully) `shutdown`.

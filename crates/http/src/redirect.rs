@@ -11,7 +11,6 @@
 //! `crate::conn` (idle, header and HTTP/2 bounds).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -20,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chatmail_limits::Slots;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::Context;
@@ -45,39 +43,19 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let slots = Slots::fifth_per_client(MAX_CONNECTIONS);
     let router = router(ctx);
-    let mut tasks = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            () = shutdown.cancelled() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.acquire(Some(peer.ip())) else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let (router, stop) = (router.clone(), shutdown.clone());
-        tasks.spawn(conn::serve(
-            Guarded::new(tcp, ()),
+    let stop = shutdown.clone();
+    conn::accept_loop(listener, shutdown, |tcp, peer| {
+        let slot = slots.acquire(Some(peer.ip())).ok()?;
+        let io = Guarded::new(tcp, ());
+        Some(conn::serve(
+            io,
             peer,
-            router,
+            router.clone(),
             Arc::new(slot),
-            stop,
-        ));
-    }
-    drop(listener);
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(crate::tls::SHUTDOWN_GRACE, drain).await;
-    tasks.abort_all();
-    Ok(())
+            stop.clone(),
+        ))
+    })
+    .await
 }
 
 /// RFC 8555 §8.3: `GET /.well-known/acme-challenge/<token>` answers the key

@@ -22,7 +22,7 @@
 //! connections and connections refused by a limit are counted in
 //! `chatmail_metrics` (mail sessions are counted by their services).
 //! Connection tasks live in a `JoinSet` owned by [`serve`]; at shutdown
-//! they get [`SHUTDOWN_GRACE`] to finish, then they are aborted.
+//! they get `conn::SHUTDOWN_GRACE` to finish, then they are aborted.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +34,6 @@ use axum::Router;
 use chatmail_limits::{Slot, Slots};
 use chatmail_metrics::Protocol;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -47,8 +46,6 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_HANDSHAKES: usize = 1024;
 /// A client that has not finished its handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time connections get to finish after shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A mail connection on port 443, TLS already established.
 pub type MailStream = TlsStream<TcpStream>;
@@ -127,36 +124,16 @@ async fn serve_with_pool(
         }),
         shutdown: shutdown.clone(),
     });
-    let mut tasks = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            () = shutdown.cancelled() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of descriptors and the like: back off, keep serving.
-                tracing::debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    conn::accept_loop(listener, shutdown, |tcp, peer| {
         // Over its share: closed at once, no handshake (it costs CPU).
         let Ok(slot) = shared.handshakes.acquire(Some(peer.ip())) else {
             chatmail_metrics::connection_refused(Protocol::Https);
             tracing::debug!("too many handshakes from one client on the HTTPS port");
-            continue;
+            return None;
         };
-        tasks.spawn(connection(tcp, peer, slot, Arc::clone(&shared)));
-    }
-    drop(listener);
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
-    tasks.abort_all();
-    Ok(())
+        Some(connection(tcp, peer, slot, Arc::clone(&shared)))
+    })
+    .await
 }
 
 /// One connection: the handshake in its own slot, then HTTP or mail.
