@@ -120,13 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.io.line("+ ");
         self.io.flush().await?;
         let deadline = self.sasl_deadline();
-        let slot = self.slot.clone();
-        let evicted = async {
-            match slot {
-                Some(slot) => slot.evicted().await,
-                None => std::future::pending().await,
-            }
-        };
+        let evicted = chatmail_limits::slots::evicted(self.slot.clone());
         let read = self.io.framer.read_line(
             &mut self.io.stream,
             crate::framing::Bounds::PRE_LOGIN.max_line,

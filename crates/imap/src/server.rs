@@ -178,12 +178,7 @@ where
         return Ok(());
     };
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(raw));
-    let evicted = async {
-        match &slot {
-            Some(slot) => slot.evicted().await,
-            None => std::future::pending().await,
-        }
-    };
+    let evicted = chatmail_limits::slots::evicted(slot.clone());
     let tls = tokio::select! {
         tls = handshake => tls.map_err(|_| timed_out("TLS handshake timeout"))??,
         () = evicted => return Ok(()),

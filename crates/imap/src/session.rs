@@ -394,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         let shutdown = self.shutdown.clone();
-        let evicted = self.slot.as_ref().map(|slot| slot.evicted());
+        let evicted = chatmail_limits::slots::evicted(self.slot.clone());
         let result = tokio::select! {
             result = self.io.framer.read_command(
                 &mut self.io.stream, &bounds, deadline, &self.literal_budget,
@@ -403,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.io.line("* BYE Server shutting down");
                 return Ok(None);
             }
-            Some(()) = async { Some(evicted?.await) } => {
+            () = evicted => {
                 self.io.line(EVICTED_BYE);
                 return Ok(None);
             }

@@ -236,6 +236,15 @@ impl Slot {
     }
 }
 
+/// Completes when `slot` is evicted; never without a slot (a connection
+/// that is not counted in any pool).
+pub async fn evicted(slot: Option<Arc<Slot>>) {
+    match slot {
+        Some(slot) => slot.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         lock(&self.inner.state).release(self.id);

@@ -115,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let idle = self.idle();
         // One bound for the whole DATA, not one per read; a body that
         // trickles in may lose its slot to a newcomer (`chatmail_limits`).
-        let evicted = Self::evicted(self.slot.clone());
+        let evicted = chatmail_limits::slots::evicted(self.slot.clone());
         let data = Self::bounded(idle, self.wire.read_data(&mut decoder, &mut spool));
         let complete = tokio::select! {
             complete = data => complete?,

@@ -244,13 +244,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Shutdown,
         }
         let until = self.until();
-        let evicted = self.slot.as_ref().map(|slot| slot.evicted());
+        let evicted = chatmail_limits::slots::evicted(self.slot.clone());
         let wait = tokio::select! {
             read = tokio::time::timeout_at(until, self.wire.read_line()) => {
                 read.map_or(Wait::Timeout, Wait::Read)
             }
             () = self.shutdown.cancelled() => Wait::Shutdown,
-            Some(()) = async { Some(evicted?.await) } => Wait::Evicted,
+            () = evicted => Wait::Evicted,
         };
         match wait {
             Wait::Read(line) => line,
@@ -285,15 +285,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.host()
         );
         self.wire.queue(&Reply::line(421, text));
-    }
-
-    /// Completes when the connection's slot is evicted (never without a
-    /// slot).
-    pub(crate) async fn evicted(slot: Option<Arc<Slot>>) {
-        match slot {
-            Some(slot) => slot.evicted().await,
-            None => std::future::pending().await,
-        }
     }
 
     /// Waits for `future` at most the idle timeout.

@@ -234,9 +234,9 @@ async fn trickling_clients_lose_their_imap_slots_at_the_login_deadline() {
                 if tcp.write_all(b"a").await.is_err() {
                     break;
                 }
-                match tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut byte)).await {
-                    Ok(Ok(0) | Err(_)) => break,
-                    _ => {}
+                let read = tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut byte));
+                if let Ok(Ok(0) | Err(_)) = read.await {
+                    break;
                 }
                 if started.elapsed() > Duration::from_secs(30) {
                     return None;
