@@ -343,7 +343,7 @@ async fn bounce_from_a_relay_with_a_dns_name_is_dkim_signed() {
     // SMTP only: B refuses the unknown recipient at RCPT, before it would
     // look up A's DKIM key (there is no DNS for `_relay8.test`).
     let options = RelayOptions {
-        ip: ip(8, 2),
+        ip: ip(8, 2).into(),
         domain: Some("_relay8.test".into()),
         extra: EXTRA.into(),
     };

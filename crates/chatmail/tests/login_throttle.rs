@@ -4,7 +4,7 @@
 //! (`127.0.0.2`) logs in as usual. (Submission is covered by the
 //! chatmail-smtp transcripts over real TCP.)
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,7 @@ impl Conn {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(source.into(), 0)).unwrap();
         let tcp = socket.connect(addr).await.unwrap();
-        let name = ServerName::IpAddress(IpAddr::V4(relay.ip).into());
+        let name = ServerName::IpAddress(relay.ip.into());
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await

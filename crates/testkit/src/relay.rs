@@ -37,8 +37,9 @@ impl Ports {
         Self::free_on(Ipv4Addr::LOCALHOST)
     }
 
-    /// Six currently free ports on the loopback address `ip`.
-    pub fn free_on(ip: Ipv4Addr) -> Result<Self> {
+    /// Six currently free ports on the local address `ip`.
+    pub fn free_on(ip: impl Into<IpAddr>) -> Result<Self> {
+        let ip = ip.into();
         let mut holders = Vec::new();
         let mut next = || -> Result<u16> {
             let listener = TcpListener::bind((ip, 0))?;
@@ -60,8 +61,8 @@ impl Ports {
 /// Where and as what a relay runs.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
-    /// The loopback address every listener binds.
-    pub ip: Ipv4Addr,
+    /// The local address every listener binds (IPv6 needs a `domain`).
+    pub ip: IpAddr,
     /// The mail domain; `None`: the IP address (an IP-only relay, whose
     /// addresses read `user@[ip]`).
     pub domain: Option<String>,
@@ -73,7 +74,7 @@ impl RelayOptions {
     /// An IP-only relay on `ip` with `extra` settings.
     pub fn on(ip: Ipv4Addr, extra: &str) -> Self {
         Self {
-            ip,
+            ip: IpAddr::V4(ip),
             domain: None,
             extra: extra.to_owned(),
         }
@@ -88,8 +89,8 @@ pub struct RelayProcess {
     child: Option<Child>,
     /// Where the relay listens.
     pub ports: Ports,
-    /// The loopback address the relay listens on.
-    pub ip: Ipv4Addr,
+    /// The local address the relay listens on.
+    pub ip: IpAddr,
     /// The relay's mail domain (the IP address for IP-only relays).
     pub domain: String,
 }
@@ -116,7 +117,7 @@ impl RelayProcess {
         let ip = options.ip;
         let ports = Ports::free_on(ip)?;
         let domain = options.domain.clone().unwrap_or_else(|| ip.to_string());
-        let at = |port: u16| format!("[\"{ip}:{port}\"]");
+        let at = |port: u16| format!("[\"{}\"]", SocketAddr::new(ip, port));
         let config = format!(
             "mail_domain = {domain:?}\nstate_dir = {:?}\n{}\n\
              [log]\nno_log = false\nlevel = \"warn\"\n\
@@ -287,7 +288,7 @@ impl RelayProcess {
 
     /// This relay's socket address for `port`.
     pub fn addr(&self, port: u16) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(self.ip), port)
+        SocketAddr::new(self.ip, port)
     }
 
     /// The process id, while running.

@@ -270,3 +270,137 @@ async fn trickling_clients_lose_their_imap_slots_at_the_login_deadline() {
     );
     assert!(login.is_ok_and(|took| took < SERVED_BOUND));
 }
+
+/// Set in the copy of this test that runs inside its network namespace.
+const IN_NAMESPACE: &str = "MADMAIL_ATTACK_IN_NETNS";
+
+/// Runs `ip` with `args`; panics with its output on failure.
+fn ip_command(args: &[&str]) {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A network namespace of the test's own, deleted on drop.
+struct Namespace(String);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_share_one_fifth_per_64() {
+    // Regression: connection shares counted every IPv6 address apart, so
+    // one host with a /64 had no share at all. Loopback here has no IPv6
+    // /64, so the test runs again inside a network namespace of its own,
+    // where it has.
+    if std::env::var_os(IN_NAMESPACE).is_some() {
+        return ipv6_shares_in_namespace().await;
+    }
+    let _serial = crate::common::SERIAL.lock().await;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let name = format!("madmail-v6-{}", std::process::id());
+    let added = std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .output();
+    if !added.as_ref().is_ok_and(|output| output.status.success()) {
+        eprintln!("skipped: no network namespace could be created: {added:?}");
+        return;
+    }
+    let namespace = Namespace(name);
+    let exe = std::env::current_exe().unwrap();
+    let status = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &namespace.0])
+        .arg(&exe)
+        .args([
+            "slots::ipv6_clients_share_one_fifth_per_64",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(IN_NAMESPACE, "1")
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the test in the namespace failed");
+}
+
+/// Inside the namespace: the relay on `fd00:1::1`, one attacker /64
+/// with three addresses and a second /64, pools of 10 (2 per client).
+async fn ipv6_shares_in_namespace() {
+    ip_command(&["link", "set", "lo", "up"]);
+    let addresses = [
+        "fd00:1::1",
+        "fd00:64::10",
+        "fd00:64::11",
+        "fd00:64::12",
+        "fd00:65::10",
+    ];
+    for address in addresses {
+        ip_command(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{address}/64"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+    }
+    let options = chatmail_testkit::relay::RelayOptions {
+        ip: addresses[0].parse().unwrap(),
+        domain: Some("_v6.test".into()),
+        extra: "[limits]\nmax_imap_connections = 10\nmax_smtp_connections = 10\n".into(),
+    };
+    let relay = RelayProcess::start_with(&crate::common::binary(), &options)
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    let mut greeting = async |port: u16, source: &str| -> String {
+        let source: IpAddr = source.parse().unwrap();
+        let mut tcp = BufReader::new(tcp_from(Some(source), relay.addr(port)).await.unwrap());
+        let mut line = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_line(&mut line)).await;
+        held.push(tcp);
+        line.trim_end().to_owned()
+    };
+    let mut answers = Vec::new();
+    for (service, port) in [("imap", relay.ports.imap), ("smtp", relay.ports.smtp)] {
+        for source in &addresses[1..] {
+            answers.push((service, *source, greeting(port, source).await));
+        }
+    }
+    let figures: Vec<(&str, String)> = answers
+        .iter()
+        .map(|(service, source, answer)| {
+            let word = answer
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            (*service, format!("{source}:{word:?}"))
+        })
+        .collect();
+    report("ipv6-per-64-share", &figures);
+    for (service, source, answer) in &answers {
+        let refused = answer.contains("Too many connections");
+        let third_of_the_64 = *source == "fd00:64::12";
+        assert_eq!(
+            refused, third_of_the_64,
+            "{service} from {source}: {answer:?}"
+        );
+    }
+    drop(held);
+}
