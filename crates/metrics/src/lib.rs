@@ -24,6 +24,10 @@
 //! | `bounces_total` | counter | – |
 //! | `queue_messages`, `queue_recipients` | gauge | – (read from the store at each scrape) |
 //! | `push_notifications_total` | counter | `outcome`: ok, retry, gone, given_up, dropped |
+//! | `turn_allocations` | gauge | – (live TURN allocations) |
+//! | `turn_relayed_bytes_total` | counter | – (both directions) |
+//! | `turn_auth_failures_total` | counter | – (expired, malformed or foreign credentials) |
+//! | `turn_peers_refused_total` | counter | – (permissions for peers the rule denies) |
 //!
 //! Invariants:
 //! - every label value comes from a fixed enum of this crate: no metric
@@ -195,6 +199,10 @@ struct Metrics {
     queue_messages: Gauge,
     queue_recipients: Gauge,
     push: Vec<Counter>,
+    turn_allocations: Gauge,
+    turn_relayed_bytes: Counter,
+    turn_auth_failures: Counter,
+    turn_peers_refused: Counter,
 }
 
 type Labels<const N: usize> = [(&'static str, &'static str); N];
@@ -313,6 +321,18 @@ impl Metrics {
             "outcome",
             Push::ALL.iter().map(|p| p.as_str()),
         );
+        let turn_allocations = Gauge::default();
+        let help = "Live TURN allocations";
+        r.register("turn_allocations", help, turn_allocations.clone());
+        let turn_relayed_bytes = Counter::default();
+        let help = "Bytes relayed by TURN, both directions";
+        r.register("turn_relayed_bytes", help, turn_relayed_bytes.clone());
+        let turn_auth_failures = Counter::default();
+        let help = "TURN requests refused for an expired, malformed or foreign credential";
+        r.register("turn_auth_failures", help, turn_auth_failures.clone());
+        let turn_peers_refused = Counter::default();
+        let help = "TURN permissions refused for a peer address the rule denies";
+        r.register("turn_peers_refused", help, turn_peers_refused.clone());
         Self {
             registry: r,
             connections,
@@ -326,6 +346,10 @@ impl Metrics {
             queue_messages,
             queue_recipients,
             push,
+            turn_allocations,
+            turn_relayed_bytes,
+            turn_auth_failures,
+            turn_peers_refused,
         }
     }
 }
@@ -367,6 +391,30 @@ pub fn bounce() {
 /// Counts one push notification outcome.
 pub fn push(outcome: Push) {
     METRICS.push[outcome as usize].inc();
+}
+
+/// Counts one TURN allocation opened (`open`) or closed.
+pub fn turn_allocation(open: bool) {
+    if open {
+        METRICS.turn_allocations.inc();
+    } else {
+        METRICS.turn_allocations.dec();
+    }
+}
+
+/// Counts `bytes` relayed by TURN.
+pub fn turn_relayed(bytes: usize) {
+    METRICS.turn_relayed_bytes.inc_by(bytes as u64);
+}
+
+/// Counts one TURN request refused for its credential.
+pub fn turn_auth_failed() {
+    METRICS.turn_auth_failures.inc();
+}
+
+/// Counts one TURN permission refused for its peer.
+pub fn turn_peer_refused() {
+    METRICS.turn_peers_refused.inc();
 }
 
 /// Counts one connection turned away by a connection limit.

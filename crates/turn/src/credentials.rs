@@ -27,6 +27,8 @@ pub const SECRET_FILE: &str = "turn-secret";
 const SECRET_LEN: usize = 32;
 /// Longest username [`Credentials::verify`] looks at.
 const MAX_USERNAME: usize = 256;
+/// Minted expiries are multiples of this many seconds.
+const EXPIRY_GRID: u64 = 3600;
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -97,11 +99,31 @@ impl Credentials {
     }
 
     /// A fresh `(username, password)` valid until `now + lifetime` (Unix
-    /// seconds).
+    /// seconds) rounded down to the hour (unless that is not in the future), so that all credentials minted in
+    /// one hour are the same one (a TURN server holds one entry per
+    /// username it has seen).
     pub fn mint(&self, now: u64) -> (String, String) {
-        let username = now.saturating_add(self.lifetime).to_string();
-        let password = STANDARD.encode(self.mac(&username).finalize().into_bytes());
+        let expiry = now.saturating_add(self.lifetime);
+        let rounded = expiry - expiry % EXPIRY_GRID;
+        let username = if rounded > now { rounded } else { expiry }.to_string();
+        let password = self.password(&username);
         (username, password)
+    }
+
+    /// The password of `username` if its expiry (digits, optionally
+    /// followed by `:<name>`) is not past `now`; `None` for an expired or
+    /// malformed username.
+    pub fn password_if_current(&self, username: &str, now: u64) -> Option<String> {
+        if username.len() > MAX_USERNAME {
+            return None;
+        }
+        let expiry = username.split(':').next()?.parse::<u64>().ok()?;
+        (expiry >= now).then(|| self.password(username))
+    }
+
+    /// `base64(HMAC-SHA1(secret, username))`.
+    fn password(&self, username: &str) -> String {
+        STANDARD.encode(self.mac(username).finalize().into_bytes())
     }
 
     /// [`Credentials::mint`] at the current system time.
@@ -181,11 +203,13 @@ mod tests {
     fn mints_the_coturn_rest_password_of_a_known_vector() {
         // Computed independently: python3 hmac.new(bytes(range(32)),
         // b"1700432000", hashlib.sha1), base64.
+        // b"1700431200" (1,700,432,000 rounded down to the hour), base64.
         let credentials = Credentials::from_secret(counting_secret(), 432_000);
         let (username, password) = credentials.mint(1_700_000_000);
-        assert_eq!(username, "1700432000");
-        assert_eq!(password, "/VT/eLuZxsLgRjv+y/FKjpygHLQ=");
-        // The same tool for username "1".
+        assert_eq!(username, "1700431200");
+        assert_eq!(password, "QCHLlCdaZB6WYrDXyPoFWzAoK5I=");
+        // The same tool for username "1" (a lifetime under the hour is not
+        // rounded below the present).
         let short = Credentials::from_secret(counting_secret(), 1);
         assert_eq!(short.mint(0).1, "RN7y4Y+6iM569O0mWjv2ceHsOFQ=");
     }

@@ -101,10 +101,12 @@ async fn hands_out_turn_credentials_that_the_minter_accepts() {
     let parts: Vec<&str> = value.splitn(4, ':').collect();
     assert_eq!(parts[..2], ["turn.example.org", "3479"], "{value}");
     let expiry: u64 = parts[2].parse().unwrap();
+    // The lifetime is 5 days, the expiry rounded down to the hour.
     assert!(
-        (before + 432_000..=unix_now() + 432_000).contains(&expiry),
+        (before + 432_000 - 3600..=unix_now() + 432_000).contains(&expiry),
         "{value}"
     );
+    assert_eq!(expiry % 3600, 0, "{value}");
     let minter = h.ctx.turn.as_ref().unwrap();
     assert!(minter.verify(parts[2], parts[3], unix_now()));
     assert!(!minter.verify(parts[2], parts[3], expiry + 1));
