@@ -42,16 +42,15 @@ pub(crate) struct RelaySpec {
     /// Further environment of the relay process (libfaketime for the
     /// clock relay, [`FakeClock::env`]).
     pub(crate) env: Vec<(String, String)>,
-    /// Whether [`RelaySpec::with_features`] published metadata and TURN.
-    features: bool,
+    /// The TURN port (UDP and TCP) once [`RelaySpec::with_features`]
+    /// published metadata and started TURN.
+    turn_port: Option<u16>,
 }
 
 /// `[metadata] admin` of relays with features.
 const FEATURE_ADMIN: &str = "operator@example.org";
 /// `[metadata] comment` of relays with features.
 const FEATURE_COMMENT: &str = "madmail end-to-end relay";
-/// `[turn] port` of relays with features (the host is the relay's IP).
-const FEATURE_TURN_PORT: u16 = 3478;
 
 impl RelaySpec {
     /// A relay on loopback with free high ports for every service.
@@ -70,7 +69,7 @@ impl RelaySpec {
             limits_toml: String::new(),
             no_log: false,
             env: Vec::new(),
-            features: false,
+            turn_port: None,
         })
     }
 
@@ -90,7 +89,7 @@ impl RelaySpec {
             limits_toml: String::new(),
             no_log: false,
             env: Vec::new(),
-            features: false,
+            turn_port: None,
         }
     }
 
@@ -111,22 +110,26 @@ impl RelaySpec {
             limits_toml: String::new(),
             no_log: false,
             env: Vec::new(),
-            features: false,
+            turn_port: None,
         }
     }
 
     /// Publishes the server METADATA entries (`[metadata] admin` and
-    /// `comment`) and TURN credentials (`[turn]`, host = the relay's IP so
-    /// clients need no DNS for it); [`RelaySpec::scenario_env`] then tells
-    /// the scenarios what to expect.
+    /// `comment`) and runs TURN (`[turn]` on a free port of the relay's IP,
+    /// which is also the host clients get, so they need no DNS for it;
+    /// loopback peers allowed); [`RelaySpec::scenario_env`] then tells the
+    /// scenarios what to expect.
     pub(crate) fn with_features(mut self) -> Self {
+        let ip = self.ip();
+        let port = free_turn_port(ip);
         let toml = format!(
             "\n[metadata]\nadmin = \"{FEATURE_ADMIN}\"\ncomment = \"{FEATURE_COMMENT}\"\n\
-             \n[turn]\nenabled = true\nhost = \"{}\"\nport = {FEATURE_TURN_PORT}\n",
-            self.ip()
+             \n[turn]\nenabled = true\nhost = \"{ip}\"\nport = {port}\n\
+             listen = [\"{}\"]\nallowed_peers = [\"127.0.0.0/8\"]\n",
+            SocketAddr::new(ip, port)
         );
         self.extra_toml.push_str(&toml);
-        self.features = true;
+        self.turn_port = Some(port);
         self
     }
 
@@ -186,12 +189,12 @@ impl RelaySpec {
         if let Some(submission) = self.submission {
             env.push(("SUBMISSION_PORT", submission.port().to_string()));
         }
-        if self.features {
+        if let Some(turn_port) = self.turn_port {
             env.extend([
                 ("ADMIN", FEATURE_ADMIN.to_owned()),
                 ("COMMENT", FEATURE_COMMENT.to_owned()),
                 ("TURN_HOST", self.ip().to_string()),
-                ("TURN_PORT", FEATURE_TURN_PORT.to_string()),
+                ("TURN_PORT", turn_port.to_string()),
             ]);
         }
         if self.no_log {
@@ -251,6 +254,21 @@ impl FakeClock {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect()
+    }
+}
+
+/// A port free for both UDP and TCP on `ip` (TURN listens on both).
+fn free_turn_port(ip: std::net::IpAddr) -> u16 {
+    loop {
+        let Ok(tcp) = TcpListener::bind((ip, 0)) else {
+            return 3478;
+        };
+        let Ok(addr) = tcp.local_addr() else {
+            return 3478;
+        };
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr.port();
+        }
     }
 }
 
@@ -429,7 +447,8 @@ mod tests {
         let config = &settings.config;
         assert!(config.turn.enabled);
         assert_eq!(config.turn.host.as_deref(), Some("127.0.0.2"));
-        assert_eq!(config.turn.port, FEATURE_TURN_PORT);
+        assert_eq!(config.turn.listen[0].port(), config.turn.port);
+        assert_eq!(config.turn.listen[0].ip().to_string(), "127.0.0.2");
         assert_eq!(config.metadata.admin.as_deref(), Some(FEATURE_ADMIN));
         assert!(!config.log.no_log);
         let env = spec.scenario_env("MADMAIL");

@@ -1,6 +1,8 @@
 //! Log setup. In no-log mode only errors that stop the server are printed;
 //! the protocol crates additionally keep addresses and IPs out of every
-//! message when `no_log` is set.
+//! message when `no_log` is set. The TURN protocol crates are silenced:
+//! they name client and peer addresses, and log a client's ordinary first
+//! unauthenticated request as an error.
 
 use std::io::IsTerminal;
 
@@ -14,6 +16,15 @@ pub fn init(config: &LogConfig) {
     } else {
         EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"))
     };
+    let filter = [
+        "turn_server_proto",
+        "turn_types",
+        "stun_proto",
+        "stun_types",
+    ]
+    .iter()
+    .filter_map(|target| format!("{target}=off").parse().ok())
+    .fold(filter, EnvFilter::add_directive);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

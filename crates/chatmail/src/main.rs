@@ -12,6 +12,7 @@ mod install;
 mod logging;
 mod memory;
 mod server;
+mod turn;
 
 use std::path::PathBuf;
 

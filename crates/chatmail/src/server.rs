@@ -1,6 +1,7 @@
 //! Starting and stopping the relay: open the store, load TLS, bind every
 //! configured socket, spawn one server task per socket, and stop them all on
-//! SIGINT/SIGTERM. With `[metrics] enabled`, the Prometheus endpoint
+//! SIGINT/SIGTERM. With `[turn] enabled`, the TURN server runs
+//! (`crate::turn`). With `[metrics] enabled`, the Prometheus endpoint
 //! (`chatmail_metrics::serve`) runs on `[metrics] listen`; the queue
 //! gauges are read from the store at each scrape.
 
@@ -94,15 +95,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         queue: Some(federation.queue.clone()),
         push,
     });
-    let turn = chatmail_turn::Credentials::load_or_create(
+    let turn = Arc::new(chatmail_turn::Credentials::load_or_create(
         &settings.config.state_dir,
         settings.config.turn.credential_lifetime,
-    )?;
+    )?);
+    let turn_runs = crate::turn::start(&settings, &turn, &shutdown, &mut tasks).await?;
     let imap = Arc::new(chatmail_imap::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
         tls: relay_tls,
-        turn: Some(Arc::new(turn)),
+        turn: turn_runs.then_some(turn),
         spools: federation.inbound.spools().clone(),
     });
     let http = Arc::new(chatmail_http::Context {

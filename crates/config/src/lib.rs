@@ -81,6 +81,33 @@ impl Settings {
         &self.config.limits
     }
 
+    /// The peer ranges `[turn] allowed_peers` lists (validated at load).
+    pub fn turn_allowed_peers(&self) -> Vec<ipnet::IpNet> {
+        let ranges = self.config.turn.allowed_peers.iter();
+        ranges.filter_map(|range| range.parse().ok()).collect()
+    }
+
+    /// The relayed addresses of the TURN server: `[turn] relay_addresses`,
+    /// else the specific `listen` addresses, else an IP-address mail
+    /// domain; empty if none of these gives one.
+    pub fn turn_relay_addresses(&self) -> Vec<std::net::IpAddr> {
+        let turn = &self.config.turn;
+        if !turn.relay_addresses.is_empty() {
+            return turn.relay_addresses.clone();
+        }
+        let mut addresses: Vec<_> = turn
+            .listen
+            .iter()
+            .map(|addr| addr.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        if let (true, MailDomain::Ip(ip)) = (addresses.is_empty(), &self.domain) {
+            addresses.push((*ip).into());
+        }
+        addresses.dedup();
+        addresses
+    }
+
     /// Whether the federation policy lets this relay exchange mail with
     /// `domain` (the part after `@`, brackets included for IP literals).
     pub fn federation_allows(&self, domain: &str) -> bool {
@@ -170,6 +197,42 @@ fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
 }
 
 /// Semantic checks that the types alone cannot express.
+/// The `[turn]` rules.
+fn validate_turn(turn: &schema::TurnConfig, bad: &mut impl FnMut(&str, String)) {
+    if turn.relay_port_min < 1024 || turn.relay_port_min > turn.relay_port_max {
+        bad(
+            "turn.relay_port_min",
+            "must be at least 1024 and at most turn.relay_port_max".into(),
+        );
+    }
+    for (i, range) in turn.allowed_peers.iter().enumerate() {
+        if range.parse::<ipnet::IpNet>().is_err() {
+            bad(
+                &format!("turn.allowed_peers[{i}]"),
+                format!("{range:?} is not a CIDR range such as \"10.0.0.0/8\""),
+            );
+        }
+    }
+    let v4 = turn
+        .relay_addresses
+        .iter()
+        .filter(|ip| ip.is_ipv4())
+        .count();
+    let v6 = turn.relay_addresses.len() - v4;
+    if v4 > 1 || v6 > 1 {
+        bad(
+            "turn.relay_addresses",
+            "at most one IPv4 and one IPv6 address".into(),
+        );
+    }
+    if turn.max_allocations == 0 || turn.max_allocations_per_client == 0 {
+        bad(
+            "turn.max_allocations",
+            "turn.max_allocations and turn.max_allocations_per_client must be at least 1".into(),
+        );
+    }
+}
+
 fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut bad = |key: &str, message: String| {
@@ -250,6 +313,7 @@ fn validate(config: &Config) -> Vec<Problem> {
             "must be letters, digits, `-` or `_`".into(),
         );
     }
+    validate_turn(&config.turn, &mut bad);
     if config.storage.max_commit_batch == 0 {
         bad("storage.max_commit_batch", "must be at least 1".into());
     }

@@ -5,7 +5,7 @@
 //! the `Default` impls and the `default_*` functions; they are the chatmail
 //! relay defaults (docs/specifications.md §5).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
@@ -426,19 +426,50 @@ pub struct MetadataConfig {
     pub app_versions: Option<String>,
 }
 
-/// TURN credentials (coturn REST scheme: the username is the expiry time,
-/// the password `base64(HMAC-SHA1(secret, username))`).
+/// The TURN server for calls (RFC 8656 over UDP and TCP, relayed
+/// addresses over UDP) and the credentials clients get for it (coturn REST
+/// scheme: the username is the expiry time, the password
+/// `base64(HMAC-SHA1(secret, username))` with a per-installation secret).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TurnConfig {
-    /// Whether the `turn` metadata entry is published.
+    /// Run the TURN server and publish the `turn` metadata entry (the entry
+    /// appears exactly when the server runs).
     pub enabled: bool,
     /// Host clients reach the TURN server at; unset: the mail domain.
     pub host: Option<String>,
-    /// TURN port (UDP and TCP).
+    /// TURN port handed to clients (UDP and TCP).
     pub port: u16,
-    /// Seconds a minted credential stays valid.
+    /// Seconds a minted credential stays valid (expiries are rounded down
+    /// to the hour).
     pub credential_lifetime: u64,
+    /// Addresses the server listens on, for UDP and TCP each.
+    pub listen: Vec<SocketAddr>,
+    /// Serve TURN over UDP.
+    pub udp: bool,
+    /// Serve TURN over TCP.
+    pub tcp: bool,
+    /// The public addresses handed out as relayed addresses (one IPv4, one
+    /// IPv6 at most). Empty: the `listen` addresses that are not
+    /// unspecified, else an IP-address `mail_domain`.
+    pub relay_addresses: Vec<IpAddr>,
+    /// Lowest UDP port of relayed addresses.
+    pub relay_port_min: u16,
+    /// Highest UDP port of relayed addresses.
+    pub relay_port_max: u16,
+    /// Peer ranges allowed although they are loopback, private,
+    /// link-local or the relay's own (CIDR, e.g. `"10.0.0.0/8"`). By default
+    /// only public addresses other than the relay's own are relayed to.
+    pub allowed_peers: Vec<String>,
+    /// Allocations at once, in total.
+    pub max_allocations: usize,
+    /// Allocations at once per client address (IPv6: per /64).
+    pub max_allocations_per_client: usize,
+    /// Relayed bytes a second per allocation, both directions together;
+    /// 0: unlimited.
+    pub max_bandwidth: u64,
+    /// TURN-over-TCP connections at once, in total (a fifth per client).
+    pub max_tcp_connections: usize,
 }
 
 impl Default for TurnConfig {
@@ -448,6 +479,17 @@ impl Default for TurnConfig {
             host: None,
             port: 3478,
             credential_lifetime: 5 * 24 * 3600,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 3478))],
+            udp: true,
+            tcp: true,
+            relay_addresses: Vec::new(),
+            relay_port_min: 49_152,
+            relay_port_max: 65_535,
+            allowed_peers: Vec::new(),
+            max_allocations: 1000,
+            max_allocations_per_client: 10,
+            max_bandwidth: 1024 * 1024,
+            max_tcp_connections: 1000,
         }
     }
 }
