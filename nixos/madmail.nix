@@ -59,6 +59,7 @@ let
 
   # Ports of the addresses in one `listen` list.
   portsOf = addresses: map (address: lib.toInt (lib.last (lib.splitString ":" address))) addresses;
+  turn = cfg.settings.turn;
 in
 {
   options.services.madmail = {
@@ -93,9 +94,11 @@ in
       type = types.bool;
       default = false;
       description = ''
-        Whether to open exactly the TCP ports of the enabled services: the
-        ports in `settings.listen` (an empty list opens nothing), plus the
-        port lego answers HTTP-01 challenges on with `tls.mode = "acme"`.
+        Whether to open exactly the ports of the enabled services: the TCP
+        ports in `settings.listen` (an empty list opens nothing), the port
+        lego answers HTTP-01 challenges on with `tls.mode = "acme"`, and
+        with `settings.turn.enabled` the TURN ports (UDP and TCP) and the
+        UDP range of relayed addresses.
       '';
     };
 
@@ -185,9 +188,19 @@ in
     environment.systemPackages = [ cfg.package ];
     environment.etc."madmail/chatmail.toml".source = configFile;
 
-    networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall (
-      lib.unique (lib.concatMap portsOf (lib.attrValues cfg.settings.listen))
-    );
+    networking.firewall = lib.mkIf cfg.openFirewall {
+      allowedTCPPorts = lib.unique (
+        lib.concatMap portsOf (lib.attrValues cfg.settings.listen)
+        ++ lib.optionals (turn.enabled && (turn.tcp or true)) (portsOf turn.listen)
+      );
+      allowedUDPPorts = lib.optionals (turn.enabled && (turn.udp or true)) (
+        lib.unique (portsOf turn.listen)
+      );
+      allowedUDPPortRanges = lib.optional turn.enabled {
+        from = turn.relay_port_min;
+        to = turn.relay_port_max;
+      };
+    };
 
     systemd.services.madmail = {
       description = "madmail chatmail relay";

@@ -64,6 +64,34 @@ types.submodule {
       http = listen "80" "plain HTTP (redirects to HTTPS; answers the HTTP-01 challenges of madmail's own ACME client)";
     };
 
+    turn = {
+      enabled = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether to run the TURN server for Delta Chat calls and hand its
+          credentials to clients. Relayed addresses are the specific
+          `turn.listen` addresses, else `turn.relay_addresses` (set it when
+          listening on `0.0.0.0`).
+        '';
+      };
+      listen = mkOption {
+        type = types.listOf listenAddress;
+        default = [ "0.0.0.0:3478" ];
+        description = "Addresses (`ip:port`) the TURN server listens on, UDP and TCP each.";
+      };
+      relay_port_min = mkOption {
+        type = types.port;
+        default = 49152;
+        description = "Lowest UDP port of relayed addresses.";
+      };
+      relay_port_max = mkOption {
+        type = types.port;
+        default = 65535;
+        description = "Highest UDP port of relayed addresses.";
+      };
+    };
+
     registration.open = mkOption {
       type = types.bool;
       default = true;

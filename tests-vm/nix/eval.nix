@@ -274,7 +274,34 @@ let
     (accepts "open_firewall_opens_exactly_the_enabled_ports" { services.madmail.openFirewall = true; } (config: [
       (check "ports" (tcpPorts config == [ 25 80 143 443 465 587 993 ]))
       (check "no UDP ports" (config.networking.firewall.allowedUDPPorts == [ ]))
+      (check "no UDP ranges" (config.networking.firewall.allowedUDPPortRanges == [ ]))
     ]))
+
+    (accepts "turn_opens_its_ports_and_the_relay_range_over_udp"
+      {
+        services.madmail = {
+          openFirewall = true;
+          settings.turn = {
+            enabled = true;
+            listen = [ "203.0.113.7:3478" ];
+            relay_port_min = 50000;
+            relay_port_max = 50999;
+          };
+        };
+      }
+      (config: [
+        (check "TCP ports" (tcpPorts config == [ 25 80 143 443 465 587 993 3478 ]))
+        (check "UDP ports" (config.networking.firewall.allowedUDPPorts == [ 3478 ]))
+        (check "relay range" (
+          config.networking.firewall.allowedUDPPortRanges == [
+            {
+              from = 50000;
+              to = 50999;
+            }
+          ]
+        ))
+      ])
+    )
 
     (accepts "a_self_signed_relay_serves_its_own_port_80"
       {

@@ -67,6 +67,7 @@ in
     environment.etc = mkOption { type = types.attrsOf (types.attrsOf types.unspecified); default = { }; };
     networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
     networking.firewall.allowedUDPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
+    networking.firewall.allowedUDPPortRanges = mkOption { type = types.listOf (types.attrsOf types.port); default = [ ]; };
     security.acme.certs = mkOption { type = types.attrsOf acmeCert; default = { }; };
     systemd.services = mkOption { type = types.attrsOf service; default = { }; };
     system.build = mkOption { type = types.lazyAttrsOf types.unspecified; default = { }; };

@@ -72,6 +72,19 @@ pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
         srv("imap", 143),
         srv("imaps", 993),
     ]);
+    let turn = &settings.config.turn;
+    if turn.enabled {
+        // RFC 5928 §4: `_turn._udp` and `_turn._tcp`.
+        let host = turn
+            .host
+            .as_ref()
+            .map_or(fq.clone(), |host| format!("{host}."));
+        let value = format!("0 1 {} {host}", turn.port);
+        for transport in ["udp", "tcp"] {
+            let name = format!("_turn._{transport}.{fq}");
+            out.push(record(name, "SRV", value.clone(), false));
+        }
+    }
     out
 }
 
@@ -145,6 +158,22 @@ mod tests {
         ));
         for quoted in zone.split('"').skip(1).step_by(2) {
             assert!(quoted.len() <= 255);
+        }
+    }
+
+    #[test]
+    fn a_relay_with_turn_lists_its_srv_records() {
+        let settings = chatmail_config::parse(
+            "mail_domain = \"chat.example.org\"\n[tls]\nmode = \"self-signed\"\n\
+             [turn]\nenabled = true\nrelay_addresses = [\"203.0.113.7\"]\n",
+        )
+        .unwrap();
+        let zone = zone(&records(&settings, &key()));
+        for transport in ["udp", "tcp"] {
+            let line = format!(
+                "_turn._{transport}.chat.example.org. 3600 IN SRV 0 1 3478 chat.example.org. ; recommended"
+            );
+            assert!(zone.contains(&line), "{zone}");
         }
     }
 
