@@ -41,6 +41,11 @@ fn free_port() -> u16 {
 /// Starts a server whose peer rule allows `allowed` (loopback is denied
 /// otherwise, as on a real relay).
 async fn start(allowed: &[&str]) -> Server {
+    start_with(allowed, 10).await
+}
+
+/// [`start`] with at most `per_client` allocations per client address.
+async fn start_with(allowed: &[&str], per_client: usize) -> Server {
     let credentials = Arc::new(Credentials::from_secret(rand_secret(), 3600));
     let addr = SocketAddr::new(LOOPBACK, free_port());
     let allowed = allowed.iter().map(|net| net.parse().unwrap()).collect();
@@ -53,7 +58,7 @@ async fn start(allowed: &[&str]) -> Server {
         relay_ports: 50_000..=59_999,
         peers: Peers::new(allowed, vec![LOOPBACK]),
         max_allocations: 100,
-        max_allocations_per_client: 10,
+        max_allocations_per_client: per_client,
         max_bandwidth: 0,
         max_tcp_connections: 100,
     };
@@ -213,6 +218,24 @@ async fn refuses_peers_on_loopback_by_default() {
     assert_eq!(run.received, 0, "{}", run.output);
     assert!(
         run.errors().iter().any(|l| l.contains("error 403")),
+        "{}",
+        run.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_allocations_per_client_address() {
+    if !have_coturn() {
+        return;
+    }
+    let server = start_with(&["127.0.0.0/8"], 2).await;
+    let (_peer, peer_port) = start_peer();
+    let (username, password) = server.credentials.mint_now();
+    // Four clients from one address: two allocations, two refused.
+    let run = uclient(&server, &username, &password, peer_port, &["-m", "4"]).await;
+    eprintln!("four clients, cap 2: {}", run.errors().join(" | "));
+    assert!(
+        run.errors().iter().any(|l| l.contains("error 508")),
         "{}",
         run.output
     );
