@@ -4,7 +4,9 @@ server METADATA (TURN, admin), push device tokens and the web pages."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
 import zlib
@@ -125,21 +127,51 @@ def test_delta_chat_switches_on_compression_and_keeps_working(relay, deltachat, 
 def test_delta_chat_gets_our_turn_server_as_ice_server(relay, make_profiles):
     if not relay.turn_host:
         pytest.skip("MADMAIL_TURN_HOST not set: the relay publishes no TURN entry")
-    (profile,) = make_profiles(1)
-    # The core reads the server METADATA once its IMAP loop is connected.
+    # Caller and callee: both must be handed the relay's own TURN server.
+    profiles = make_profiles(2)
     wanted = f"turn:{relay.turn_host}:{relay.turn_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        servers = profile.ice_servers()
-        ours = [server for server in servers if wanted in str(server.get("urls"))]
-        if ours or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert ours, f"{wanted} not among the ICE servers {servers!r}"
-    username = int(ours[0]["username"])
-    now = time.time()
-    assert now < username < now + TURN_LIFETIME_LIMIT, (username, now)
-    assert ours[0]["credential"], ours[0]
+    for profile in profiles:
+        # The core reads the server METADATA once its IMAP loop is connected.
+        deadline = time.monotonic() + 60
+        while True:
+            servers = profile.ice_servers()
+            ours = [server for server in servers if wanted in str(server.get("urls"))]
+            if ours or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert ours, f"{wanted} not among the ICE servers {servers!r}"
+        username = int(ours[0]["username"])
+        now = time.time()
+        assert now < username < now + TURN_LIFETIME_LIMIT, (username, now)
+        assert ours[0]["credential"], ours[0]
+        if shutil.which("turnutils_uclient"):
+            assert_turn_relays(relay, ours[0]["username"], ours[0]["credential"])
+
+
+def assert_turn_relays(relay, username: str, credential: str) -> None:
+    """coturn's client relays 20 messages through the relay's TURN server
+    to coturn's echo peer with the credential Delta Chat was given."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        peer_port = probe.getsockname()[1]
+    peer = subprocess.Popen(
+        ["turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.2)
+        run = subprocess.run(
+            ["turnutils_uclient", "-e", "127.0.0.1", "-r", str(peer_port), "-u", username, "-w", credential,
+             "-p", str(relay.turn_port), "-n", "20", "-l", "120", "-z", "5", "-c", relay.turn_host],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        peer.kill()
+        peer.wait()
+    output = run.stdout + run.stderr
+    totals = [line for line in output.splitlines() if "tot_recv_msgs=" in line]
+    assert totals and "tot_recv_msgs=20" in totals[-1], output
 
 
 def test_server_metadata_names_admin_comment_and_turn(relay):
