@@ -102,7 +102,7 @@ impl Guard {
         let username = username.username();
         let Some(password) = self.credentials.password_if_current(username, now) else {
             chatmail_metrics::turn_auth_failed();
-            return Verdict::Answer(self.error(&message, ErrorCode::UNAUTHORIZED, None));
+            return Verdict::Answer(self.error(&message, ErrorCode::UNAUTHORIZED, Extra::Nothing));
         };
         let key: MessageIntegrityCredentials =
             LongTermCredentials::new(username.to_owned(), password.clone())
@@ -110,12 +110,16 @@ impl Guard {
                 .into();
         if message.validate_integrity(&key).is_err() {
             chatmail_metrics::turn_auth_failed();
-            return Verdict::Answer(self.error(&message, ErrorCode::UNAUTHORIZED, None));
+            return Verdict::Answer(self.error(&message, ErrorCode::UNAUTHORIZED, Extra::Nothing));
         }
         let names_peers = message.has_method(CREATE_PERMISSION) || message.has_method(CHANNEL_BIND);
         if names_peers && !self.peers_allowed(&message) {
             chatmail_metrics::turn_peer_refused();
-            return Verdict::Answer(self.error(&message, ErrorCode::FORBIDDEN, Some(&key)));
+            return Verdict::Answer(self.error(
+                &message,
+                ErrorCode::FORBIDDEN,
+                Extra::Signed(&key),
+            ));
         }
         if self.registered.contains(username) {
             return Verdict::Pass;
@@ -154,45 +158,46 @@ impl Guard {
 
     /// The 401 that asks for a credential: realm and a fresh nonce.
     fn challenge(&self, request: &Message<'_>) -> Vec<u8> {
-        let nonce: [u8; 16] = rand::random();
-        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-        let mut reply = Message::builder_error(request, MessageWriteVec::new());
-        if let Ok(error) = ErrorCode::builder(ErrorCode::UNAUTHORIZED).build() {
-            let _ = reply.add_attribute(&error);
-        }
-        if let Ok(realm) = Realm::new(&self.realm) {
-            let _ = reply.add_attribute(&realm);
-        }
-        if let Ok(nonce) = Nonce::new(&nonce) {
-            let _ = reply.add_attribute(&nonce);
-        }
-        let _ = reply.add_fingerprint();
-        reply.finish()
+        self.error(request, ErrorCode::UNAUTHORIZED, Extra::Nonce)
     }
 
-    /// An error response to `request` with `code` and the realm, signed
-    /// when the client's `key` is known.
-    fn error(
-        &self,
-        request: &Message<'_>,
-        code: u16,
-        key: Option<&MessageIntegrityCredentials>,
-    ) -> Vec<u8> {
+    /// An error response to `request` with `code`, the realm and `extra`.
+    fn error(&self, request: &Message<'_>, code: u16, extra: Extra<'_>) -> Vec<u8> {
         let mut reply = Message::builder_error(request, MessageWriteVec::new());
-        // Neither attribute can fail: the code is a fixed valid one and
-        // the realm was accepted when the server was configured.
+        // None of these can fail: the code is a fixed valid one, a domain
+        // name is far below the realm's limit, the nonce is 32 hex digits.
         if let Ok(error) = ErrorCode::builder(code).build() {
             let _ = reply.add_attribute(&error);
         }
         if let Ok(realm) = Realm::new(&self.realm) {
             let _ = reply.add_attribute(&realm);
         }
-        if let Some(key) = key {
-            let _ = reply.add_message_integrity(key, IntegrityAlgorithm::Sha1);
+        match extra {
+            Extra::Nothing => {}
+            Extra::Nonce => {
+                let nonce: [u8; 16] = rand::random();
+                let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+                if let Ok(nonce) = Nonce::new(&nonce) {
+                    let _ = reply.add_attribute(&nonce);
+                }
+            }
+            Extra::Signed(key) => {
+                let _ = reply.add_message_integrity(key, IntegrityAlgorithm::Sha1);
+            }
         }
         let _ = reply.add_fingerprint();
         reply.finish()
     }
+}
+
+/// What an error response carries besides its code and the realm.
+enum Extra<'a> {
+    /// Nothing more.
+    Nothing,
+    /// A fresh nonce (a challenge, RFC 8489 §9.2.4).
+    Nonce,
+    /// MESSAGE-INTEGRITY under the client's key.
+    Signed(&'a MessageIntegrityCredentials),
 }
 
 /// The expiry a REST username carries.
