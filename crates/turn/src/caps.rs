@@ -1,5 +1,6 @@
-//! The caps of a TURN server: allocations in total and per client
-//! address ([`Quotas`], IPv6 grouped by /64), and relayed bytes per second
+//! The caps of a TURN server: allocations and TCP connections in total
+//! and per client address ([`Quotas`], IPv6 grouped by /64; over a cap a
+//! newcomer is refused, nothing is evicted), and relayed bytes per second
 //! of one allocation ([`Bucket`]).
 
 use std::collections::HashMap;
@@ -8,17 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use chatmail_limits::ClientKey;
 
-/// Allocation counts, in total and per client.
+/// Counts of allocations (or connections), in total and per client.
 pub struct Quotas {
-    /// Allocations at once, in total.
+    /// At once, in total.
     max_total: usize,
-    /// Allocations at once, per client.
+    /// At once, per client.
     max_per_client: usize,
     /// The live counts: the total and per client.
     counts: Arc<Mutex<(usize, HashMap<ClientKey, usize>)>>,
 }
 
-/// One counted allocation; dropping it gives its place back.
+/// One counted allocation or connection; dropping it gives its place back.
 pub struct Quota {
     /// The client it is counted for.
     key: ClientKey,

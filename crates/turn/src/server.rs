@@ -93,7 +93,7 @@ pub struct Options {
     pub max_allocations_per_client: usize,
     /// Relayed bytes a second per allocation; 0: unlimited.
     pub max_bandwidth: u64,
-    /// TCP connections at once, in total.
+    /// TCP connections at once, in total (a fifth per client).
     pub max_tcp_connections: usize,
 }
 
@@ -141,12 +141,18 @@ impl Bound {
         let mut actors = JoinSet::new();
         if let Some(socket) = self.udp {
             let listen = socket.local_addr()?;
-            let (actor, inputs) = Actor::new(TransportType::Udp, listen, self.shared.clone());
-            actors.spawn(actor.run_udp(Arc::new(socket), inputs, shutdown.clone()));
+            let socket = Arc::new(socket);
+            let (actor, inputs) = Actor::new(
+                TransportType::Udp,
+                listen,
+                Some(socket.clone()),
+                self.shared.clone(),
+            );
+            actors.spawn(actor.run_udp(socket, inputs, shutdown.clone()));
         }
         if let Some(listener) = self.tcp {
             let listen = listener.local_addr()?;
-            let (actor, inputs) = Actor::new(TransportType::Tcp, listen, self.shared.clone());
+            let (actor, inputs) = Actor::new(TransportType::Tcp, listen, None, self.shared.clone());
             let accepts = actor.inputs.clone();
             let max = self.shared.options.max_tcp_connections;
             actors.spawn(accept_tcp(listener, accepts, max, shutdown.clone()));
@@ -214,6 +220,9 @@ struct Actor {
     transport: TransportType,
     /// The listening address (the source of every transmit to a client).
     listen: SocketAddr,
+    /// The listening socket of the UDP actor (the TCP actor writes to its
+    /// clients through `tcp_clients`).
+    udp: Option<Arc<UdpSocket>>,
     /// Credentials, the peer rule and the allocation caps.
     guard: Guard,
     /// The shared settings and counts.
@@ -224,8 +233,6 @@ struct Actor {
     tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// Handed to readers of relayed sockets.
     inputs: mpsc::Sender<Input>,
-    /// Relayed sockets' readers.
-    readers: JoinSet<()>,
     /// Where the protocol's clock starts.
     epoch: std::time::Instant,
     /// When the protocol state was last started afresh.
@@ -236,6 +243,7 @@ impl Actor {
     fn new(
         transport: TransportType,
         listen: SocketAddr,
+        udp: Option<Arc<UdpSocket>>,
         shared: Arc<Shared>,
     ) -> (Self, mpsc::Receiver<Input>) {
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE);
@@ -244,6 +252,7 @@ impl Actor {
             server: TurnServer::new(transport, listen, realm.clone()),
             transport,
             listen,
+            udp,
             guard: Guard::new(
                 realm,
                 shared.credentials.clone(),
@@ -253,7 +262,6 @@ impl Actor {
             relays: HashMap::new(),
             tcp_clients: HashMap::new(),
             inputs,
-            readers: JoinSet::new(),
             epoch: std::time::Instant::now(),
             renewed: std::time::Instant::now(),
         };
@@ -273,20 +281,20 @@ impl Actor {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let mut buf = vec![0; MAX_DATAGRAM];
-        let mut wake = self.drive(Some(&socket)).await;
+        let mut wake = self.drive();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 received = socket.recv_from(&mut buf) => {
                     // ICMP errors surface as failed receives: not fatal.
                     if let Ok((len, from)) = received {
-                        self.handle_client(from, &buf[..len], Some(&socket)).await;
+                        self.handle_client(from, &buf[..len]);
                     }
                 }
-                Some(input) = inputs.recv() => self.input(input, Some(&socket)).await,
+                Some(input) = inputs.recv() => self.input(input),
                 () = tokio::time::sleep_until(wake) => {}
             }
-            wake = self.drive(Some(&socket)).await;
+            wake = self.drive();
         }
     }
 
@@ -296,25 +304,25 @@ impl Actor {
         mut inputs: mpsc::Receiver<Input>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let mut wake = self.drive(None).await;
+        let mut wake = self.drive();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                Some(input) = inputs.recv() => self.input(input, None).await,
+                Some(input) = inputs.recv() => self.input(input),
                 () = tokio::time::sleep_until(wake) => {}
             }
-            wake = self.drive(None).await;
+            wake = self.drive();
         }
     }
 
-    async fn input(&mut self, input: Input, udp: Option<&UdpSocket>) {
+    fn input(&mut self, input: Input) {
         match input {
-            Input::FromClient { from, data } => self.handle_client(from, &data, udp).await,
+            Input::FromClient { from, data } => self.handle_client(from, &data),
             Input::FromPeer {
                 relayed,
                 from,
                 data,
-            } => self.handle_peer(relayed, from, &data, udp).await,
+            } => self.handle_peer(relayed, from, &data),
             Input::TcpOpened { client, writer } => {
                 self.tcp_clients.insert(client, writer);
             }
@@ -326,31 +334,25 @@ impl Actor {
 
     /// A client's message or channel data, through the guard to the
     /// protocol.
-    async fn handle_client(&mut self, from: SocketAddr, data: &[u8], udp: Option<&UdpSocket>) {
+    fn handle_client(&mut self, from: SocketAddr, data: &[u8]) {
         let now = self.now();
         match self.guard.check(data, unix_now()) {
             Verdict::Pass => {}
             Verdict::AddUser { username, password } => self.server.add_user(username, password),
             Verdict::Answer(reply) => {
                 let reply = Transmit::new(reply, self.transport, self.listen, from);
-                return self.send(reply, udp).await;
+                return self.send(reply);
             }
             Verdict::Drop => return,
         }
         let transmit = Transmit::new(data, self.transport, from, self.listen);
         if let Some(reply) = self.server.recv(transmit, now) {
-            self.send(reply.build(), udp).await;
+            self.send(reply.build());
         }
     }
 
     /// A peer's datagram to a relayed address.
-    async fn handle_peer(
-        &mut self,
-        relayed: SocketAddr,
-        from: SocketAddr,
-        data: &[u8],
-        udp: Option<&UdpSocket>,
-    ) {
+    fn handle_peer(&mut self, relayed: SocketAddr, from: SocketAddr, data: &[u8]) {
         if !self.shared.options.peers.allows(from.ip()) {
             return;
         }
@@ -364,15 +366,15 @@ impl Actor {
         let now = self.now();
         let transmit = Transmit::new(data, TransportType::Udp, from, relayed);
         if let Some(reply) = self.server.recv(transmit, now) {
-            self.send(reply.build(), udp).await;
+            self.send(reply.build());
         }
     }
 
     /// Sends what the protocol produced: from the listening address to a
     /// client, from a relayed address to a peer.
-    async fn send(&mut self, transmit: Transmit<Vec<u8>>, udp: Option<&UdpSocket>) {
+    fn send(&mut self, transmit: Transmit<Vec<u8>>) {
         if transmit.from == self.listen {
-            match udp {
+            match &self.udp {
                 Some(socket) => {
                     let _ = socket.try_send_to(&transmit.data, transmit.to);
                 }
@@ -412,14 +414,14 @@ impl Actor {
 
     /// Lets the protocol act on time and on what arrived; returns when to
     /// call again.
-    async fn drive(&mut self, udp: Option<&UdpSocket>) -> tokio::time::Instant {
+    fn drive(&mut self) -> tokio::time::Instant {
         self.renew_when_idle();
         loop {
             let now = self.now();
             match self.server.poll(now) {
                 TurnServerPollRet::WaitUntil(at) => {
                     while let Some(transmit) = self.server.poll_transmit(now) {
-                        self.send(transmit, udp).await;
+                        self.send(transmit);
                     }
                     let at = at
                         .to_std(self.epoch)
@@ -433,9 +435,7 @@ impl Actor {
                     allocation_transport,
                     family,
                 } => {
-                    let relayed = self
-                        .allocate(client_addr, allocation_transport, family)
-                        .await;
+                    let relayed = self.allocate(client_addr, allocation_transport, family);
                     self.server.allocated_socket(
                         transport,
                         listen_addr,
@@ -481,7 +481,7 @@ impl Actor {
     }
 
     /// Binds a relayed socket for `client` if the caps allow one.
-    async fn allocate(
+    fn allocate(
         &mut self,
         client: SocketAddr,
         transport: TransportType,
@@ -503,17 +503,13 @@ impl Actor {
             .quotas
             .acquire(client.ip())
             .ok_or(SocketAllocateError::InsufficientCapacity)?;
-        let socket = bind_relay(address, &options.relay_ports)
-            .await
+        let (socket, port) = bind_relay(address, &options.relay_ports)
             .ok_or(SocketAllocateError::InsufficientCapacity)?;
-        let port = socket
-            .local_addr()
-            .map_err(|_| SocketAllocateError::InsufficientCapacity)?;
-        let relayed = SocketAddr::new(address, port.port());
+        let relayed = SocketAddr::new(address, port);
         let socket = Arc::new(socket);
-        let reader = self
-            .readers
-            .spawn(read_peers(socket.clone(), relayed, self.inputs.clone()));
+        let reader = read_peers(socket.clone(), relayed, self.inputs.clone());
+        // Aborted when the relay is dropped (closed, or with the actor).
+        let reader = tokio::spawn(reader).abort_handle();
         let relay = Relay {
             socket,
             reader,
@@ -526,15 +522,19 @@ impl Actor {
     }
 }
 
-/// A UDP socket on a random free port of `ports`: on `address` if it is
-/// a local address, else (behind 1:1 NAT) on the unspecified address of
-/// its family.
-async fn bind_relay(address: IpAddr, ports: &RangeInclusive<u16>) -> Option<UdpSocket> {
+/// A UDP socket on a random free port of `ports`, and that port: on
+/// `address` if it is a local address, else (behind 1:1 NAT) on the
+/// unspecified address of its family. Binding does not block, so the actor
+/// does it in place.
+fn bind_relay(address: IpAddr, ports: &RangeInclusive<u16>) -> Option<(UdpSocket, u16)> {
     let mut bind_ip = address;
     for _ in 0..PORT_ATTEMPTS {
         let port = rand::random_range(ports.clone());
-        match UdpSocket::bind((bind_ip, port)).await {
-            Ok(socket) => return Some(socket),
+        match std::net::UdpSocket::bind((bind_ip, port)) {
+            Ok(socket) => {
+                socket.set_nonblocking(true).ok()?;
+                return Some((UdpSocket::from_std(socket).ok()?, port));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                 bind_ip = match address {
                     IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
@@ -567,14 +567,16 @@ async fn read_peers(socket: Arc<UdpSocket>, relayed: SocketAddr, inputs: mpsc::S
     }
 }
 
-/// Accepts TURN clients over TCP, at most `max` at once.
+/// Accepts TURN clients over TCP, at most `max` at once and a fifth of
+/// that per client. Over the cap a newcomer is refused; nobody is evicted
+/// (a connection may carry a call).
 async fn accept_tcp(
     listener: TcpListener,
     inputs: mpsc::Sender<Input>,
     max: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = chatmail_limits::Slots::fifth_per_client(max);
+    let counts = Quotas::new(max, (max / 5).max(1));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -582,11 +584,11 @@ async fn accept_tcp(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let Ok((stream, client)) = accepted else { continue };
-                let Ok(slot) = slots.acquire(Some(client.ip())) else { continue };
+                let Some(counted) = counts.acquire(client.ip()) else { continue };
                 let inputs = inputs.clone();
                 connections.spawn(async move {
                     serve_tcp(stream, client, inputs).await;
-                    drop(slot);
+                    drop(counted);
                 });
             }
         }
