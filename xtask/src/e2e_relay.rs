@@ -121,7 +121,7 @@ impl RelaySpec {
     /// scenarios what to expect.
     pub(crate) fn with_features(mut self) -> Self {
         let ip = self.ip();
-        let port = free_turn_port(ip);
+        let port = chatmail_testkit::relay::free_udp_tcp_port(ip).unwrap_or(3478);
         let toml = format!(
             "\n[metadata]\nadmin = \"{FEATURE_ADMIN}\"\ncomment = \"{FEATURE_COMMENT}\"\n\
              \n[turn]\nenabled = true\nhost = \"{ip}\"\nport = {port}\n\
@@ -254,21 +254,6 @@ impl FakeClock {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect()
-    }
-}
-
-/// A port free for both UDP and TCP on `ip` (TURN listens on both).
-fn free_turn_port(ip: std::net::IpAddr) -> u16 {
-    loop {
-        let Ok(tcp) = TcpListener::bind((ip, 0)) else {
-            return 3478;
-        };
-        let Ok(addr) = tcp.local_addr() else {
-            return 3478;
-        };
-        if std::net::UdpSocket::bind(addr).is_ok() {
-            return addr.port();
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chatmail_testkit::client::{Imap, tls_config};
-use chatmail_testkit::relay::{RelayOptions, RelayProcess};
+use chatmail_testkit::relay::{RelayOptions, RelayProcess, free_udp_tcp_port};
 
 const PASSWORD: &str = "turn-test-password";
 /// ed25519 keys: generating RSA keys in a debug build is slow.
@@ -19,17 +19,6 @@ const TURN_KEY: &str = "/shared/vendor/deltachat/turn";
 
 fn binary() -> &'static Path {
     env!("CARGO_BIN_EXE_madmail").as_ref()
-}
-
-/// A port free for both UDP and TCP on `ip`.
-fn free_port(ip: Ipv4Addr) -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// The `turn` METADATA entry a fresh user of `relay` reads, if any.
@@ -66,7 +55,7 @@ async fn the_metadata_credential_relays_through_the_relays_own_turn_server() {
         return;
     }
     let ip = Ipv4Addr::new(127, 0, 71, 2);
-    let port = free_port(ip);
+    let port = free_udp_tcp_port(ip).unwrap();
     let listen = SocketAddr::new(ip.into(), port);
     let extra = format!(
         "{DKIM}[turn]\nenabled = true\nhost = \"{ip}\"\nport = {port}\n\
@@ -84,7 +73,7 @@ async fn the_metadata_credential_relays_through_the_relays_own_turn_server() {
         (ip.to_string().as_str(), port.to_string().as_str())
     );
 
-    let peer_port = free_port(Ipv4Addr::LOCALHOST);
+    let peer_port = free_udp_tcp_port(Ipv4Addr::LOCALHOST).unwrap();
     let _peer = tokio::process::Command::new("turnutils_peer")
         .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
         .stdout(Stdio::null())

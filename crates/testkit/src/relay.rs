@@ -31,6 +31,18 @@ pub fn closed_port(ip: Ipv4Addr) -> Result<u16> {
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
+/// A port on `ip` free for both TCP and UDP (TURN listens on both).
+pub fn free_udp_tcp_port(ip: impl Into<IpAddr>) -> Result<u16> {
+    let ip = ip.into();
+    loop {
+        let tcp = TcpListener::bind((ip, 0))?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+}
+
 impl Ports {
     /// Six currently free ports on `127.0.0.1`.
     pub fn free() -> Result<Self> {
