@@ -196,7 +196,6 @@ fn remove_key(table: &mut toml::Table, path: &[String]) -> bool {
     }
 }
 
-/// Semantic checks that the types alone cannot express.
 /// The `[turn]` rules.
 fn validate_turn(turn: &schema::TurnConfig, bad: &mut impl FnMut(&str, String)) {
     if turn.relay_port_min < 1024 || turn.relay_port_min > turn.relay_port_max {
@@ -233,6 +232,7 @@ fn validate_turn(turn: &schema::TurnConfig, bad: &mut impl FnMut(&str, String)) 
     }
 }
 
+/// Semantic checks that the types alone cannot express.
 fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut bad = |key: &str, message: String| {

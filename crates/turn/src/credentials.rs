@@ -114,11 +114,8 @@ impl Credentials {
     /// followed by `:<name>`) is not past `now`; `None` for an expired or
     /// malformed username.
     pub fn password_if_current(&self, username: &str, now: u64) -> Option<String> {
-        if username.len() > MAX_USERNAME {
-            return None;
-        }
-        let expiry = username.split(':').next()?.parse::<u64>().ok()?;
-        (expiry >= now).then(|| self.password(username))
+        let current = expiry(username).is_some_and(|expiry| expiry >= now);
+        current.then(|| self.password(username))
     }
 
     /// `base64(HMAC-SHA1(secret, username))`.
@@ -135,14 +132,7 @@ impl Credentials {
     /// username (digits, optionally followed by `:<name>`) is not past
     /// `now`. The comparison runs in constant time.
     pub fn verify(&self, username: &str, password: &str, now: u64) -> bool {
-        if username.len() > MAX_USERNAME {
-            return false;
-        }
-        let expiry = username.split(':').next().unwrap_or_default();
-        let Ok(expiry) = expiry.parse::<u64>() else {
-            return false;
-        };
-        if expiry < now {
+        if expiry(username).is_none_or(|expiry| expiry < now) {
             return false;
         }
         let Ok(tag) = STANDARD.decode(password.as_bytes()) else {
@@ -157,6 +147,15 @@ impl Credentials {
         mac.update(username.as_bytes());
         mac
     }
+}
+
+/// The expiry a REST username carries (digits, optionally followed by
+/// `:<name>`); `None` for a malformed or overlong one.
+pub fn expiry(username: &str) -> Option<u64> {
+    if username.len() > MAX_USERNAME {
+        return None;
+    }
+    username.split(':').next()?.parse().ok()
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -38,7 +38,7 @@ use turn_server_proto::types::stun::message::{
     MessageIntegrityCredentials, MessageWrite, MessageWriteExt, MessageWriteVec,
 };
 
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, expiry};
 use crate::peers::Peers;
 
 /// What to do with one message from a client.
@@ -198,11 +198,6 @@ enum Extra<'a> {
     Nonce,
     /// MESSAGE-INTEGRITY under the client's key.
     Signed(&'a MessageIntegrityCredentials),
-}
-
-/// The expiry a REST username carries.
-fn expiry(username: &str) -> Option<u64> {
-    username.split(':').next()?.parse().ok()
 }
 
 #[cfg(test)]
