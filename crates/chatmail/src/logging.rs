@@ -2,7 +2,9 @@
 //! the protocol crates additionally keep addresses and IPs out of every
 //! message when `no_log` is set. The TURN protocol crates are silenced:
 //! they name client and peer addresses, and log a client's ordinary first
-//! unauthenticated request as an error.
+//! unauthenticated request as an error. So is the iroh relay: it names the
+//! node keys of its clients (stable per device), and what stops it reaches
+//! the log through the relay's own error.
 
 use std::io::IsTerminal;
 
@@ -21,6 +23,7 @@ pub fn init(config: &LogConfig) {
         "turn_types",
         "stun_proto",
         "stun_types",
+        "iroh_relay",
     ]
     .iter()
     .filter_map(|target| format!("{target}=off").parse().ok())

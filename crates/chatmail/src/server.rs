@@ -1,7 +1,8 @@
 //! Starting and stopping the relay: open the store, load TLS, bind every
 //! configured socket, spawn one server task per socket, and stop them all on
 //! SIGINT/SIGTERM. With `[turn] enabled`, the TURN server runs
-//! (`crate::turn`). With `[metrics] enabled`, the Prometheus endpoint
+//! (`crate::turn`); with `[iroh] enabled` (the default), the iroh relay
+//! runs on loopback behind port 443 (`chatmail_iroh`). With `[metrics] enabled`, the Prometheus endpoint
 //! (`chatmail_metrics::serve`) runs on `[metrics] listen`; the queue
 //! gauges are read from the store at each scrape.
 
@@ -100,11 +101,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         settings.config.turn.credential_lifetime,
     )?);
     let turn_runs = crate::turn::start(&settings, &turn, &shutdown, &mut tasks).await?;
+    let iroh = start_iroh(&settings, &shutdown, &mut tasks).await?;
     let imap = Arc::new(chatmail_imap::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
         tls: relay_tls,
         turn: turn_runs.then_some(turn),
+        iroh_relay: iroh_url(&settings, iroh.is_some(), &base_url),
         spools: federation.inbound.spools().clone(),
     });
     let http = Arc::new(chatmail_http::Context {
@@ -113,6 +116,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         base_url: base_url.clone(),
         inbound: federation.inbound.clone(),
         acme_challenges,
+        iroh,
     });
     use chatmail_imap::Mode as ImapMode;
     use chatmail_smtp::Mode as SmtpMode;
@@ -202,6 +206,38 @@ async fn start_metrics(
     let stop = shutdown.clone();
     tasks.spawn(async move { Ok(chatmail_metrics::serve(listener, refresh, stop).await?) });
     Ok(())
+}
+
+/// Starts the built-in iroh relay when `[iroh] enabled`; returns where it
+/// listens (loopback: port 443 forwards to it).
+async fn start_iroh(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let config = &settings.config.iroh;
+    if !config.enabled || settings.config.listen.https.is_empty() {
+        return Ok(None);
+    }
+    let options = chatmail_iroh::Options {
+        max_bandwidth: config.max_bandwidth,
+    };
+    let relay = chatmail_iroh::spawn(options)
+        .await
+        .context("starting the iroh relay")?;
+    let upstream = relay.upstream();
+    let stop = shutdown.clone();
+    tasks.spawn(relay.run(stop));
+    Ok(Some(upstream))
+}
+
+/// The `irohrelay` entry: `[iroh] url`, else this relay while its built-in
+/// iroh relay runs.
+fn iroh_url(settings: &Settings, runs: bool, base_url: &str) -> Option<String> {
+    match &settings.config.iroh.url {
+        Some(url) => Some(url.clone()),
+        None => runs.then(|| format!("{base_url}/")),
+    }
 }
 
 /// Starts the push notification worker when `[push] enabled`.

@@ -314,6 +314,18 @@ fn validate(config: &Config) -> Vec<Problem> {
         );
     }
     validate_turn(&config.turn, &mut bad);
+    if let Some(url) = &config.iroh.url {
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') || url.chars().any(char::is_whitespace) {
+            bad(
+                "iroh.url",
+                "must be an http:// or https:// URL with a host".into(),
+            );
+        }
+    }
     if config.storage.max_commit_batch == 0 {
         bad("storage.max_commit_batch", "must be at least 1".into());
     }

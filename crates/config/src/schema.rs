@@ -53,6 +53,10 @@ pub struct Config {
     /// TURN credentials handed to clients (the `turn` metadata entry).
     #[serde(default)]
     pub turn: TurnConfig,
+    /// The iroh relay for webxdc realtime apps (the `irohrelay` metadata
+    /// entry).
+    #[serde(default)]
+    pub iroh: IrohConfig,
     /// Automatic deletion of old mail and inactive accounts.
     #[serde(default)]
     pub retention: RetentionConfig,
@@ -417,10 +421,6 @@ pub struct MetadataConfig {
     pub admin: Option<String>,
     /// Free text published as `/shared/comment`.
     pub comment: Option<String>,
-    /// iroh relay URL for webxdc realtime apps
-    /// (`/shared/vendor/deltachat/irohrelay`); unset: no entry, and clients
-    /// use their default relays.
-    pub iroh_relay: Option<String>,
     /// One-line JSON of client versions
     /// (`/shared/vendor/deltachat/appversions`); unset: no entry.
     pub app_versions: Option<String>,
@@ -490,6 +490,35 @@ impl Default for TurnConfig {
             max_allocations_per_client: 10,
             max_bandwidth: 1024 * 1024,
             max_tcp_connections: 1000,
+        }
+    }
+}
+
+/// The iroh relay that webxdc realtime apps use to reach each other,
+/// served on the HTTPS port under `/relay` (with `/ping` and
+/// `/generate_204`), and the URL clients get for it
+/// (`/shared/vendor/deltachat/irohrelay`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct IrohConfig {
+    /// Run the built-in iroh relay.
+    pub enabled: bool,
+    /// The relay URL published to clients. Unset: `https://<domain>/` (with
+    /// the HTTPS port when it is not 443) while the built-in relay runs, no
+    /// entry otherwise (clients then use their default relays). Set with
+    /// `enabled = false` to send clients to an external relay.
+    pub url: Option<String>,
+    /// Bytes a second one client may send through the built-in relay;
+    /// 0: unlimited.
+    pub max_bandwidth: u32,
+}
+
+impl Default for IrohConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: None,
+            max_bandwidth: 1024 * 1024,
         }
     }
 }

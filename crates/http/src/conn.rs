@@ -15,7 +15,8 @@
 //!   make room for a newcomer when its pool is full;
 //! - shutdown is graceful: requests in flight finish, then it closes.
 //!
-//! The peer address reaches the handlers as `ConnectInfo<ClientAddr>`.
+//! The peer address reaches the handlers as `ConnectInfo<ClientAddr>`,
+//! the connection's slot as [`ConnectionSlot`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -154,6 +155,11 @@ fn builder() -> Builder<TokioExecutor> {
     builder
 }
 
+/// The connection's slot, in each request's extensions: a handler that
+/// takes the connection over (an upgrade) keeps it and honours eviction.
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<Slot>);
+
 /// The router for one connection: adds the peer address to each request
 /// and keeps the slot busy while the request is handled.
 #[derive(Clone)]
@@ -174,6 +180,8 @@ impl Service<hyper::Request<Incoming>> for PerConnection {
 
     fn call(&mut self, mut request: hyper::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        let slot = ConnectionSlot(Arc::clone(&self.slot));
+        request.extensions_mut().insert(slot);
         let busy = self.slot.busy();
         let mut router = self.router.clone();
         Box::pin(async move {

@@ -14,16 +14,20 @@
 //! - `/`, `/info`, `/privacy`: server-rendered pages without JavaScript
 //!   (`pages`); `/` carries the account QR code.
 //! - Autoconfig XML and the MTA-STS policy (`wellknown`).
+//! - `/relay`, `/ping`, `/generate_204`: forwarded to the built-in iroh
+//!   relay while it runs (`iroh`).
 //!
 //! TLS is terminated by [`tls::serve`], which runs handshakes in their own
 //! tasks and pools so a slow client never blocks the accept loop; on port
 //! 443 it also hands ALPN `imap`/`smtp` connections to the mail services
 //! ([`serve_multiplexed`]). Each HTTP connection is served by `conn` with
 //! its header, HTTP/2 and idle bounds. Port 80 only redirects to HTTPS
-//! ([`serve_http`]).
+//! ([`serve_http`]), except ACME challenges and the iroh relay's
+//! captive-portal probe.
 
 mod conn;
 mod html;
+mod iroh;
 mod mxdeliv;
 mod new;
 mod pages;
@@ -55,6 +59,9 @@ pub struct Context {
     /// Pending ACME HTTP-01 challenges, answered on port 80 (`None`: the
     /// certificate does not come from ACME).
     pub acme_challenges: Option<Arc<chatmail_tls::acme::ChallengeStore>>,
+    /// Where the built-in iroh relay listens (loopback); `None`: it does
+    /// not run, and its paths are not routed.
+    pub iroh: Option<std::net::SocketAddr>,
 }
 
 /// The application's routes.
@@ -62,7 +69,13 @@ pub fn router(ctx: Arc<Context>) -> Router {
     // `/mxdeliv` bounds its body itself (it spools it); other routes take
     // no bodies worth the name.
     let body_limit = DefaultBodyLimit::max(64 * 1024);
-    Router::new()
+    let mut router = Router::new();
+    if ctx.iroh.is_some() {
+        for path in iroh::PATHS {
+            router = router.route(path, get(iroh::forward));
+        }
+    }
+    router
         .route(
             "/mxdeliv",
             post(mxdeliv::deliver).layer(DefaultBodyLimit::disable()),
@@ -150,6 +163,7 @@ pub(crate) mod testutil {
             accounts,
             inbound,
             acme_challenges: None,
+            iroh: None,
         };
         (Arc::new(ctx), dir)
     }

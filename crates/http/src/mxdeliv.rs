@@ -230,6 +230,7 @@ mod tests {
                 base_url: "https://example.org".into(),
                 inbound,
                 acme_challenges: None,
+                iroh: None,
             });
             Self {
                 ctx,

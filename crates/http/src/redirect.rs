@@ -4,7 +4,9 @@
 //! Every request gets `301` to the same path on `base_url`, except ACME
 //! HTTP-01 challenges (RFC 8555 §8.3), which must be answered here over
 //! plain HTTP: [`acme_challenge`] is the place where an ACME client's
-//! token store plugs in; until then it answers 404.
+//! token store plugs in; until then it answers 404. The iroh relay's
+//! captive-portal probe `/generate_204` is plain HTTP too, and forwarded to
+//! the built-in relay while it runs.
 //!
 //! Bounds as on HTTPS: at most [`MAX_CONNECTIONS`] connections, a fifth
 //! per client, the longest idle one evicted when full; each is served by
@@ -29,7 +31,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 
 /// The port 80 routes.
 pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if ctx.iroh.is_some() {
+        router = router.route(crate::iroh::PROBE_PATH, get(crate::iroh::forward));
+    }
+    router
         .route("/.well-known/acme-challenge/{token}", get(acme_challenge))
         .fallback(to_https)
         .with_state(ctx)
@@ -143,5 +149,29 @@ mod tests {
         assert!(response.contains("location: https://chat.example.org/privacy\r\n"));
         shutdown.cancel();
         server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_captive_portal_probe_reaches_the_built_in_iroh_relay() {
+        let (ctx, _dir) = context("chat.example.org", "").await;
+        let relay = chatmail_iroh::spawn(chatmail_iroh::Options::default())
+            .await
+            .unwrap();
+        let mut ctx = Arc::try_unwrap(ctx).ok().unwrap();
+        ctx.iroh = Some(relay.upstream());
+        let router = super::router(Arc::new(ctx));
+        let request = axum::http::Request::get("/generate_204")
+            .header("x-tailscale-challenge", "abc.123")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(router.clone(), request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let answer = response.headers().get("x-tailscale-response").unwrap();
+        assert_eq!(answer, "response abc.123");
+        // Everything else is still only redirected.
+        let reply = send(router, get("/relay", None)).await;
+        assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
     }
 }

@@ -73,6 +73,8 @@ pub struct Context {
     /// Mints the METADATA `turn` entry; `None` publishes no entry (it is
     /// also withheld while `[turn] enabled` is false).
     pub turn: Option<Arc<chatmail_turn::Credentials>>,
+    /// The iroh relay URL published as `irohrelay`; `None`: no entry.
+    pub iroh_relay: Option<String>,
     /// The process's budget of message bodies in memory, which large
     /// APPEND literals draw from (shared with SMTP and `/mxdeliv`).
     pub spools: chatmail_limits::Spools,

@@ -42,11 +42,10 @@ pub fn server_entry(ctx: &Context, key: &str) -> Option<String> {
             .as_ref()
             .map(|a| format!("mailto:{a}")),
         "/shared/comment" => config.metadata.comment.clone(),
-        // Published only when configured: the built-in iroh relay is not
-        // part of madmail yet, and a URL that answers nothing would break
-        // webxdc realtime, while an absent entry makes Delta Chat fall back
-        // to its default relays.
-        "/shared/vendor/deltachat/irohrelay" => config.metadata.iroh_relay.clone(),
+        // The built-in relay's URL while it runs, or an external one: a URL
+        // that answers nothing would break webxdc realtime, while an absent
+        // entry makes Delta Chat fall back to its default relays.
+        "/shared/vendor/deltachat/irohrelay" => ctx.iroh_relay.clone(),
         "/shared/vendor/deltachat/turn" => turn_entry(ctx),
         // Its presence tells Delta Chat the relay sends push notifications,
         // so it is published only while push is on (docs/specifications.md

@@ -28,6 +28,9 @@
 //! | `turn_relayed_bytes_total` | counter | – (both directions) |
 //! | `turn_auth_failures_total` | counter | – (expired, malformed or foreign credentials) |
 //! | `turn_peers_refused_total` | counter | – (permissions for peers the rule denies) |
+//! | `iroh_connections` | gauge | – (live iroh relay clients) |
+//! | `iroh_clients_accepted_total` | counter | – (iroh relay clients accepted) |
+//! | `iroh_relayed_bytes_total` | counter | – (packet bytes the iroh relay delivered to clients) |
 //!
 //! Invariants:
 //! - every label value comes from a fixed enum of this crate: no metric
@@ -203,6 +206,9 @@ struct Metrics {
     turn_relayed_bytes: Counter,
     turn_auth_failures: Counter,
     turn_peers_refused: Counter,
+    iroh_connections: Gauge,
+    iroh_accepted: Counter,
+    iroh_relayed_bytes: Counter,
 }
 
 type Labels<const N: usize> = [(&'static str, &'static str); N];
@@ -333,6 +339,15 @@ impl Metrics {
         let turn_peers_refused = Counter::default();
         let help = "TURN permissions refused for a peer address the rule denies";
         r.register("turn_peers_refused", help, turn_peers_refused.clone());
+        let iroh_connections = Gauge::default();
+        let help = "Live iroh relay clients";
+        r.register("iroh_connections", help, iroh_connections.clone());
+        let iroh_accepted = Counter::default();
+        let help = "iroh relay clients accepted";
+        r.register("iroh_clients_accepted", help, iroh_accepted.clone());
+        let iroh_relayed_bytes = Counter::default();
+        let help = "Packet bytes the iroh relay delivered to clients";
+        r.register("iroh_relayed_bytes", help, iroh_relayed_bytes.clone());
         Self {
             registry: r,
             connections,
@@ -350,6 +365,9 @@ impl Metrics {
             turn_relayed_bytes,
             turn_auth_failures,
             turn_peers_refused,
+            iroh_connections,
+            iroh_accepted,
+            iroh_relayed_bytes,
         }
     }
 }
@@ -415,6 +433,20 @@ pub fn turn_auth_failed() {
 /// Counts one TURN permission refused for its peer.
 pub fn turn_peer_refused() {
     METRICS.turn_peers_refused.inc();
+}
+
+/// Counts an iroh relay client as connected until the guard is dropped.
+#[must_use = "the client counts as connected only while the guard lives"]
+pub fn iroh_connection() -> Open {
+    METRICS.iroh_accepted.inc();
+    let gauge = &METRICS.iroh_connections;
+    gauge.inc();
+    Open { gauge }
+}
+
+/// Counts `bytes` the iroh relay delivered to clients.
+pub fn iroh_relayed(bytes: u64) {
+    METRICS.iroh_relayed_bytes.inc_by(bytes);
 }
 
 /// Counts one connection turned away by a connection limit.

@@ -7,6 +7,7 @@ pub mod client;
 pub mod message;
 pub mod mx;
 pub mod relay;
+pub mod tunnel;
 
 /// Errors of test helpers: anything, with a message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -7,8 +7,9 @@ const CONFIGURED: &str = r#"
 [metadata]
 admin = "postmaster@example.org"
 comment = "Test relay"
-iroh_relay = "https://iroh.example.org"
 app_versions = '{"clients":[]}'
+[iroh]
+url = "https://iroh.example.org"
 [turn]
 enabled = true
 host = "turn.example.org"
@@ -59,7 +60,7 @@ async fn publishes_the_configured_server_entries() {
 }
 
 #[tokio::test]
-async fn withholds_turn_and_iroh_entries_by_default_but_announces_push() {
+async fn withholds_turn_and_iroh_entries_without_their_servers_but_announces_push() {
     let h = setup().await;
     let mut client = h.logged_in().await;
     let lines = client

@@ -86,11 +86,13 @@ async fn harness_with(extra: &str) -> (Harness, rustls::pki_types::CertificateDe
         limits.max_spool_size,
         limits.max_message_size,
     );
+    let iroh_relay = settings.config.iroh.url.clone();
     let ctx = Arc::new(Context {
         settings,
         accounts,
         tls,
         turn: Some(Arc::new(turn)),
+        iroh_relay,
         spools,
     });
     (

@@ -61,6 +61,7 @@ async fn answers_unavailable_when_password_checks_are_saturated() {
         accounts,
         tls: h.ctx.tls.clone(),
         turn: h.ctx.turn.clone(),
+        iroh_relay: h.ctx.iroh_relay.clone(),
         spools: h.ctx.spools.clone(),
     });
     let (client, server) = tokio::io::duplex(1 << 16);
