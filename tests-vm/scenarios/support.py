@@ -73,6 +73,12 @@ class Relay:
     comment: Optional[str] = None
     turn_host: Optional[str] = None
     turn_port: Optional[int] = None
+    # An address of this machine the relay's TURN server may relay to
+    # (where coturn's echo peer listens).
+    turn_peer: str = "127.0.0.1"
+    # The iroh relay URL the relay publishes, and its metrics endpoint.
+    iroh_url: Optional[str] = None
+    metrics_url: Optional[str] = None
     # Whether the relay runs in no-log mode.
     no_log: bool = False
 
@@ -103,6 +109,9 @@ class Relay:
             comment=env("COMMENT"),
             turn_host=env("TURN_HOST"),
             turn_port=int(env("TURN_PORT")) if env("TURN_PORT") else None,
+            turn_peer=env("TURN_PEER", "127.0.0.1"),
+            iroh_url=env("IROH_URL"),
+            metrics_url=env("METRICS_URL"),
             no_log=env("NO_LOG") == "1",
         )
 

@@ -152,17 +152,17 @@ def assert_turn_relays(relay, username: str, credential: str) -> None:
     """coturn's client relays 20 messages through the relay's TURN server
     to coturn's echo peer with the credential Delta Chat was given."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((relay.turn_peer, 0))
         peer_port = probe.getsockname()[1]
     peer = subprocess.Popen(
-        ["turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
+        ["turnutils_peer", "-L", relay.turn_peer, "-p", str(peer_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(0.2)
         run = subprocess.run(
-            ["turnutils_uclient", "-e", "127.0.0.1", "-r", str(peer_port), "-u", username, "-w", credential,
+            ["turnutils_uclient", "-e", relay.turn_peer, "-r", str(peer_port), "-u", username, "-w", credential,
              "-p", str(relay.turn_port), "-n", "20", "-l", "120", "-z", "5", "-c", relay.turn_host],
             capture_output=True, text=True, timeout=60,
         )

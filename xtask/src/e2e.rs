@@ -145,7 +145,7 @@ pub(crate) struct PytestRun {
 /// `--no-federation`: the main relay on free high loopback ports and, unless
 /// `--no-cmping`, the IP-only cmping relay; no second relay.
 fn single_relay(madmail: &Path, scratch: &Path, opts: &E2eOptions) -> Result<Topology> {
-    let main_spec = RelaySpec::loopback("main", "_madmail.test")?.with_features();
+    let main_spec = RelaySpec::loopback("main", "_madmail.test")?.with_features()?;
     let mut main = Relay::start(madmail, scratch, &main_spec, &opts.log_level)?;
     main.wait_ready()?;
     let mut env = main_spec.scenario_env("MADMAIL");

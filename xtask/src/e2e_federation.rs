@@ -47,7 +47,7 @@ fn loopback(last: u8) -> Ipv4Addr {
 /// Starts the DNS server and every relay; returns them with the pytest runs.
 pub(crate) fn start(madmail: &Path, scratch: &Path, opts: &E2eOptions) -> Result<Topology> {
     let dns_port = free_udp_port()?;
-    let named = named_relays(dns_port);
+    let named = named_relays(dns_port)?;
     let mut zone = String::new();
     for spec in &named {
         let config = Relay::write_config(scratch, spec, &opts.log_level)?;
@@ -86,7 +86,7 @@ pub(crate) fn start(madmail: &Path, scratch: &Path, opts: &E2eOptions) -> Result
 
 /// Relays 1 to 4 (see the module docs), all resolving through
 /// `127.0.0.1:dns_port`.
-fn named_relays(dns_port: u16) -> Vec<RelaySpec> {
+fn named_relays(dns_port: u16) -> Result<Vec<RelaySpec>> {
     let dns = format!("\n[federation]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\n");
     let smtp_only = |peer: &str, ip: Ipv4Addr| {
         format!("{dns}\n[federation.static_routes.\"{peer}\"]\nhost = \"{ip}\"\nsmtp_port = 25\n")
@@ -96,9 +96,9 @@ fn named_relays(dns_port: u16) -> Vec<RelaySpec> {
         spec.extra_toml = extra;
         spec
     };
-    vec![
-        relay("relay1", "_relay1.test", 2, dns.clone()).with_features(),
-        relay("relay2", "_relay2.test", 3, dns.clone()).with_features(),
+    Ok(vec![
+        relay("relay1", "_relay1.test", 2, dns.clone()).with_features()?,
+        relay("relay2", "_relay2.test", 3, dns.clone()).with_features()?,
         relay(
             "relay3",
             "_relay3.test",
@@ -111,7 +111,7 @@ fn named_relays(dns_port: u16) -> Vec<RelaySpec> {
             5,
             smtp_only("_relay3.test", loopback(4)),
         ),
-    ]
+    ])
 }
 
 /// The pytest runs over `specs` (relays 1 to 4, then the cmping pair).
@@ -394,7 +394,7 @@ mod tests {
 ]"#;
 
     fn relay1() -> RelaySpec {
-        named_relays(5353).remove(0)
+        named_relays(5353).unwrap().remove(0)
     }
 
     #[test]
@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn smtp_only_relays_route_to_each_other_without_an_https_port() {
-        let specs = named_relays(5353);
+        let specs = named_relays(5353).unwrap();
         let settings =
             chatmail_config::parse(&specs[2].config_toml(Path::new("/tmp/s"), "info")).unwrap();
         let route = &settings.config.federation.static_routes["_relay4.test"];

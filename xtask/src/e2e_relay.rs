@@ -45,6 +45,11 @@ pub(crate) struct RelaySpec {
     /// The TURN port (UDP and TCP) once [`RelaySpec::with_features`]
     /// published metadata and started TURN.
     turn_port: Option<u16>,
+    /// With features: the plain-HTTP front of the iroh relay (a tunnel to
+    /// the HTTPS port, see [`RelaySpec::with_features`]) and the metrics
+    /// endpoint.
+    iroh_front: Option<TcpListener>,
+    metrics: Option<SocketAddr>,
 }
 
 /// `[metadata] admin` of relays with features.
@@ -70,6 +75,8 @@ impl RelaySpec {
             no_log: false,
             env: Vec::new(),
             turn_port: None,
+            iroh_front: None,
+            metrics: None,
         })
     }
 
@@ -90,6 +97,8 @@ impl RelaySpec {
             no_log: false,
             env: Vec::new(),
             turn_port: None,
+            iroh_front: None,
+            metrics: None,
         }
     }
 
@@ -111,26 +120,39 @@ impl RelaySpec {
             no_log: false,
             env: Vec::new(),
             turn_port: None,
+            iroh_front: None,
+            metrics: None,
         }
     }
 
     /// Publishes the server METADATA entries (`[metadata] admin` and
-    /// `comment`) and runs TURN (`[turn]` on a free port of the relay's IP,
+    /// `comment`), runs TURN (`[turn]` on a free port of the relay's IP,
     /// which is also the host clients get, so they need no DNS for it;
-    /// loopback peers allowed); [`RelaySpec::scenario_env`] then tells the
-    /// scenarios what to expect.
-    pub(crate) fn with_features(mut self) -> Self {
+    /// loopback peers allowed) and the metrics endpoint, and sends clients
+    /// to the built-in iroh relay through a plain-HTTP front: iroh's client
+    /// trusts only the public web roots, so [`Relay::start`] runs a tunnel
+    /// from the front to the HTTPS port that trusts the relay's own
+    /// certificate. [`RelaySpec::scenario_env`] then tells the scenarios
+    /// what to expect.
+    pub(crate) fn with_features(mut self) -> Result<Self> {
         let ip = self.ip();
         let port = chatmail_testkit::relay::free_udp_tcp_port(ip).unwrap_or(3478);
+        let front = TcpListener::bind((ip, 0))?;
+        let [metrics] = free_ports::<1>()?;
         let toml = format!(
             "\n[metadata]\nadmin = \"{FEATURE_ADMIN}\"\ncomment = \"{FEATURE_COMMENT}\"\n\
              \n[turn]\nenabled = true\nhost = \"{ip}\"\nport = {port}\n\
-             listen = [\"{}\"]\nallowed_peers = [\"127.0.0.0/8\"]\n",
-            SocketAddr::new(ip, port)
+             listen = [\"{}\"]\nallowed_peers = [\"127.0.0.0/8\"]\n\
+             \n[iroh]\nurl = \"http://{}/\"\n\
+             \n[metrics]\nenabled = true\nlisten = \"{metrics}\"\n",
+            SocketAddr::new(ip, port),
+            front.local_addr()?,
         );
         self.extra_toml.push_str(&toml);
         self.turn_port = Some(port);
-        self
+        self.iroh_front = Some(front);
+        self.metrics = Some(metrics);
+        Ok(self)
     }
 
     /// The address the relay's services listen on.
@@ -196,6 +218,16 @@ impl RelaySpec {
                 ("TURN_HOST", self.ip().to_string()),
                 ("TURN_PORT", turn_port.to_string()),
             ]);
+        }
+        if let Some(front) = &self.iroh_front {
+            let front = front
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            env.push(("IROH_URL", format!("http://{front}/")));
+        }
+        if let Some(metrics) = self.metrics {
+            env.push(("METRICS_URL", format!("http://{metrics}/metrics")));
         }
         if self.no_log {
             env.push(("NO_LOG", "1".to_owned()));
@@ -313,6 +345,15 @@ impl Relay {
     ) -> Result<Self> {
         let config_path = Self::write_config(scratch, spec, log_level)?;
         let dir = scratch.join(spec.name);
+        if let Some(front) = &spec.iroh_front {
+            let target = chatmail_testkit::tunnel::Target {
+                addr: spec.https,
+                cert: dir.join("state").join("tls").join("cert.pem"),
+                server_name: spec.domain.clone(),
+            };
+            chatmail_testkit::tunnel::spawn_thread(front.try_clone()?, target)
+                .map_err(|e| anyhow::anyhow!("starting the iroh front of {}: {e}", spec.name))?;
+        }
         let log = dir.join("relay.log");
         let log_file = fs::File::create(&log)?;
         let child = Command::new(madmail)
@@ -426,7 +467,8 @@ mod tests {
     #[test]
     fn relay_with_features_publishes_metadata_and_turn_and_tells_the_scenarios() {
         let spec = RelaySpec::standard("relay1", "_relay1.test", Ipv4Addr::new(127, 0, 0, 2))
-            .with_features();
+            .with_features()
+            .unwrap();
         let settings =
             chatmail_config::parse(&spec.config_toml(Path::new("/tmp/s"), "info")).unwrap();
         let config = &settings.config;
@@ -440,6 +482,13 @@ mod tests {
         let get = |key| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         assert_eq!(get("MADMAIL_TURN_HOST"), Some("127.0.0.2"));
         assert_eq!(get("MADMAIL_ADMIN"), Some(FEATURE_ADMIN));
+        let front = spec.iroh_front.as_ref().unwrap().local_addr().unwrap();
+        let url = format!("http://{front}/");
+        assert_eq!(config.iroh.url.as_deref(), Some(url.as_str()));
+        assert_eq!(get("MADMAIL_IROH_URL"), Some(url.as_str()));
+        assert!(config.metrics.enabled);
+        let metrics = format!("http://{}/metrics", config.metrics.listen);
+        assert_eq!(get("MADMAIL_METRICS_URL"), Some(metrics.as_str()));
         assert_eq!(get("MADMAIL_NO_LOG"), None);
     }
 
