@@ -92,6 +92,28 @@ types.submodule {
       };
     };
 
+    iroh = {
+      enabled = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Whether to run the built-in iroh relay for webxdc realtime apps.
+          It is served under `/relay` on the HTTPS port (and its
+          captive-portal probe on port 80), so it needs no port of its own.
+        '';
+      };
+      url = mkOption {
+        type = types.nullOr (types.strMatching "https?://[^/[:space:]]+.*");
+        default = null;
+        example = "https://iroh.example.org/";
+        description = ''
+          The iroh relay URL published to clients; null: this relay while
+          the built-in one runs. With `iroh.enabled = false`, an external
+          relay.
+        '';
+      };
+    };
+
     registration.open = mkOption {
       type = types.bool;
       default = true;

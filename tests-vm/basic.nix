@@ -1,7 +1,12 @@
 # NixOS VM test `basic`: a relay configured only through `services.madmail`
 # and a client node running the Delta Chat scenarios of ./scenarios with the
 # real Delta Chat core from nixpkgs. Two profiles chat, the raw-protocol
-# rules hold, and a service restart keeps the accounts.
+# rules hold, they are handed the relay's TURN server (and coturn's client
+# relays through it with their credential), they exchange webxdc realtime
+# data through the built-in iroh relay, and a service restart keeps the
+# accounts. iroh's client trusts only the public web roots, so the profiles
+# reach the self-signed relay's `/relay` through socat on the client, which
+# terminates TLS (the published `irohrelay` URL names that front).
 #
 #   nix build .#checks.x86_64-linux.vm-basic      (needs KVM)
 { pkgs, module }:
@@ -9,31 +14,66 @@
 let
   domain = "_relay.test";
   client = import ./scenario-client.nix { inherit pkgs; };
+  # Where the client's socat listens (on loopback), in front of the
+  # relay's port 443.
+  irohPort = "3340";
   env = client.relayEnv "MADMAIL" domain "relay";
 in
 pkgs.testers.runNixOSTest {
   name = "madmail-basic";
 
-  nodes.relay = {
-    imports = [ module ];
-    # madmail refuses new accounts with less than 1 GB free in its state
-    # directory or 200 MB of available memory.
-    virtualisation = {
-      diskSize = 4096;
-      memorySize = 1536;
+  nodes.relay =
+    { config, ... }:
+    {
+      imports = [ module ];
+      environment.systemPackages = [ pkgs.curl ];
+      # madmail refuses new accounts with less than 1 GB free in its state
+      # directory or 200 MB of available memory.
+      virtualisation = {
+        diskSize = 4096;
+        memorySize = 1536;
+      };
+      services.madmail = {
+        enable = true;
+        inherit domain;
+        stateVersion = 1;
+        openFirewall = true;
+        settings = {
+          log.no_log = false;
+          turn = {
+            enabled = true;
+            host = config.networking.primaryIPAddress;
+            relay_addresses = [ config.networking.primaryIPAddress ];
+            # coturn's echo peer runs on the client, a private address.
+            allowed_peers = [ "192.168.0.0/16" ];
+          };
+          iroh.url = "http://127.0.0.1:${irohPort}/";
+          metrics.enabled = true;
+        };
+      };
     };
-    services.madmail = {
-      enable = true;
-      inherit domain;
-      stateVersion = 1;
-      openFirewall = true;
-      settings.log.no_log = false;
-    };
+
+  nodes.client = {
+    imports = [ client.node ];
+    # coturn's echo peer receives the relayed UDP here.
+    networking.firewall.enable = false;
+    environment.systemPackages = [
+      pkgs.socat
+      pkgs.coturn
+    ];
   };
 
-  nodes.client = client.node;
-
-  testScript = ''
+  testScript =
+    { nodes, ... }:
+    let
+      realtime = env // {
+        MADMAIL_TURN_HOST = nodes.relay.networking.primaryIPAddress;
+        MADMAIL_TURN_PORT = "3478";
+        MADMAIL_TURN_PEER = nodes.client.networking.primaryIPAddress;
+        MADMAIL_IROH_URL = "http://127.0.0.1:${irohPort}/";
+      };
+    in
+    ''
     start_all()
 
     relay.wait_for_unit("madmail.service")
@@ -45,6 +85,19 @@ pkgs.testers.runNixOSTest {
 
     with subtest("Delta Chat profiles chat over the relay"):
         client.succeed("${client.pytest env "test_messaging.py test_protocol.py"}")
+
+    with subtest("calls get the relay's TURN server, webxdc apps its iroh relay"):
+        relay.wait_for_open_port(3478)
+        client.succeed(
+            "systemd-run --unit iroh-front socat TCP-LISTEN:${irohPort},bind=127.0.0.1,fork,reuseaddr OPENSSL:relay:443,verify=0"
+        )
+        client.wait_for_open_port(${irohPort})
+        client.succeed("${client.pytest realtime "test_relay_features.py test_realtime.py -k 'turn or realtime'"}")
+        # Both profiles connected to the built-in iroh relay.
+        relay.succeed(
+            "curl -sf http://127.0.0.1:9465/metrics"
+            " | awk '$1 == \"madmail_iroh_clients_accepted_total\" && $2 >= 2 { found = 1 } END { exit !found }'"
+        )
 
     list_accounts = "runuser -u madmail -- madmail accounts list --config /etc/madmail/chatmail.toml"
 

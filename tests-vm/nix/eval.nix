@@ -303,6 +303,12 @@ let
       ])
     )
 
+    (accepts "the_iroh_relay_runs_by_default_behind_the_https_port" { services.madmail.openFirewall = true; } (config: [
+      (check "enabled" config.services.madmail.settings.iroh.enabled)
+      (check "no port of its own" (tcpPorts config == [ 25 80 143 443 465 587 993 ]))
+      (check "no UDP ports" (config.networking.firewall.allowedUDPPorts == [ ]))
+    ]))
+
     (accepts "a_self_signed_relay_serves_its_own_port_80"
       {
         services.madmail = {
@@ -443,6 +449,9 @@ let
     ))
     (rejects "rejects_a_message_size_below_1024" { services.madmail.settings.limits.max_message_size = 10; } (
       option "services.madmail.settings.limits.max_message_size"
+    ))
+    (rejects "rejects_an_iroh_url_that_is_not_http" { services.madmail.settings.iroh.url = "iroh.example.org"; } (
+      option "services.madmail.settings.iroh.url"
     ))
     (rejects "rejects_an_unknown_federation_policy" { services.madmail.settings.federation.policy = "maybe"; } (
       option "services.madmail.settings.federation.policy"
