@@ -85,6 +85,15 @@ pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
             out.push(record(name, "SRV", value.clone(), false));
         }
     }
+    let proxy = &settings.config.shadowsocks;
+    if proxy.enabled
+        && let Some(host) = &proxy.host
+        && host.parse::<std::net::IpAddr>().is_err()
+        && !host.eq_ignore_ascii_case(domain)
+    {
+        // The `ss://` link names this host: it must lead here.
+        out.push(record(format!("{host}."), "CNAME", fq.clone(), true));
+    }
     out
 }
 
@@ -159,6 +168,27 @@ mod tests {
         for quoted in zone.split('"').skip(1).step_by(2) {
             assert!(quoted.len() <= 255);
         }
+    }
+
+    #[test]
+    fn a_proxy_host_of_its_own_gets_a_cname() {
+        let settings = chatmail_config::parse(
+            "mail_domain = \"chat.example.org\"\n[tls]\nmode = \"self-signed\"\n\
+             [shadowsocks]\nenabled = true\nhost = \"proxy.example.net\"\n",
+        )
+        .unwrap();
+        let own_host = zone(&records(&settings, &key()));
+        assert!(
+            own_host.contains("proxy.example.net. 3600 IN CNAME chat.example.org."),
+            "{own_host}"
+        );
+        let default_host = chatmail_config::parse(
+            "mail_domain = \"chat.example.org\"\n[tls]\nmode = \"self-signed\"\n\
+             [shadowsocks]\nenabled = true\n",
+        )
+        .unwrap();
+        let default_zone = zone(&records(&default_host, &key()));
+        assert_eq!(default_zone.matches("CNAME").count(), 2, "{default_zone}");
     }
 
     #[test]

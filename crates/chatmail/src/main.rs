@@ -11,6 +11,7 @@ mod federation;
 mod install;
 mod logging;
 mod memory;
+mod proxy;
 mod server;
 mod turn;
 
@@ -59,6 +60,13 @@ enum Command {
         /// Print JSON instead of a zone-file fragment.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the `ss://` link of the Shadowsocks proxy (for clients that
+    /// cannot reach the relay directly; also on the index page).
+    ProxyLink {
+        /// Configuration file.
+        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
+        config: PathBuf,
     },
     /// Inspect or change the outbound queue.
     Queue {
@@ -136,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dns { config, json } => admin::dns(&chatmail_config::load(&config)?, json),
+        Command::ProxyLink { config } => proxy::print_link(&chatmail_config::load(&config)?),
         Command::Queue { config, command } => {
             let settings = chatmail_config::load(&config)?;
             runtime()?.block_on(admin::queue(settings, command))

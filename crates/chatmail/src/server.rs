@@ -2,7 +2,9 @@
 //! configured socket, spawn one server task per socket, and stop them all on
 //! SIGINT/SIGTERM. With `[turn] enabled`, the TURN server runs
 //! (`crate::turn`); with `[iroh] enabled` (the default), the iroh relay
-//! runs on loopback behind port 443 (`chatmail_iroh`). With `[metrics] enabled`, the Prometheus endpoint
+//! runs on loopback behind port 443 (`chatmail_iroh`); with
+//! `[shadowsocks] enabled`, the proxy runs (`crate::proxy`). With
+//! `[metrics] enabled`, the Prometheus endpoint
 //! (`chatmail_metrics::serve`) runs on `[metrics] listen`; the queue
 //! gauges are read from the store at each scrape.
 
@@ -102,6 +104,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
     )?);
     let turn_runs = crate::turn::start(&settings, &turn, &shutdown, &mut tasks).await?;
     let iroh = start_iroh(&settings, &shutdown, &mut tasks).await?;
+    let proxy_link = crate::proxy::start(&settings, &shutdown, &mut tasks).await?;
     let imap = Arc::new(chatmail_imap::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
@@ -117,6 +120,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         inbound: federation.inbound.clone(),
         acme_challenges,
         iroh,
+        proxy_link,
     });
     use chatmail_imap::Mode as ImapMode;
     use chatmail_smtp::Mode as SmtpMode;

@@ -107,11 +107,7 @@ async fn packet(client: &mut Client) -> (iroh_base::NodeId, Bytes) {
 
 /// `GET /metrics` on `addr`: the value of `series`.
 async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let reply = http(addr, "/metrics", "").await;
-    reply
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{reply}"))
+    chatmail_testkit::relay::metric(addr, series).await.unwrap()
 }
 
 #[tokio::test]

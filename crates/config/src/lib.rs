@@ -10,6 +10,7 @@
 pub mod domain;
 pub mod reference;
 pub mod schema;
+pub mod secret;
 
 use std::path::{Path, PathBuf};
 
@@ -325,6 +326,24 @@ fn validate(config: &Config) -> Vec<Problem> {
                 "must be an http:// or https:// URL with a host".into(),
             );
         }
+    }
+    let proxy = &config.shadowsocks;
+    if proxy.enabled && proxy.listen.is_empty() {
+        bad(
+            "shadowsocks.listen",
+            "must name at least one address".into(),
+        );
+    }
+    if proxy.max_connections == 0 {
+        bad("shadowsocks.max_connections", "must be at least 1".into());
+    }
+    if proxy.host.as_deref().is_some_and(|host| {
+        host.is_empty() || host.contains(|c: char| c.is_whitespace() || "/@:#?".contains(c))
+    }) {
+        bad(
+            "shadowsocks.host",
+            "must be a host name or IPv4 address".into(),
+        );
     }
     if config.storage.max_commit_batch == 0 {
         bad("storage.max_commit_batch", "must be at least 1".into());

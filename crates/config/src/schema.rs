@@ -57,6 +57,10 @@ pub struct Config {
     /// entry).
     #[serde(default)]
     pub iroh: IrohConfig,
+    /// The Shadowsocks proxy to the relay's own ports, for clients behind
+    /// censoring networks.
+    #[serde(default)]
+    pub shadowsocks: ShadowsocksConfig,
     /// Automatic deletion of old mail and inactive accounts.
     #[serde(default)]
     pub retention: RetentionConfig,
@@ -519,6 +523,78 @@ impl Default for IrohConfig {
             enabled: true,
             url: None,
             max_bandwidth: 1024 * 1024,
+        }
+    }
+}
+
+/// The Shadowsocks proxy: clients that cannot reach the relay's ports
+/// directly connect through it (the `ss://` link on the index page and from
+/// `madmail proxy-link`). It forwards only to the relay's own client ports
+/// (IMAP, submission, HTTPS), never to other hosts. The password is
+/// generated once per installation (`shadowsocks.key` in `state_dir`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowsocksConfig {
+    /// Run the proxy and show its link.
+    pub enabled: bool,
+    /// Addresses the proxy listens on (TCP).
+    pub listen: Vec<SocketAddr>,
+    /// Host in the link; unset: the mail domain.
+    pub host: Option<String>,
+    /// Port in the link; unset: the port of the first `listen` address.
+    pub port: Option<u16>,
+    /// The AEAD cipher (Delta Chat supports each of these).
+    pub cipher: ShadowsocksCipher,
+    /// Proxy connections at once, in total (a fifth per client).
+    pub max_connections: usize,
+}
+
+impl Default for ShadowsocksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 8388))],
+            host: None,
+            port: None,
+            cipher: ShadowsocksCipher::Chacha20IetfPoly1305,
+            max_connections: 1000,
+        }
+    }
+}
+
+/// See [`ShadowsocksConfig::cipher`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ShadowsocksCipher {
+    /// ChaCha20-Poly1305 (the most widely supported by clients).
+    #[serde(rename = "chacha20-ietf-poly1305")]
+    Chacha20IetfPoly1305,
+    /// AES-128-GCM.
+    #[serde(rename = "aes-128-gcm")]
+    Aes128Gcm,
+    /// AES-256-GCM.
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+    /// Shadowsocks 2022 with AES-128-GCM.
+    #[serde(rename = "2022-blake3-aes-128-gcm")]
+    Blake3Aes128Gcm,
+    /// Shadowsocks 2022 with AES-256-GCM.
+    #[serde(rename = "2022-blake3-aes-256-gcm")]
+    Blake3Aes256Gcm,
+    /// Shadowsocks 2022 with ChaCha20-Poly1305.
+    #[serde(rename = "2022-blake3-chacha20-poly1305")]
+    Blake3Chacha20Poly1305,
+}
+
+impl ShadowsocksCipher {
+    /// The cipher's name in `ss://` links and client configurations.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Chacha20IetfPoly1305 => "chacha20-ietf-poly1305",
+            Self::Aes128Gcm => "aes-128-gcm",
+            Self::Aes256Gcm => "aes-256-gcm",
+            Self::Blake3Aes128Gcm => "2022-blake3-aes-128-gcm",
+            Self::Blake3Aes256Gcm => "2022-blake3-aes-256-gcm",
+            Self::Blake3Chacha20Poly1305 => "2022-blake3-chacha20-poly1305",
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct Context {
     /// Where the built-in iroh relay listens (loopback); `None`: it does
     /// not run, and its paths are not routed.
     pub iroh: Option<std::net::SocketAddr>,
+    /// The `ss://` link of the Shadowsocks proxy, shown on `/`; `None`:
+    /// the proxy does not run.
+    pub proxy_link: Option<String>,
 }
 
 /// The application's routes.
@@ -164,6 +167,7 @@ pub(crate) mod testutil {
             inbound,
             acme_challenges: None,
             iroh: None,
+            proxy_link: None,
         };
         (Arc::new(ctx), dir)
     }

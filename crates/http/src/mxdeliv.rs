@@ -231,6 +231,7 @@ mod tests {
                 inbound,
                 acme_challenges: None,
                 iroh: None,
+                proxy_link: None,
             });
             Self {
                 ctx,

@@ -1,5 +1,6 @@
-//! The human-facing pages: `/` (account QR code), `/info` (limits from the
-//! configuration) and `/privacy` (operator fields plus what the relay keeps).
+//! The human-facing pages: `/` (account QR code, and the proxy's when it
+//! runs), `/info` (limits from the configuration) and `/privacy` (operator
+//! fields plus what the relay keeps).
 //!
 //! Everything is rendered on the server, without JavaScript; interpolated
 //! values go through [`escape`]. On self-signed relays `/` shows a dclogin
@@ -23,6 +24,7 @@ pub async fn index(State(ctx): State<Arc<Context>>) -> Response {
     let mut body = format!("<h1>{host}</h1>");
     if !ctx.settings.registration().open {
         body += "<p>This relay does not accept new accounts at the moment.</p>";
+        body += &proxy_code(&ctx);
         return Html(page(&title, &body)).into_response();
     }
     body += "<p>A chatmail relay: an e-mail server for \
@@ -38,25 +40,44 @@ pub async fn index(State(ctx): State<Arc<Context>>) -> Response {
         body += "<p class=\"note\">The code holds a fresh address and password made \
                  for this page view only; the account exists once Delta Chat first \
                  logs in with it. Reload the page for another one.</p>";
+        body += &proxy_code(&ctx);
         return private_page(page(&title, &body));
     }
     let qr = format!("DCACCOUNT:{}/new", ctx.base_url);
     let link = format!("dcaccount:{}/new", ctx.base_url);
     body += &account_code(&qr, &link);
+    body += &proxy_code(&ctx);
     Html(page(&title, &body)).into_response()
+}
+
+/// The Shadowsocks proxy's QR code and link, when the proxy runs.
+fn proxy_code(ctx: &Context) -> String {
+    let Some(link) = &ctx.proxy_link else {
+        return String::new();
+    };
+    let qr = qr_svg(link, "Proxy QR code").unwrap_or_default();
+    format!(
+        "<h2>Proxy</h2><p>Where this relay cannot be reached directly, Delta Chat \
+         can connect through its Shadowsocks proxy: scan the code in \
+         \u{201c}Settings\u{201d}, \u{201c}Advanced\u{201d}, \u{201c}Proxy\u{201d}, \
+         or copy the link. The proxy only reaches this relay.</p>{qr}\
+         <p class=\"note\"><code>{}</code></p>",
+        escape(link)
+    )
 }
 
 /// The QR code of `data` and a button linking to `link`.
 fn account_code(data: &str, link: &str) -> String {
-    let qr = qr_svg(data).unwrap_or_default();
+    let qr = qr_svg(data, "Account QR code").unwrap_or_default();
     format!(
         "{qr}<a class=\"button\" href=\"{}\">Get an account in Delta Chat</a>",
         escape(link)
     )
 }
 
-/// `data` as an inline SVG QR code; `None` if it is too long to encode.
-pub fn qr_svg(data: &str) -> Option<String> {
+/// `data` as an inline SVG QR code described as `label`; `None` if it is
+/// too long to encode.
+pub fn qr_svg(data: &str, label: &str) -> Option<String> {
     let code = QrCode::new(data.as_bytes()).ok()?;
     let svg = code
         .render::<svg::Color<'_>>()
@@ -67,7 +88,10 @@ pub fn qr_svg(data: &str) -> Option<String> {
     let start = svg.find("<svg")?;
     Some(svg[start..].replacen(
         "<svg ",
-        "<svg class=\"qr\" role=\"img\" aria-label=\"Account QR code\" ",
+        &format!(
+            "<svg class=\"qr\" role=\"img\" aria-label=\"{}\" ",
+            escape(label)
+        ),
         1,
     ))
 }
@@ -193,6 +217,8 @@ fn days(n: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::http::StatusCode;
 
     use crate::router;
@@ -230,12 +256,12 @@ mod tests {
 
     #[test]
     fn qr_code_encodes_a_dcaccount_url() {
-        let svg = super::qr_svg("DCACCOUNT:https://chat.example.org/new").unwrap();
+        let svg = super::qr_svg("DCACCOUNT:https://chat.example.org/new", "Account").unwrap();
         assert!(svg.starts_with("<svg class=\"qr\""));
         assert!(svg.ends_with("</svg>"));
         assert!(svg.contains("<path"));
         // Too much for any QR version: no code instead of a panic.
-        assert!(super::qr_svg(&"x".repeat(8000)).is_none());
+        assert!(super::qr_svg(&"x".repeat(8000), "Account").is_none());
     }
 
     #[tokio::test]
@@ -257,6 +283,28 @@ mod tests {
         );
         assert_ne!(a, b, "every view gets its own credentials");
         assert!(first.body.contains("<svg class=\"qr\""));
+    }
+
+    #[tokio::test]
+    async fn index_shows_the_proxy_link_exactly_when_the_proxy_runs() {
+        let (ctx, _dir) = context("chat.example.org", "").await;
+        let reply = send(router(ctx.clone()), get("/", None)).await;
+        assert!(!reply.body.contains("ss://"));
+        assert!(!reply.body.contains("Proxy QR code"));
+        let link = "ss://Y2hhY2hhMjAtaWV0Zi1wb2x5MTMwNTpwdw@chat.example.org:8388#chat";
+        let with_proxy = crate::Context {
+            settings: ctx.settings.clone(),
+            accounts: ctx.accounts.clone(),
+            base_url: ctx.base_url.clone(),
+            inbound: ctx.inbound.clone(),
+            acme_challenges: None,
+            iroh: None,
+            proxy_link: Some(link.into()),
+        };
+        let reply = send(router(Arc::new(with_proxy)), get("/", None)).await;
+        assert!(reply.body.contains("aria-label=\"Proxy QR code\""));
+        assert!(reply.body.contains(&format!("<code>{link}</code>")));
+        assert!(reply.body.contains("aria-label=\"Account QR code\""));
     }
 
     #[tokio::test]

@@ -31,6 +31,10 @@
 //! | `iroh_connections` | gauge | – (live iroh relay clients) |
 //! | `iroh_clients_accepted_total` | counter | – (iroh relay clients accepted) |
 //! | `iroh_relayed_bytes_total` | counter | – (packet bytes the iroh relay delivered to clients) |
+//! | `shadowsocks_connections` | gauge | – (live Shadowsocks proxy connections) |
+//! | `shadowsocks_tunnels_total` | counter | – (proxy connections forwarded to a relay port) |
+//! | `shadowsocks_refused_total` | counter | `reason`: handshake, destination, limit |
+//! | `shadowsocks_relayed_bytes_total` | counter | – (both directions) |
 //!
 //! Invariants:
 //! - every label value comes from a fixed enum of this crate: no metric
@@ -186,6 +190,18 @@ label! {
     }
 }
 
+label! {
+    /// Why the Shadowsocks proxy closed a connection without forwarding it.
+    ProxyRefusal {
+        /// Wrong key, replayed or malformed handshake, or none in time.
+        Handshake => "handshake",
+        /// A destination that is not one of the relay's own service ports.
+        Destination => "destination",
+        /// Over the connection limit.
+        Limit => "limit",
+    }
+}
+
 /// The registry and the resolved handles of every series.
 struct Metrics {
     registry: Registry,
@@ -209,6 +225,10 @@ struct Metrics {
     iroh_connections: Gauge,
     iroh_accepted: Counter,
     iroh_relayed_bytes: Counter,
+    proxy_connections: Gauge,
+    proxy_tunnels: Counter,
+    proxy_refused: Vec<Counter>,
+    proxy_relayed_bytes: Counter,
 }
 
 type Labels<const N: usize> = [(&'static str, &'static str); N];
@@ -348,6 +368,26 @@ impl Metrics {
         let iroh_relayed_bytes = Counter::default();
         let help = "Packet bytes the iroh relay delivered to clients";
         r.register("iroh_relayed_bytes", help, iroh_relayed_bytes.clone());
+        let proxy_connections = Gauge::default();
+        let help = "Live Shadowsocks proxy connections";
+        r.register("shadowsocks_connections", help, proxy_connections.clone());
+        let proxy_tunnels = Counter::default();
+        let help = "Shadowsocks proxy connections forwarded to a relay port";
+        r.register("shadowsocks_tunnels", help, proxy_tunnels.clone());
+        let proxy_refused = family1(
+            &mut r,
+            "shadowsocks_refused",
+            "Shadowsocks proxy connections closed without forwarding",
+            "reason",
+            ProxyRefusal::ALL.iter().map(|r| r.as_str()),
+        );
+        let proxy_relayed_bytes = Counter::default();
+        let help = "Bytes the Shadowsocks proxy relayed, both directions";
+        r.register(
+            "shadowsocks_relayed_bytes",
+            help,
+            proxy_relayed_bytes.clone(),
+        );
         Self {
             registry: r,
             connections,
@@ -368,6 +408,10 @@ impl Metrics {
             iroh_connections,
             iroh_accepted,
             iroh_relayed_bytes,
+            proxy_connections,
+            proxy_tunnels,
+            proxy_refused,
+            proxy_relayed_bytes,
         }
     }
 }
@@ -447,6 +491,30 @@ pub fn iroh_connection() -> Open {
 /// Counts `bytes` the iroh relay delivered to clients.
 pub fn iroh_relayed(bytes: u64) {
     METRICS.iroh_relayed_bytes.inc_by(bytes);
+}
+
+/// Counts a Shadowsocks proxy connection as open until the guard is
+/// dropped.
+#[must_use = "the connection counts as open only while the guard lives"]
+pub fn proxy_connection() -> Open {
+    let gauge = &METRICS.proxy_connections;
+    gauge.inc();
+    Open { gauge }
+}
+
+/// Counts one proxy connection forwarded to a relay port.
+pub fn proxy_tunnel() {
+    METRICS.proxy_tunnels.inc();
+}
+
+/// Counts one proxy connection closed without forwarding.
+pub fn proxy_refused(reason: ProxyRefusal) {
+    METRICS.proxy_refused[reason as usize].inc();
+}
+
+/// Counts `bytes` relayed by the proxy.
+pub fn proxy_relayed(bytes: u64) {
+    METRICS.proxy_relayed_bytes.inc_by(bytes);
 }
 
 /// Counts one connection turned away by a connection limit.

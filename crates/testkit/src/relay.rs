@@ -367,3 +367,18 @@ impl Drop for RelayProcess {
         self.kill();
     }
 }
+
+/// `GET /metrics` on `addr` (a relay's `[metrics] listen`): the value of
+/// `series` (name and labels, as the exposition prints them).
+pub async fn metric(addr: SocketAddr, series: &str) -> Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut reply)).await??;
+    reply
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| format!("no {series} in:\n{reply}").into())
+}

@@ -7,14 +7,15 @@
 //! `base64(HMAC-SHA1(secret, username))`; [`Credentials::verify`] recomputes
 //! the HMAC and checks the expiry.
 //!
-//! Invariants: the secret file is written atomically (temporary file,
-//! fsync, rename) with mode 0600 and is never rewritten once present; a
-//! file of the wrong size is an error, never silently replaced (that would
-//! invalidate every credential in circulation); the secret never leaves
-//! this module (no `Debug` of it, no logging).
+//! Invariants: the secret file is kept as `chatmail_config::secret` keeps
+//! every installation secret (atomic, 0600, never rewritten, the wrong size
+//! is an error: replacing it would invalidate every credential in
+//! circulation); the secret never leaves this module (no `Debug` of it, no
+//! logging).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use chatmail_config::secret::{self, SecretError};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,25 +25,13 @@ use sha1::Sha1;
 /// Name of the secret file inside the state directory.
 pub const SECRET_FILE: &str = "turn-secret";
 /// Bytes of the installation secret.
-const SECRET_LEN: usize = 32;
+const SECRET_LEN: usize = secret::LEN;
 /// Longest username [`Credentials::verify`] looks at.
 const MAX_USERNAME: usize = 256;
 /// Minted expiries are multiples of this many seconds.
 const EXPIRY_GRID: u64 = 3600;
 
 type HmacSha1 = Hmac<Sha1>;
-
-/// Why the secret could not be loaded or created.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    #[error("TURN secret {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("TURN secret {path} has {len} bytes, expected {SECRET_LEN}")]
-    Corrupt { path: PathBuf, len: usize },
-}
 
 /// Mints and verifies TURN credentials with the installation secret.
 pub struct Credentials {
@@ -69,27 +58,8 @@ impl Credentials {
     /// Loads the secret from `state_dir/turn-secret`, creating it (random,
     /// mode 0600, atomically) if the file does not exist yet. Blocking file
     /// I/O: call at start-up.
-    pub fn load_or_create(state_dir: &Path, lifetime: u64) -> Result<Self, CredentialsError> {
-        let path = state_dir.join(SECRET_FILE);
-        let io = |source| CredentialsError::Io {
-            path: path.clone(),
-            source,
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let secret: [u8; SECRET_LEN] = rand::random();
-                write_atomically(state_dir, &path, &secret).map_err(io)?;
-                return Ok(Self::from_secret(secret, lifetime));
-            }
-            Err(e) => return Err(io(e)),
-        };
-        let secret = <[u8; SECRET_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
-            CredentialsError::Corrupt {
-                path: path.clone(),
-                len: bytes.len(),
-            }
-        })?;
+    pub fn load_or_create(state_dir: &Path, lifetime: u64) -> Result<Self, SecretError> {
+        let secret = secret::load_or_create(state_dir, SECRET_FILE)?;
         Ok(Self::from_secret(secret, lifetime))
     }
 
@@ -167,28 +137,6 @@ pub fn unix_now() -> u64 {
 
 /// Writes `bytes` to `path` through a temporary file in `dir`, so a crash
 /// leaves either no file or the whole one.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{SECRET_FILE}.tmp"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    // Make the rename itself durable.
-    if let Ok(dir) = std::fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,32 +192,12 @@ mod tests {
     }
 
     #[test]
-    fn creates_the_secret_once_and_keeps_it() {
+    fn the_secret_file_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let first = Credentials::load_or_create(&state, 100).unwrap();
-        let path = state.join(SECRET_FILE);
-        assert_eq!(std::fs::read(&path).unwrap().len(), SECRET_LEN);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert!(!state.join(format!("{SECRET_FILE}.tmp")).exists());
-        let second = Credentials::load_or_create(&state, 100).unwrap();
+        let first = Credentials::load_or_create(dir.path(), 100).unwrap();
+        assert!(dir.path().join(SECRET_FILE).exists());
+        let second = Credentials::load_or_create(dir.path(), 100).unwrap();
         let (username, password) = first.mint(1000);
         assert!(second.verify(&username, &password, 1000));
-    }
-
-    #[test]
-    fn refuses_a_secret_file_of_the_wrong_size() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SECRET_FILE), b"short").unwrap();
-        let err = Credentials::load_or_create(dir.path(), 100).unwrap_err();
-        assert!(
-            matches!(err, CredentialsError::Corrupt { len: 5, .. }),
-            "{err}"
-        );
     }
 }

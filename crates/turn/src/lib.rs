@@ -14,4 +14,4 @@ mod guard;
 pub mod peers;
 pub mod server;
 
-pub use credentials::{Credentials, CredentialsError};
+pub use credentials::Credentials;
