@@ -56,10 +56,11 @@ def make_profiles(deltachat, relay):
 
     `make_profiles(credentials=[(addr, pw), ...])` uses the given logins;
     `make_profiles(on=[relay, relay2, ...])` makes one profile on each relay listed.
-    `make_profiles(1, only_port=443)` connects IMAP and SMTP over that port only.
+    `make_profiles(1, only_port=443)` connects IMAP and SMTP over that port only;
+    `make_profiles(1, proxy="ss://...")` connects through that proxy only.
     """
 
-    def make(count: int = 0, credentials=None, on=None, only_port=None):
+    def make(count: int = 0, credentials=None, on=None, only_port=None, proxy=None):
         relays = on or [relay] * (len(credentials) if credentials else count)
         credentials = credentials or [where.new_credentials() for where in relays]
         pending = []
@@ -68,6 +69,9 @@ def make_profiles(deltachat, relay):
             # Never let the core add relays of its own choosing.
             account.set_config("autorelay", "0")
             account.set_config("displayname", address.split("@")[0])
+            if proxy:
+                account.set_config("proxy_url", proxy)
+                account.set_config("proxy_enabled", "1")
             pending.append((account, account.add_transport_from_qr.future(where.dclogin(address, password, only_port))))
         for account, configured in pending:
             configured()

@@ -79,6 +79,9 @@ class Relay:
     # The iroh relay URL the relay publishes, and its metrics endpoint.
     iroh_url: Optional[str] = None
     metrics_url: Optional[str] = None
+    # The Shadowsocks proxy's port, when the runner enabled it (its link is
+    # on the index page).
+    proxy_port: Optional[int] = None
     # Whether the relay runs in no-log mode.
     no_log: bool = False
 
@@ -112,6 +115,7 @@ class Relay:
             turn_peer=env("TURN_PEER", "127.0.0.1"),
             iroh_url=env("IROH_URL"),
             metrics_url=env("METRICS_URL"),
+            proxy_port=int(env("PROXY_PORT")) if env("PROXY_PORT") else None,
             no_log=env("NO_LOG") == "1",
         )
 
@@ -220,6 +224,17 @@ def https_get(relay: Relay, path: str, host_header: Optional[str] = None) -> tup
             return reply.status, reply.headers.get("Content-Type", ""), body
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("Content-Type", ""), err.read(64 * 1024).decode(errors="replace")
+
+
+def metric(url: str, series: str) -> float:
+    """The value of `series` on the relay's metrics endpoint."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == series:
+            return float(value)
+    raise AssertionError(f"no {series} in the metrics")
 
 
 def insecure_tls() -> ssl.SSLContext:

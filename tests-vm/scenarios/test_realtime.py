@@ -4,7 +4,6 @@ realtime data with the relay's own iroh relay as the only relay they know."""
 from __future__ import annotations
 
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -12,20 +11,9 @@ from typing import Optional
 import pytest
 from deltachat_rpc_client import EventType
 
-from support import accepted_chat, metadata, imap_login, next_event, wait_for_text
+from support import accepted_chat, metadata, metric, imap_login, next_event, wait_for_text
 
 IROH_KEY = "/shared/vendor/deltachat/irohrelay"
-
-
-def metric(url: str, series: str) -> float:
-    """The value of `series` on the relay's metrics endpoint."""
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        text = reply.read().decode()
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == series:
-            return float(value)
-    raise AssertionError(f"no {series} in the metrics")
 
 
 def webxdc_app(directory: Path) -> Path:

@@ -50,6 +50,8 @@ pub(crate) struct RelaySpec {
     /// endpoint.
     iroh_front: Option<TcpListener>,
     metrics: Option<SocketAddr>,
+    /// With features: the Shadowsocks proxy's port.
+    proxy_port: Option<u16>,
 }
 
 /// `[metadata] admin` of relays with features.
@@ -77,6 +79,7 @@ impl RelaySpec {
             turn_port: None,
             iroh_front: None,
             metrics: None,
+            proxy_port: None,
         })
     }
 
@@ -99,6 +102,7 @@ impl RelaySpec {
             turn_port: None,
             iroh_front: None,
             metrics: None,
+            proxy_port: None,
         }
     }
 
@@ -122,6 +126,7 @@ impl RelaySpec {
             turn_port: None,
             iroh_front: None,
             metrics: None,
+            proxy_port: None,
         }
     }
 
@@ -139,12 +144,14 @@ impl RelaySpec {
         let port = chatmail_testkit::relay::free_udp_tcp_port(ip).unwrap_or(3478);
         let front = TcpListener::bind((ip, 0))?;
         let [metrics] = free_ports::<1>()?;
+        let proxy = SocketAddr::new(ip, free_ports::<1>()?[0].port());
         let toml = format!(
             "\n[metadata]\nadmin = \"{FEATURE_ADMIN}\"\ncomment = \"{FEATURE_COMMENT}\"\n\
              \n[turn]\nenabled = true\nhost = \"{ip}\"\nport = {port}\n\
              listen = [\"{}\"]\nallowed_peers = [\"127.0.0.0/8\"]\n\
              \n[iroh]\nurl = \"http://{}/\"\n\
-             \n[metrics]\nenabled = true\nlisten = \"{metrics}\"\n",
+             \n[metrics]\nenabled = true\nlisten = \"{metrics}\"\n\
+             \n[shadowsocks]\nenabled = true\nhost = \"{ip}\"\nlisten = [\"{proxy}\"]\n",
             SocketAddr::new(ip, port),
             front.local_addr()?,
         );
@@ -152,6 +159,7 @@ impl RelaySpec {
         self.turn_port = Some(port);
         self.iroh_front = Some(front);
         self.metrics = Some(metrics);
+        self.proxy_port = Some(proxy.port());
         Ok(self)
     }
 
@@ -228,6 +236,9 @@ impl RelaySpec {
         }
         if let Some(metrics) = self.metrics {
             env.push(("METRICS_URL", format!("http://{metrics}/metrics")));
+        }
+        if let Some(port) = self.proxy_port {
+            env.push(("PROXY_PORT", port.to_string()));
         }
         if self.no_log {
             env.push(("NO_LOG", "1".to_owned()));
@@ -486,6 +497,14 @@ mod tests {
         let url = format!("http://{front}/");
         assert_eq!(config.iroh.url.as_deref(), Some(url.as_str()));
         assert_eq!(get("MADMAIL_IROH_URL"), Some(url.as_str()));
+        assert!(config.shadowsocks.enabled);
+        assert_eq!(config.shadowsocks.host.as_deref(), Some("127.0.0.2"));
+        let proxy = config.shadowsocks.listen[0];
+        assert_eq!(proxy.ip().to_string(), "127.0.0.2");
+        assert_eq!(
+            get("MADMAIL_PROXY_PORT"),
+            Some(proxy.port().to_string().as_str())
+        );
         assert!(config.metrics.enabled);
         let metrics = format!("http://{}/metrics", config.metrics.listen);
         assert_eq!(get("MADMAIL_METRICS_URL"), Some(metrics.as_str()));
