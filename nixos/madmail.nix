@@ -60,6 +60,7 @@ let
   # Ports of the addresses in one `listen` list.
   portsOf = addresses: map (address: lib.toInt (lib.last (lib.splitString ":" address))) addresses;
   turn = cfg.settings.turn;
+  proxy = cfg.settings.shadowsocks;
 in
 {
   options.services.madmail = {
@@ -98,7 +99,8 @@ in
         ports in `settings.listen` (an empty list opens nothing), the port
         lego answers HTTP-01 challenges on with `tls.mode = "acme"`, and
         with `settings.turn.enabled` the TURN ports (UDP and TCP) and the
-        UDP range of relayed addresses.
+        UDP range of relayed addresses, and with
+        `settings.shadowsocks.enabled` the proxy's TCP ports.
       '';
     };
 
@@ -192,6 +194,7 @@ in
       allowedTCPPorts = lib.unique (
         lib.concatMap portsOf (lib.attrValues cfg.settings.listen)
         ++ lib.optionals (turn.enabled && (turn.tcp or true)) (portsOf turn.listen)
+        ++ lib.optionals proxy.enabled (portsOf proxy.listen)
       );
       allowedUDPPorts = lib.optionals (turn.enabled && (turn.udp or true)) (
         lib.unique (portsOf turn.listen)

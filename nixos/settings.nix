@@ -114,6 +114,36 @@ types.submodule {
       };
     };
 
+    shadowsocks = {
+      enabled = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether to run the Shadowsocks proxy for clients behind censoring
+          networks. It forwards only to this relay's IMAP, submission and
+          HTTPS ports; its `ss://` link is on the index page and printed by
+          `madmail proxy-link`.
+        '';
+      };
+      listen = mkOption {
+        type = types.listOf listenAddress;
+        default = [ "0.0.0.0:8388" ];
+        description = "Addresses (`ip:port`) the proxy listens on (TCP).";
+      };
+      cipher = mkOption {
+        type = types.enum [
+          "chacha20-ietf-poly1305"
+          "aes-128-gcm"
+          "aes-256-gcm"
+          "2022-blake3-aes-128-gcm"
+          "2022-blake3-aes-256-gcm"
+          "2022-blake3-chacha20-poly1305"
+        ];
+        default = "chacha20-ietf-poly1305";
+        description = "The AEAD cipher of the proxy.";
+      };
+    };
+
     registration.open = mkOption {
       type = types.bool;
       default = true;

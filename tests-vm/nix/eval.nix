@@ -309,6 +309,27 @@ let
       (check "no UDP ports" (config.networking.firewall.allowedUDPPorts == [ ]))
     ]))
 
+    (accepts "the_shadowsocks_proxy_is_off_by_default_and_opens_its_port_when_on"
+      {
+        services.madmail = {
+          openFirewall = true;
+          settings.shadowsocks = {
+            enabled = true;
+            listen = [ "0.0.0.0:8443" ];
+          };
+        };
+      }
+      (config: [
+        (check "TCP ports" (tcpPorts config == [ 25 80 143 443 465 587 993 8443 ]))
+        (check "no UDP ports" (config.networking.firewall.allowedUDPPorts == [ ]))
+        (check "default cipher" (config.services.madmail.settings.shadowsocks.cipher == "chacha20-ietf-poly1305"))
+      ])
+    )
+
+    (rejects "rejects_a_shadowsocks_cipher_delta_chat_lacks" { services.madmail.settings.shadowsocks.cipher = "rc4-md5"; } (
+      option "services.madmail.settings.shadowsocks.cipher"
+    ))
+
     (accepts "a_self_signed_relay_serves_its_own_port_80"
       {
         services.madmail = {
