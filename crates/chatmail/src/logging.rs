@@ -4,7 +4,9 @@
 //! they name client and peer addresses, and log a client's ordinary first
 //! unauthenticated request as an error. So is the iroh relay: it names the
 //! node keys of its clients (stable per device), and what stops it reaches
-//! the log through the relay's own error.
+//! the log through the relay's own error. So is the Shadowsocks crate: any
+//! prober can make it log at error level (its own proxy counts those
+//! connections in the metrics instead).
 
 use std::io::IsTerminal;
 
@@ -24,6 +26,7 @@ pub fn init(config: &LogConfig) {
         "stun_proto",
         "stun_types",
         "iroh_relay",
+        "shadowsocks",
     ]
     .iter()
     .filter_map(|target| format!("{target}=off").parse().ok())

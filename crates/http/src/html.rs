@@ -16,7 +16,7 @@ a{color:#0b63b6}nav{margin-bottom:1rem}nav a{margin-right:1rem}\
 .button{display:block;text-align:center;background:#0b63b6;color:#fff;padding:.8rem 1rem;\
 border-radius:.5rem;text-decoration:none;font-weight:600;margin:1rem 0}\
 dl{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:.4rem 1rem}dt{font-weight:600}dd{margin:0}\
-.note{color:#555;font-size:.9rem}footer{margin-top:2rem;font-size:.85rem;color:#666}\
+.note{color:#555;font-size:.9rem}code{overflow-wrap:anywhere}footer{margin-top:2rem;font-size:.85rem;color:#666}\
 @media (prefers-color-scheme:dark){body{background:#111;color:#ddd}a{color:#6ab0f3}\
 .note,footer{color:#aaa}}";
 
