@@ -34,17 +34,28 @@
 //!   rate is charged before the hash and refunded when no account is made,
 //!   so concurrent first logins cannot all pass one check.
 //!   `POST /new` has a budget of the same size of its own
-//!   ([`Accounts::allow_new_request`]).
+//!   ([`Accounts::allow_new_request`]);
+//! - a blocked address (banned, or deleted by the operator) never logs in
+//!   and is never re-created; a ban or delete also cuts the address's live
+//!   sessions ([`sessions`]). The blocklist is mirrored in memory, so a
+//!   login costs no extra query;
+//! - while registration is closed (the file's `registration.open`, or the
+//!   operator's switch, which overrides it), a first login creates an
+//!   account only for an address `/new?token=` reserved with a usable
+//!   invite token, and that login counts one use of the token.
 
 mod cache;
 mod password;
 mod penalty;
 pub mod pressure;
 mod rules;
+pub mod sessions;
 mod throttle;
 
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chatmail_config::Settings;
@@ -63,6 +74,15 @@ const GENERATED_PASSWORD_LEN: usize = 16;
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// Client addresses the account-creation rates track at once.
 const CREATION_CLIENTS: usize = 65_536;
+/// How long an address handed out by `/new?token=` waits for its first
+/// login (it holds one use of the token meanwhile).
+pub const RESERVATION_SECS: i64 = 3_600;
+/// The `admin_settings` key of the operator's registration switch.
+const REGISTRATION_KEY: &str = "registration";
+/// The `admin_settings` key of the operator's default quota (bytes).
+const QUOTA_KEY: &str = "default_quota";
+
+pub use sessions::{SessionGuard, Sessions};
 
 /// Why a login failed. Protocol code maps these to its own replies.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +133,16 @@ pub struct Accounts {
     creations: Arc<Gcra<ClientKey>>,
     /// `POST /new` requests per client address.
     new_requests: Arc<Gcra<ClientKey>>,
+    /// What the operator changed: registration switch, blocklist, and the
+    /// live sessions a ban cuts.
+    operator: Arc<Operator>,
+}
+
+/// State the admin surfaces change at run time.
+struct Operator {
+    registration_open: AtomicBool,
+    blocked: RwLock<HashSet<String>>,
+    sessions: Arc<Sessions>,
 }
 
 /// A verified login: an existing account, or one created just now.
@@ -126,6 +156,13 @@ fn today() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     i64::try_from(secs / 86_400).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 fn random_string(len: usize) -> String {
@@ -165,6 +202,7 @@ impl Accounts {
             Arc::new(Gcra::new(per_minute, burst, CREATION_CLIENTS))
         };
         let (creations, new_requests) = (rate(), rate());
+        let settings_open = settings.registration().open;
         Self {
             store,
             settings,
@@ -175,7 +213,117 @@ impl Accounts {
             throttle: Arc::new(throttle),
             creations,
             new_requests,
+            operator: Arc::new(Operator {
+                registration_open: AtomicBool::new(settings_open),
+                blocked: RwLock::default(),
+                sessions: Arc::default(),
+            }),
         }
+    }
+
+    /// Loads what the operator changed at run time (registration switch,
+    /// blocklist) from the store; servers call it once at start.
+    pub async fn load_operator_state(&self) -> Result<(), StoreError> {
+        if let Some(value) = self.store.admin_setting(REGISTRATION_KEY).await? {
+            let open = value == "open";
+            self.operator
+                .registration_open
+                .store(open, Ordering::Relaxed);
+        }
+        if let Some(bytes) = self.store.admin_setting(QUOTA_KEY).await? {
+            match bytes.parse::<u64>() {
+                Ok(bytes) => self.store.set_quota(Some(bytes)),
+                Err(_) => tracing::warn!("ignoring the stored default quota {bytes:?}"),
+            }
+        }
+        let blocked = self.store.blocklist().await?;
+        *self.blocked_write() = blocked.into_iter().map(|b| b.address).collect();
+        Ok(())
+    }
+
+    /// Whether a first login without an invite creates the account.
+    pub fn registration_open(&self) -> bool {
+        self.operator.registration_open.load(Ordering::Relaxed)
+    }
+
+    /// Opens or closes registration, durably (it overrides the file).
+    pub async fn set_registration_open(&self, open: bool) -> Result<(), StoreError> {
+        let value = if open { "open" } else { "closed" };
+        self.store
+            .set_admin_setting(REGISTRATION_KEY, Some(value))
+            .await?;
+        self.operator
+            .registration_open
+            .store(open, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sets the default per-account quota, durably (it overrides the
+    /// file's `limits.max_mailbox_size`); `None` forgets the override and
+    /// goes back to `file_default`.
+    pub async fn set_default_quota(&self, bytes: Option<u64>) -> Result<(), StoreError> {
+        let value = bytes.map(|b| b.to_string());
+        self.store
+            .set_admin_setting(QUOTA_KEY, value.as_deref())
+            .await?;
+        let file_default = self.settings.limits().max_mailbox_size;
+        self.store.set_quota(Some(bytes.unwrap_or(file_default)));
+        Ok(())
+    }
+
+    /// The live sessions per account.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.operator.sessions
+    }
+
+    /// Whether `address` (normalised) is on the blocklist.
+    pub fn is_blocked(&self, address: &str) -> bool {
+        self.operator
+            .blocked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(address)
+    }
+
+    fn blocked_write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {
+        self.operator
+            .blocked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks `address` with `reason` (its account and mail, if any, stay)
+    /// and cuts its live sessions. Returns whether it was not blocked yet.
+    pub async fn ban(&self, address: &str, reason: &str) -> Result<bool, StoreError> {
+        let address = address.to_ascii_lowercase();
+        let now = unix_now();
+        let new = self.store.block(&address, reason, now).await?;
+        self.blocked_write().insert(address.clone());
+        self.operator.sessions.disconnect(&address);
+        Ok(new)
+    }
+
+    /// Takes `address` off the blocklist; returns whether it was on it.
+    pub async fn unban(&self, address: &str) -> Result<bool, StoreError> {
+        let address = address.to_ascii_lowercase();
+        let removed = self.store.unblock(&address).await?;
+        self.blocked_write().remove(&address);
+        Ok(removed)
+    }
+
+    /// Hands out fresh credentials tied to invite `token` for
+    /// [`RESERVATION_SECS`]; `None` if the token cannot admit anyone more.
+    pub async fn reserve_invite(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let (address, password) = self.generate();
+        let now = unix_now();
+        let reserved = self
+            .store
+            .reserve_invite(&address, token, now, now + RESERVATION_SECS)
+            .await?;
+        Ok(reserved.then_some((address, password)))
     }
 
     /// Counts a `POST /new` from `client` (`None`: unknown, one shared
@@ -288,7 +436,10 @@ impl Accounts {
         password: &str,
         peer: Option<IpAddr>,
     ) -> Result<Verified, LoginError> {
-        if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
+        if password.is_empty()
+            || password.len() > MAX_PASSWORD_LEN
+            || self.is_blocked(&address.full)
+        {
             return Err(LoginError::Invalid);
         }
         match self.store.account(&address.full).await? {
@@ -322,10 +473,7 @@ impl Accounts {
         peer: Option<IpAddr>,
     ) -> Result<Verified, LoginError> {
         let rules = self.settings.registration();
-        if !rules.open
-            || !rules::may_register(&address.local, rules)
-            || !rules::password_ok(password, rules)
-        {
+        if !rules::may_register(&address.local, rules) || !rules::password_ok(password, rules) {
             return Err(LoginError::Invalid);
         }
         if let Some(shortage) = self.shortage() {
@@ -358,7 +506,12 @@ impl Accounts {
         password: &str,
     ) -> Result<Verified, LoginError> {
         let phc = password::hash(&self.kdf, password.to_owned()).await?;
-        match self.store.create_account(&address.full, &phc).await? {
+        let open = self.registration_open();
+        let created = self
+            .store
+            .create_first_login(&address.full, &phc, unix_now(), open)
+            .await?;
+        match created.ok_or(LoginError::Invalid)? {
             Created::New(account) => {
                 tracing::debug!("account created on first login");
                 chatmail_metrics::account_created();
@@ -417,7 +570,10 @@ impl Accounts {
             rules::parse_local(&self.settings.domain, address).ok_or(LoginError::Invalid)?;
         let rules = self.settings.registration();
         let password_ok = rules::password_ok(password, rules) && password.len() <= MAX_PASSWORD_LEN;
-        if !rules::may_register(&address.local, rules) || !password_ok {
+        if !rules::may_register(&address.local, rules)
+            || !password_ok
+            || self.is_blocked(&address.full)
+        {
             return Err(LoginError::Invalid);
         }
         let phc = password::hash(&self.kdf, password.to_owned()).await?;
@@ -429,15 +585,18 @@ impl Accounts {
         Ok(new)
     }
 
-    /// Deletes an account with all its mail and forgets its cached logins.
-    /// Returns whether it existed.
+    /// Deletes an account with all its mail, forgets its cached logins,
+    /// cuts its live sessions and blocks the name, so nobody re-creates
+    /// the address by a first login. Returns whether it existed.
     pub async fn delete(&self, address: &str) -> Result<bool, LoginError> {
         let Some(address) = rules::parse_local(&self.settings.domain, address) else {
             return Ok(false);
         };
-        if let Some(account) = self.store.account(&address.full).await? {
-            self.cache.forget(&account.password_hash);
-        }
+        let Some(account) = self.store.account(&address.full).await? else {
+            return Ok(false);
+        };
+        self.cache.forget(&account.password_hash);
+        self.ban(&address.full, "deleted").await?;
         Ok(self.store.delete_account(&address.full).await?)
     }
 }
@@ -486,6 +645,63 @@ mod tests {
             assert!(matches!(result.unwrap(), Err(LoginError::Invalid)));
         }
         assert_eq!(limit.peak(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_ban_refuses_logins_and_cuts_sessions_and_a_delete_keeps_the_name() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        let address = "banneduse@example.org";
+        accounts.login(address, "the-password").await.unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let session = accounts.sessions().register(address, &shutdown);
+        assert!(accounts.ban(address, "spam").await.unwrap());
+        assert!(session.disconnected());
+        let refused = accounts.login(address, "the-password").await;
+        assert!(matches!(refused, Err(LoginError::Invalid)), "{refused:?}");
+        assert!(accounts.unban(address).await.unwrap());
+        accounts.login(address, "the-password").await.unwrap();
+        assert!(accounts.delete(address).await.unwrap());
+        let again = accounts.login(address, "the-password").await;
+        assert!(matches!(again, Err(LoginError::Invalid)), "{again:?}");
+        // The blocklist survives a restart.
+        let reopened = Accounts::new(accounts.store.clone(), accounts.settings.clone());
+        reopened.load_operator_state().await.unwrap();
+        assert!(reopened.is_blocked(address));
+    }
+
+    #[tokio::test]
+    async fn a_closed_relay_admits_only_addresses_reserved_with_a_usable_invite() {
+        let dir = TempDir::new().unwrap();
+        let accounts = service(&dir, "").await;
+        accounts.set_registration_open(false).await.unwrap();
+        let refused = accounts
+            .login("uninvite1@example.org", "the-password")
+            .await;
+        assert!(matches!(refused, Err(LoginError::Invalid)), "{refused:?}");
+        let invite = chatmail_store::NewInvite {
+            token: "welcome".into(),
+            max_uses: 1,
+            expires: None,
+            comment: String::new(),
+        };
+        accounts
+            .store
+            .create_invite(invite, unix_now())
+            .await
+            .unwrap();
+        assert!(accounts.reserve_invite("wrong").await.unwrap().is_none());
+        let (address, password) = accounts.reserve_invite("welcome").await.unwrap().unwrap();
+        // The only use is held by that reservation.
+        assert!(accounts.reserve_invite("welcome").await.unwrap().is_none());
+        accounts.login(&address, &password).await.unwrap();
+        accounts.login(&address, &password).await.unwrap();
+        let invite = accounts.store.invite("welcome").await.unwrap().unwrap();
+        assert_eq!((invite.uses, invite.pending), (1, 0));
+        // The switch survives a restart.
+        let reopened = Accounts::new(accounts.store.clone(), accounts.settings.clone());
+        reopened.load_operator_state().await.unwrap();
+        assert!(!reopened.registration_open());
     }
 
     #[tokio::test]

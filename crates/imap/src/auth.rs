@@ -158,6 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if !no_log {
                     tracing::info!(user = %account.address, "login");
                 }
+                // A ban or delete by the operator cancels this token.
+                let guard = accounts
+                    .sessions()
+                    .register(&account.address, &self.shutdown);
+                self.shutdown = guard.token().clone();
+                self.io.shutdown = guard.token().clone();
+                self.registration = Some(guard);
                 self.state = State::Authenticated { account };
                 self.io.write_timeout = crate::session::AUTHENTICATED_WRITE_TIMEOUT;
                 self.io.login_deadline = None;

@@ -59,8 +59,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.io.flush().await?;
                 }
                 _ = shutdown.cancelled() => {
-                    self.io.line("* BYE Server shutting down");
-                    return Ok(Done { flow: Flow::Logout, ..Done::no("Server shutting down") });
+                    let bye = self.ending_bye();
+                    self.io.line(bye);
+                    let text = bye.trim_start_matches("* BYE ");
+                    return Ok(Done { flow: Flow::Logout, ..Done::no(text) });
                 }
             }
         }

@@ -233,8 +233,11 @@ pub struct Session<S> {
     /// The client's address, for the failed-login throttle; `None` for
     /// in-memory sessions.
     pub(crate) peer: Option<IpAddr>,
-    /// Cancelled when the server shuts down.
+    /// Cancelled when the server shuts down, and after login also when the
+    /// operator cuts the account's sessions.
     pub(crate) shutdown: CancellationToken,
+    /// The session's entry among the account's live sessions (after login).
+    pub(crate) registration: Option<chatmail_accounts::SessionGuard>,
     /// Whether to send the greeting (not after STARTTLS, RFC 3501 §6.2.1).
     greet: bool,
     /// Interval of `* OK Still here` during IDLE.
@@ -266,6 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             tls,
             peer: None,
             shutdown,
+            registration: None,
             greet: true,
             keepalive: crate::idle::KEEPALIVE,
             literal_budget,
@@ -400,7 +404,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 &mut self.io.stream, &bounds, deadline, &self.literal_budget,
             ) => result,
             _ = shutdown.cancelled() => {
-                self.io.line("* BYE Server shutting down");
+                self.io.line(self.ending_bye());
                 return Ok(None);
             }
             () = evicted => {
@@ -419,6 +423,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.bye("Non-synchronizing literals are not supported")
             }
             Err(FrameError::Io(e)) => Err(e.into()),
+        }
+    }
+
+    /// The BYE for a cancelled shutdown token: a server stop, or the
+    /// operator cutting this account.
+    pub(crate) fn ending_bye(&self) -> &'static str {
+        match &self.registration {
+            Some(guard) if guard.disconnected() => "* BYE Account disabled by the operator",
+            _ => "* BYE Server shutting down",
         }
     }
 

@@ -41,6 +41,7 @@
 //! stores the message (RFC 3501 §2.3.1.1); `INBOX` is case-insensitive,
 //! other mailbox names are case-sensitive (RFC 3501 §5.1).
 
+pub mod admin;
 mod delivery;
 mod events;
 pub mod expire;
@@ -55,6 +56,7 @@ mod read;
 mod types;
 mod writer;
 
+pub use admin::{AccountSummary, AccountsPage, Blocked, Invite, NewInvite};
 pub use expire::{ExpireReport, ExpireRules};
 pub use metadata::{DEVICE_TOKEN, DEVICE_TOKEN_LIFETIME};
 pub use queue::{
@@ -118,6 +120,13 @@ fn migrator() -> Migrator {
             "push".into(),
             MigrationType::Simple,
             include_str!("../migrations/0003_push.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "admin".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0004_admin.sql").into_sql_str(),
             false,
         ),
     ])

@@ -65,10 +65,12 @@ impl Store {
     /// `SIZE=` of `MAIL FROM`, or 1 when unknown); the delivery itself
     /// checks again inside its transaction.
     pub async fn has_room(&self, account: AccountId, size: u64) -> Result<bool, StoreError> {
-        let Some(quota) = self.quota() else {
+        let mut c = self.db().acquire().await?;
+        let Some(quota) = crate::admin::effective_quota(&mut c, account, self.quota()).await?
+        else {
             return Ok(true);
         };
-        let recent = recent_usage(self.db(), account, unix_now()).await?;
+        let recent = recent_usage(&mut *c, account, unix_now()).await?;
         Ok(recent.saturating_add(size) <= quota)
     }
 }
@@ -100,7 +102,7 @@ pub(crate) async fn make_room(
     quota: Option<u64>,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let Some(quota) = quota else {
+    let Some(quota) = crate::admin::effective_quota(c, account, quota).await? else {
         return Ok(true);
     };
     let after = read::usage(&mut *c, account).await?.saturating_add(size);
@@ -162,7 +164,9 @@ pub(crate) async fn check_after(
     account: AccountId,
     quota: Option<u64>,
 ) -> Result<(), StoreError> {
-    let Some(quota) = quota else { return Ok(()) };
+    let Some(quota) = crate::admin::effective_quota(c, account, quota).await? else {
+        return Ok(());
+    };
     if read::usage(&mut *c, account).await? > quota {
         return Err(StoreError::QuotaExceeded);
     }
@@ -226,6 +230,35 @@ pub(crate) mod tests {
         assert_eq!(store.usage(alice).await.unwrap(), 600);
         store.append(inbox, sized(400, HOUR)).await.unwrap();
         assert_eq!(store.usage(alice).await.unwrap(), 1_000);
+    }
+
+    #[tokio::test]
+    async fn an_account_quota_overrides_the_default_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let (big, big_inbox) = account(&store, "big@x.org").await;
+        let (_, small_inbox) = account(&store, "small@x.org").await;
+        store.set_quota(Some(1_000));
+        assert!(
+            store
+                .set_account_quota("big@x.org", Some(10_000))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_account_quota("small@x.org", Some(100))
+                .await
+                .unwrap()
+        );
+        store.append(big_inbox, sized(5_000, HOUR)).await.unwrap();
+        let refused = store.append(small_inbox, sized(500, HOUR)).await;
+        assert!(
+            matches!(refused, Err(StoreError::QuotaExceeded)),
+            "{refused:?}"
+        );
+        assert!(store.has_room(big, 4_000).await.unwrap());
+        assert!(!store.has_room(big, 6_000).await.unwrap());
     }
 
     #[tokio::test]
