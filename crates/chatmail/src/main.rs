@@ -4,6 +4,7 @@
 mod accounts;
 mod acme;
 mod admin;
+mod control;
 mod demo;
 mod dns;
 mod expire;
@@ -44,13 +45,47 @@ enum Command {
         /// Configuration file.
         file: PathBuf,
     },
-    /// Manage accounts.
+    /// What the running relay is doing: accounts, connections, queue,
+    /// registration, services.
+    Status(accounts::Target),
+    /// Manage accounts (through the running relay).
     Accounts {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: accounts::AccountsCommand,
+    },
+    /// Open or close registration, or show whether it is open.
+    Registration {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: accounts::RegistrationCommand,
+    },
+    /// Invite tokens: each lets a given number of new accounts register,
+    /// even while registration is closed.
+    #[command(visible_aliases = ["reg-tokens", "tokens"])]
+    RegistrationTokens {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: accounts::TokensCommand,
+    },
+    /// Blocked addresses: banned accounts and deleted names.
+    Blocklist {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: accounts::BlocklistCommand,
+    },
+    /// Print the admin API's bearer token.
+    AdminToken {
         /// Configuration file.
         #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
         config: PathBuf,
-        #[command(subcommand)]
-        command: accounts::AccountsCommand,
+        /// Print only the token.
+        #[arg(long)]
+        raw: bool,
     },
     /// Print every DNS record the relay needs (zone-file fragment or JSON).
     Dns {
@@ -153,10 +188,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let settings = chatmail_config::load(&config)?;
             runtime()?.block_on(expire::run(settings, options))
         }
-        Command::Accounts { config, command } => {
-            let settings = chatmail_config::load(&config)?;
-            runtime()?.block_on(accounts::run(settings, command))
-        }
+        Command::Status(target) => accounts::status(target),
+        Command::Accounts { target, command } => accounts::accounts(target, command),
+        Command::Registration { target, command } => accounts::registration(target, command),
+        Command::RegistrationTokens { target, command } => accounts::tokens(target, command),
+        Command::Blocklist { target, command } => accounts::blocklist(target, command),
+        Command::AdminToken { config, raw } => accounts::admin_token(&config, raw),
         Command::Install(options) => install::install(options),
         Command::Uninstall(options) => install::uninstall(options),
     }

@@ -6,7 +6,9 @@
 //! `[shadowsocks] enabled`, the proxy runs (`crate::proxy`). With
 //! `[metrics] enabled`, the Prometheus endpoint
 //! (`chatmail_metrics::serve`) runs on `[metrics] listen`; the queue
-//! gauges are read from the store at each scrape.
+//! gauges are read from the store at each scrape. The admin core
+//! (`chatmail_admin`) answers on the control socket (`crate::control`)
+//! and, with `[admin] enabled`, on the HTTPS API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +59,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
     .with_context(|| format!("opening {}", settings.sqlite_path.display()))?;
     store.set_quota(Some(settings.limits().max_mailbox_size));
     let accounts = Accounts::new(store.clone(), settings.clone());
+    accounts
+        .load_operator_state()
+        .await
+        .context("loading the operator's settings")?;
+    let control_path = crate::control::socket_path(&settings);
+    let control = crate::control::bind(&control_path)?;
     let listen = &settings.config.listen;
     let shutdown = CancellationToken::new();
     let base_url = base_url(&settings, listen.https.first());
@@ -113,6 +121,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         iroh_relay: iroh_url(&settings, iroh.is_some(), &base_url),
         spools: federation.inbound.spools().clone(),
     });
+    let services = chatmail_admin::Services {
+        turn: turn_runs,
+        iroh: iroh.is_some(),
+        shadowsocks: proxy_link.is_some(),
+    };
+    let admin = Arc::new(chatmail_admin::Admin::new(
+        settings.clone(),
+        accounts.clone(),
+        services,
+        base_url.clone(),
+    ));
+    let token = chatmail_admin::load_token(&settings.config.state_dir, true)?;
+    let api = settings
+        .config
+        .admin
+        .enabled
+        .then(|| Arc::new(chatmail_admin::Api::new(admin.clone(), token)));
+    let stop = shutdown.clone();
+    tasks.spawn(crate::control::serve(control, control_path, admin, stop));
     let http = Arc::new(chatmail_http::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
@@ -121,6 +148,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         acme_challenges,
         iroh,
         proxy_link,
+        admin: api,
     });
     use chatmail_imap::Mode as ImapMode;
     use chatmail_smtp::Mode as SmtpMode;
@@ -329,7 +357,7 @@ async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-fn base_url(settings: &Settings, https: Option<&SocketAddr>) -> String {
+pub fn base_url(settings: &Settings, https: Option<&SocketAddr>) -> String {
     match https.map(SocketAddr::port) {
         Some(443) | None => format!("https://{}", settings.domain.host()),
         Some(port) => format!("https://{}:{port}", settings.domain.host()),

@@ -245,6 +245,17 @@ fn validate(config: &Config) -> Vec<Problem> {
     if let Err(e) = MailDomain::parse(&config.mail_domain) {
         bad("mail_domain", e);
     }
+    let admin_path = &config.admin.path;
+    let reserved = ["/", "/new", "/mxdeliv", "/relay"];
+    if !admin_path.starts_with('/')
+        || admin_path.contains(['?', '#', ' '])
+        || reserved.contains(&admin_path.as_str())
+    {
+        bad(
+            "admin.path",
+            "must be an absolute path without query, fragment or spaces, other than the relay's own pages".into(),
+        );
+    }
     let reg = &config.registration;
     if reg.username_min_length == 0 || reg.username_min_length > reg.username_max_length {
         bad(

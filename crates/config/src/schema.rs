@@ -73,6 +73,9 @@ pub struct Config {
     /// The Prometheus metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The admin API for remote tools and the admin web UI.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// Logging settings.
@@ -678,6 +681,29 @@ impl Default for MetricsConfig {
         Self {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+        }
+    }
+}
+
+/// The admin JSON API (`docs/admin-api.md`): `POST <path>` on the HTTPS
+/// port, with the bearer token of `madmail admin-token` (generated into the
+/// state directory on first start). The `madmail` CLI does not need it: it
+/// speaks to the running relay over the control socket in the state
+/// directory, which only the relay's user can open.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether the API is served over HTTPS.
+    pub enabled: bool,
+    /// Where the API is served (Madmail's tools use `/api/admin`).
+    pub path: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: "/api/admin".into(),
         }
     }
 }

@@ -10,6 +10,10 @@
 //!   the checks of port 25 (`chatmail_inbound`); the envelope is checked
 //!   before the body is read, and the body is spooled under the process's
 //!   budgets and bounded by `max_message_size` (413 beyond).
+//! - `POST /api/admin` (`[admin] path`, when `[admin] enabled`): the admin
+//!   API (`chatmail_admin`), answered with HTTP 200 and the real status in
+//!   the reply envelope; the body is read up to
+//!   `chatmail_admin::MAX_REQUEST` bytes, before any token check (`admin`).
 //! - `/robots.txt` disallows everything.
 //! - `/`, `/info`, `/privacy`: server-rendered pages without JavaScript
 //!   (`pages`); `/` carries the account QR code.
@@ -25,6 +29,7 @@
 //! ([`serve_http`]), except ACME challenges and the iroh relay's
 //! captive-portal probe.
 
+mod admin;
 mod conn;
 mod html;
 mod iroh;
@@ -65,6 +70,8 @@ pub struct Context {
     /// The `ss://` link of the Shadowsocks proxy, shown on `/`; `None`:
     /// the proxy does not run.
     pub proxy_link: Option<String>,
+    /// The admin API, served at `[admin] path`; `None`: not served.
+    pub admin: Option<Arc<chatmail_admin::Api>>,
 }
 
 /// The application's routes.
@@ -73,6 +80,13 @@ pub fn router(ctx: Arc<Context>) -> Router {
     // no bodies worth the name.
     let body_limit = DefaultBodyLimit::max(64 * 1024);
     let mut router = Router::new();
+    if ctx.admin.is_some() {
+        let path = ctx.settings.config.admin.path.as_str();
+        router = router.route(
+            path,
+            axum::routing::any(admin::handle).layer(DefaultBodyLimit::disable()),
+        );
+    }
     if ctx.iroh.is_some() {
         for path in iroh::PATHS {
             router = router.route(path, get(iroh::forward));
@@ -168,6 +182,7 @@ pub(crate) mod testutil {
             acme_challenges: None,
             iroh: None,
             proxy_link: None,
+            admin: None,
         };
         (Arc::new(ctx), dir)
     }

@@ -232,6 +232,7 @@ mod tests {
                 acme_challenges: None,
                 iroh: None,
                 proxy_link: None,
+                admin: None,
             });
             Self {
                 ctx,

@@ -1,10 +1,12 @@
 //! Account creation over HTTPS (docs/specifications.md §1).
 //!
 //! Flow of `POST /new`: the client's rate limit
-//! (`chatmail_accounts::Accounts::allow_new_request`, `429`) →
-//! registration open (`403`) → no resource shortage
-//! (`chatmail_accounts::pressure`, `503`) → fresh random credentials.
-//! Every refusal carries `{"reason": "..."}`.
+//! (`chatmail_accounts::Accounts::allow_new_request`, `429`) → no resource
+//! shortage (`chatmail_accounts::pressure`, `503`) → with `?token=`: the
+//! invite token reserves the fresh address for its first login (`403` if
+//! the token cannot admit anyone more), which works even while
+//! registration is closed; without one: registration open (`403`) → fresh
+//! random credentials. Every refusal carries `{"reason": "..."}`.
 //!
 //! Invariants:
 //! - client addresses live only in the rate limiter's bounded in-memory map
@@ -55,14 +57,25 @@ pub async fn create(State(ctx): State<Arc<Context>>, request: Request) -> Respon
     if !ctx.accounts.allow_new_request(client) {
         return refuse(StatusCode::TOO_MANY_REQUESTS, "too many requests");
     }
-    if !ctx.settings.registration().open {
+    let token = invite_token(request.uri());
+    if token.is_none() && !ctx.accounts.registration_open() {
         return refuse(StatusCode::FORBIDDEN, "registration is closed");
     }
     if let Some(shortage) = ctx.accounts.shortage() {
         let reason = format!("registration paused: {shortage}");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, &reason);
     }
-    let (email, password) = ctx.accounts.generate();
+    let (email, password) = match token {
+        None => ctx.accounts.generate(),
+        Some(token) => match ctx.accounts.reserve_invite(&token).await {
+            Ok(Some(credentials)) => credentials,
+            Ok(None) => return refuse(StatusCode::FORBIDDEN, "invalid or used-up invite token"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reserving an invite failed");
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+            }
+        },
+    };
     let dclogin_url = ctx
         .settings
         .self_signed
@@ -75,9 +88,27 @@ pub async fn create(State(ctx): State<Arc<Context>>, request: Request) -> Respon
     .into_response()
 }
 
-/// `GET /new`: where a browser lands when following the QR code's URL.
-pub async fn redirect(State(ctx): State<Arc<Context>>) -> Response {
-    let target = format!("dcaccount:{}/new", ctx.base_url);
+/// The `token` query parameter, if any.
+fn invite_token(uri: &axum::http::Uri) -> Option<String> {
+    let query = uri.query()?;
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("token=")?;
+        let value = urlencoding::decode(value).ok()?;
+        (!value.is_empty()).then(|| value.into_owned())
+    })
+}
+
+/// `GET /new`: where a browser lands when following the QR code's URL
+/// (an invite's `?token=` is kept).
+pub async fn redirect(State(ctx): State<Arc<Context>>, uri: axum::http::Uri) -> Response {
+    let target = match invite_token(&uri) {
+        Some(token) => format!(
+            "dcaccount:{}/new?token={}",
+            ctx.base_url,
+            urlencoding::encode(&token)
+        ),
+        None => format!("dcaccount:{}/new", ctx.base_url),
+    };
     (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, target)]).into_response()
 }
 
@@ -234,6 +265,54 @@ mod tests {
         let reply = send(crate::router(ctx), post("/new", Some("192.0.2.1"))).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN);
         assert_eq!(reply.body, r#"{"reason":"registration is closed"}"#);
+    }
+
+    #[tokio::test]
+    async fn an_invite_token_opens_a_closed_relay_once() {
+        let (ctx, _dir) = context("chat.example", "[registration]\nopen = false\n").await;
+        let invite = chatmail_store::NewInvite {
+            token: "join-us".into(),
+            max_uses: 1,
+            expires: None,
+            comment: String::new(),
+        };
+        ctx.accounts.store().create_invite(invite, 1).await.unwrap();
+        let router = crate::router(ctx.clone());
+        let reply = send(router.clone(), post("/new?token=wrong", Some("192.0.2.1"))).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            reply.body,
+            r#"{"reason":"invalid or used-up invite token"}"#
+        );
+        let reply = send(
+            router.clone(),
+            post("/new?token=join-us", Some("192.0.2.1")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let account: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let (email, password) = (
+            account["email"].as_str().unwrap(),
+            account["password"].as_str().unwrap(),
+        );
+        // The one use is held for that address; its first login takes it.
+        let reply = send(
+            router.clone(),
+            post("/new?token=join-us", Some("192.0.2.1")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        ctx.accounts.login(email, password).await.unwrap();
+        let reply = send(router, get_request("/new?token=join-us")).await;
+        assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            reply.location,
+            "dcaccount:https://chat.example/new?token=join-us"
+        );
+    }
+
+    fn get_request(path: &str) -> axum::http::Request<Body> {
+        axum::http::Request::get(path).body(Body::empty()).unwrap()
     }
 
     #[test]

@@ -300,6 +300,7 @@ mod tests {
             acme_challenges: None,
             iroh: None,
             proxy_link: Some(link.into()),
+            admin: None,
         };
         let reply = send(router(Arc::new(with_proxy)), get("/", None)).await;
         assert!(reply.body.contains("aria-label=\"Proxy QR code\""));

@@ -537,6 +537,11 @@ pub fn connection(protocol: Protocol) -> Open {
     Open { gauge }
 }
 
+/// Connections of `protocol` open right now (the admin status).
+pub fn open_connections(protocol: Protocol) -> u64 {
+    u64::try_from(METRICS.connections[protocol as usize].get()).unwrap_or(0)
+}
+
 /// An open connection; dropping it counts the connection as closed.
 #[derive(Debug)]
 pub struct Open {

@@ -319,6 +319,19 @@ impl Imap {
         }
     }
 
+    /// The next line the server sends, whatever it is (`None`: the
+    /// connection closed).
+    pub async fn next_line(&mut self) -> Result<Option<String>> {
+        let mut line = String::new();
+        match self.stream.read_line(&mut line).await {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(line)),
+            // A peer that closes without TLS close_notify.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Ends IDLE and reads its tagged reply.
     pub async fn done(&mut self) -> Result<()> {
         self.stream.write_all(b"DONE\r\n").await?;
@@ -327,6 +340,38 @@ impl Imap {
         while !read_line(&mut self.stream).await?.starts_with(&tag) {}
         Ok(())
     }
+}
+
+/// One HTTP/1.1 POST over TLS; returns the status and the body.
+pub async fn https_post(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut stream = connect(addr, None, tls).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    match stream.read_to_end(&mut reply).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no HTTP status")?;
+    Ok((status, body.to_owned()))
 }
 
 fn literal_size(line: &str) -> Option<usize> {
