@@ -84,6 +84,10 @@ class Relay:
     proxy_port: Optional[int] = None
     # Whether the relay runs in no-log mode.
     no_log: bool = False
+    # Whether the admin API is on, and the relay's configuration file (its
+    # state directory holds the API token).
+    admin_api: bool = False
+    config_path: Optional[str] = None
 
     @classmethod
     def from_env(cls, prefix: str = "MADMAIL") -> "Relay":
@@ -117,6 +121,8 @@ class Relay:
             metrics_url=env("METRICS_URL"),
             proxy_port=int(env("PROXY_PORT")) if env("PROXY_PORT") else None,
             no_log=env("NO_LOG") == "1",
+            admin_api=env("ADMIN_API") == "1",
+            config_path=env("CONFIG"),
         )
 
     @property
@@ -224,6 +230,32 @@ def https_get(relay: Relay, path: str, host_header: Optional[str] = None) -> tup
             return reply.status, reply.headers.get("Content-Type", ""), body
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("Content-Type", ""), err.read(64 * 1024).decode(errors="replace")
+
+
+def admin_token(relay: Relay) -> str:
+    """The admin API token: the hex form of `<state_dir>/admin.key`."""
+    import tomllib
+
+    with open(relay.config_path, "rb") as config:
+        state_dir = tomllib.load(config).get("state_dir", "/var/lib/madmail")
+    with open(os.path.join(state_dir, "admin.key"), "rb") as key:
+        return key.read().hex()
+
+
+def admin_call(relay: Relay, method: str, resource: str, body=None, token: Optional[str] = None) -> dict:
+    """One admin API request; returns the reply envelope (HTTP is always 200)."""
+    envelope = {
+        "method": method,
+        "resource": resource,
+        "headers": {"Authorization": f"Bearer {token or admin_token(relay)}"},
+        "body": body,
+    }
+    url = f"https://{relay.host}:{relay.https_port}/api/admin"
+    request = urllib.request.Request(url, data=json.dumps(envelope).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, context=insecure_tls(), timeout=30) as reply:
+        assert reply.status == 200, reply.status
+        return json.loads(reply.read())
 
 
 def metric(url: str, series: str) -> float:

@@ -150,6 +150,7 @@ fn single_relay(madmail: &Path, scratch: &Path, opts: &E2eOptions) -> Result<Top
     main.wait_ready()?;
     let mut env = main_spec.scenario_env("MADMAIL");
     env.push(("MADMAIL_LOG".into(), main.log.display().to_string()));
+    env.push(("MADMAIL_CONFIG".into(), main.config.display().to_string()));
     let mut relays = vec![main];
     if !opts.no_cmping {
         let mut cmping = Relay::start(

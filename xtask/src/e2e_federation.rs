@@ -124,6 +124,10 @@ fn pytest_runs(specs: &[RelaySpec], relays: &[Relay], opts: &E2eOptions) -> Vec<
             relays[first].log.display().to_string(),
         ));
         env.push((
+            "MADMAIL_CONFIG".into(),
+            relays[first].config.display().to_string(),
+        ));
+        env.push((
             "MADMAIL2_LOG".into(),
             relays[first + 1].log.display().to_string(),
         ));

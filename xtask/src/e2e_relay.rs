@@ -131,7 +131,7 @@ impl RelaySpec {
     }
 
     /// Publishes the server METADATA entries (`[metadata] admin` and
-    /// `comment`), runs TURN (`[turn]` on a free port of the relay's IP,
+    /// `comment`), serves the admin API, runs TURN (`[turn]` on a free port of the relay's IP,
     /// which is also the host clients get, so they need no DNS for it;
     /// loopback peers allowed) and the metrics endpoint, and sends clients
     /// to the built-in iroh relay through a plain-HTTP front: iroh's client
@@ -151,7 +151,8 @@ impl RelaySpec {
              listen = [\"{}\"]\nallowed_peers = [\"127.0.0.0/8\"]\n\
              \n[iroh]\nurl = \"http://{}/\"\n\
              \n[metrics]\nenabled = true\nlisten = \"{metrics}\"\n\
-             \n[shadowsocks]\nenabled = true\nhost = \"{ip}\"\nlisten = [\"{proxy}\"]\n",
+             \n[shadowsocks]\nenabled = true\nhost = \"{ip}\"\nlisten = [\"{proxy}\"]\n\
+             \n[admin]\nenabled = true\n",
             SocketAddr::new(ip, port),
             front.local_addr()?,
         );
@@ -239,6 +240,8 @@ impl RelaySpec {
         }
         if let Some(port) = self.proxy_port {
             env.push(("PROXY_PORT", port.to_string()));
+            // `with_features` turns the admin API on too.
+            env.push(("ADMIN_API", "1".to_owned()));
         }
         if self.no_log {
             env.push(("NO_LOG", "1".to_owned()));
@@ -488,6 +491,7 @@ mod tests {
         assert_eq!(config.turn.listen[0].port(), config.turn.port);
         assert_eq!(config.turn.listen[0].ip().to_string(), "127.0.0.2");
         assert_eq!(config.metadata.admin.as_deref(), Some(FEATURE_ADMIN));
+        assert!(config.admin.enabled);
         assert!(!config.log.no_log);
         let env = spec.scenario_env("MADMAIL");
         let get = |key| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
