@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chatmail_config::FederationRules;
+use chatmail_config::schema::FederationPolicy;
 use chatmail_metrics::Protocol;
 use chatmail_store::{AccountSummary, Invite, NewInvite};
 use rand::Rng;
@@ -20,6 +22,8 @@ const DEFAULT_PAGE: u64 = 100;
 const TOKEN_LEN: usize = 24;
 /// Longest invite token, comment or ban reason accepted.
 const MAX_TEXT: usize = 256;
+/// The `admin_settings` key of the federation rules set at run time.
+const FEDERATION_KEY: &str = "federation";
 
 fn now() -> i64 {
     let secs = SystemTime::now()
@@ -113,6 +117,8 @@ impl Admin {
             "/admin/blocklist" => self.blocklist(method, &body).await,
             "/admin/quota" => self.quota(method, &body).await,
             "/admin/queue" => self.queue(method, &body).await,
+            "/admin/federation" => self.federation(method, &body).await,
+            "/admin/federation/rules" => self.federation_rules(method, &body).await,
             other => Err(AdminError::NotFound(format!("unknown resource: {other}"))),
         }
     }
@@ -496,6 +502,157 @@ impl Admin {
             }
             m => Err(self::method(m)),
         }
+    }
+}
+
+fn policy_word(policy: FederationPolicy) -> &'static str {
+    match policy {
+        FederationPolicy::Open => "open",
+        FederationPolicy::Allow => "allow",
+        FederationPolicy::Block => "block",
+    }
+}
+
+fn policy_of(word: &str) -> Result<FederationPolicy, AdminError> {
+    match word {
+        "open" => Ok(FederationPolicy::Open),
+        "allow" => Ok(FederationPolicy::Allow),
+        "block" => Ok(FederationPolicy::Block),
+        other => Err(bad(format!(
+            "invalid policy: {other} (expected open|allow|block)"
+        ))),
+    }
+}
+
+/// A peer domain as rules list it: lower case, brackets off IP literals.
+fn domain_of(body: &Value) -> Result<String, AdminError> {
+    let given = required(body, "domain")?.trim().to_ascii_lowercase();
+    let bare = given.trim_start_matches('[').trim_end_matches(']');
+    let plausible = !bare.is_empty()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if !plausible {
+        return Err(bad(format!("{given} is not a domain")));
+    }
+    Ok(bare.to_owned())
+}
+
+impl Admin {
+    fn federation_json(&self) -> Value {
+        let rules = self.settings.federation_rules();
+        json!({
+            "policy": policy_word(rules.policy),
+            "domains": rules.domains,
+            "total": rules.domains.len(),
+        })
+    }
+
+    /// Applies and stores new rules.
+    async fn set_federation(&self, rules: FederationRules) -> Result<(), AdminError> {
+        self.settings.set_federation_rules(rules);
+        let stored = self.settings.federation_rules();
+        let value = json!({ "policy": policy_word(stored.policy), "domains": stored.domains });
+        let store = self.accounts.store();
+        store
+            .set_admin_setting(FEDERATION_KEY, Some(&value.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// Loads what the operator changed at run time that lives here (the
+    /// federation rules); servers call it once at start.
+    pub async fn load_state(&self) -> Result<(), chatmail_store::StoreError> {
+        let Some(stored) = self.accounts.store().admin_setting(FEDERATION_KEY).await? else {
+            return Ok(());
+        };
+        let value: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
+        let policy = value["policy"].as_str().map(policy_of);
+        let domains = value["domains"].as_array().map(|list| {
+            list.iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect()
+        });
+        match (policy, domains) {
+            (Some(Ok(policy)), Some(domains)) => {
+                self.settings
+                    .set_federation_rules(FederationRules { policy, domains });
+            }
+            _ => tracing::warn!("ignoring the stored federation rules: unreadable"),
+        }
+        Ok(())
+    }
+
+    async fn federation(&self, method: &str, body: &Value) -> Outcome {
+        match method {
+            "GET" => {}
+            "POST" => {
+                let mut rules = self.settings.federation_rules();
+                if let Some(policy) = text(body, "policy")? {
+                    rules.policy = policy_of(policy)?;
+                }
+                if let Some(list) = body.get("domains").filter(|v| !v.is_null()) {
+                    let list = list
+                        .as_array()
+                        .ok_or_else(|| bad("domains must be a list"))?;
+                    rules.domains = list
+                        .iter()
+                        .map(|d| domain_of(&json!({ "domain": d })))
+                        .collect::<Result<_, _>>()?;
+                }
+                self.set_federation(rules).await?;
+            }
+            m => return Err(self::method(m)),
+        }
+        Ok((200, self.federation_json()))
+    }
+
+    async fn federation_rules(&self, method: &str, body: &Value) -> Outcome {
+        let mut rules = self.settings.federation_rules();
+        match method {
+            "GET" => return Ok((200, self.federation_json())),
+            "POST" => {
+                let domain = domain_of(body)?;
+                let listed = |rules: &FederationRules| rules.domains.contains(&domain);
+                // `allow` and `block` say what should happen to the domain's
+                // mail; without one the domain joins the policy's list.
+                let listing = match (text(body, "action")?, rules.policy) {
+                    (None, _) => true,
+                    (Some("allow"), FederationPolicy::Allow) => true,
+                    (Some("allow"), FederationPolicy::Block) => false,
+                    (Some("allow"), FederationPolicy::Open) => {
+                        return Ok((200, self.federation_json()));
+                    }
+                    (Some("block"), FederationPolicy::Open) => {
+                        rules.policy = FederationPolicy::Block;
+                        rules.domains.clear();
+                        true
+                    }
+                    (Some("block"), FederationPolicy::Allow) => false,
+                    (Some("block"), FederationPolicy::Block) => true,
+                    (Some(other), _) => {
+                        return Err(bad(format!(
+                            "invalid action: {other} (expected allow|block)"
+                        )));
+                    }
+                };
+                if listing && !listed(&rules) {
+                    rules.domains.push(domain);
+                } else if !listing {
+                    rules.domains.retain(|d| *d != domain);
+                }
+            }
+            "DELETE" => {
+                let domain = domain_of(body)?;
+                if !rules.domains.contains(&domain) {
+                    return Err(AdminError::NotFound(format!("{domain} is not listed")));
+                }
+                rules.domains.retain(|d| *d != domain);
+            }
+            m => return Err(self::method(m)),
+        }
+        self.set_federation(rules).await?;
+        Ok((200, self.federation_json()))
     }
 }
 

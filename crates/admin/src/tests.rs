@@ -229,3 +229,49 @@ async fn the_api_wants_the_token_and_slows_down_guessers() {
     let huge = vec![b' '; crate::MAX_REQUEST + 1];
     assert_eq!(api.handle(&huge, other).await.status, 413);
 }
+
+#[tokio::test]
+async fn federation_rules_change_the_policy_at_once_and_persist() {
+    let dir = TempDir::new().unwrap();
+    let admin = admin(&dir).await;
+    let (_, rules) = call(&admin, "GET", "/admin/federation", Value::Null).await;
+    assert_eq!(rules, json!({"policy": "open", "domains": [], "total": 0}));
+    let block = json!({"domain": "Spam.Example", "action": "block"});
+    let (_, rules) = call(&admin, "POST", "/admin/federation/rules", block).await;
+    assert_eq!(rules["policy"], "block");
+    assert_eq!(rules["domains"], json!(["spam.example"]));
+    assert!(!admin.settings.federation_allows("spam.example"));
+    assert!(admin.settings.federation_allows("friend.example"));
+    let allow = json!({"domain": "spam.example", "action": "allow"});
+    let (_, rules) = call(&admin, "POST", "/admin/federation/rules", allow).await;
+    assert_eq!(rules["total"], 0);
+    assert!(admin.settings.federation_allows("spam.example"));
+    let only = json!({"policy": "allow", "domains": ["friend.example", "[192.0.2.1]"]});
+    let (status, rules) = call(&admin, "POST", "/admin/federation", only).await;
+    assert_eq!(status, 200, "{rules}");
+    assert!(admin.settings.federation_allows("[192.0.2.1]"));
+    assert!(!admin.settings.federation_allows("other.example"));
+    let gone = json!({"domain": "friend.example"});
+    assert_eq!(
+        call(&admin, "DELETE", "/admin/federation/rules", gone.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&admin, "DELETE", "/admin/federation/rules", gone)
+            .await
+            .0,
+        404
+    );
+    let bad = json!({"domain": "no spaces"});
+    assert_eq!(
+        call(&admin, "POST", "/admin/federation/rules", bad).await.0,
+        400
+    );
+    // A relay started on the same state finds the rules again.
+    let again = self::admin(&dir).await;
+    again.load_state().await.unwrap();
+    assert!(again.settings.federation_allows("192.0.2.1"));
+    assert!(!again.settings.federation_allows("friend.example"));
+}

@@ -121,6 +121,23 @@ pub enum BlocklistCommand {
     Remove { address: String },
 }
 
+#[derive(Subcommand)]
+pub enum FederationCommand {
+    /// Show the policy and the domains it lists.
+    List,
+    /// Set the policy: `open` (every domain), `allow` (only the listed
+    /// ones) or `block` (all but the listed ones).
+    Policy { policy: String },
+    /// Let mail from and to DOMAIN through (under `allow`: list it; under
+    /// `block`: unlist it).
+    Allow { domain: String },
+    /// Refuse mail from and to DOMAIN (under `block`: list it; under
+    /// `allow`: unlist it; under `open`: the policy becomes `block`).
+    Block { domain: String },
+    /// Take DOMAIN off the list.
+    Remove { domain: String },
+}
+
 /// Sends one request and prints the outcome with `text` (or the JSON).
 fn run(
     target: &Target,
@@ -344,6 +361,28 @@ pub fn blocklist(target: Target, command: BlocklistCommand) -> anyhow::Result<Ex
             |b| format!("unblocked {}", s(&b["unblocked"])),
         ),
     }
+}
+
+pub fn federation(target: Target, command: FederationCommand) -> anyhow::Result<ExitCode> {
+    let rules = |method: &str, body: Value| Request::new(method, "/admin/federation/rules", body);
+    let request = match command {
+        FederationCommand::List => Request::new("GET", "/admin/federation", Value::Null),
+        FederationCommand::Policy { policy } => {
+            Request::new("POST", "/admin/federation", json!({ "policy": policy }))
+        }
+        FederationCommand::Allow { domain } => {
+            rules("POST", json!({ "domain": domain, "action": "allow" }))
+        }
+        FederationCommand::Block { domain } => {
+            rules("POST", json!({ "domain": domain, "action": "block" }))
+        }
+        FederationCommand::Remove { domain } => rules("DELETE", json!({ "domain": domain })),
+    };
+    run(&target, request, |b| {
+        let mut out = vec![format!("policy: {}", s(&b["policy"]))];
+        out.extend(lines(&b["domains"], s));
+        out.join("\n")
+    })
 }
 
 pub fn status(target: Target) -> anyhow::Result<ExitCode> {

@@ -78,6 +78,13 @@ enum Command {
         #[command(subcommand)]
         command: accounts::BlocklistCommand,
     },
+    /// Which relays this one exchanges mail with (applies at once).
+    Federation {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: accounts::FederationCommand,
+    },
     /// Print the admin API's bearer token.
     AdminToken {
         /// Configuration file.
@@ -193,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Registration { target, command } => accounts::registration(target, command),
         Command::RegistrationTokens { target, command } => accounts::tokens(target, command),
         Command::Blocklist { target, command } => accounts::blocklist(target, command),
+        Command::Federation { target, command } => accounts::federation(target, command),
         Command::AdminToken { config, raw } => accounts::admin_token(&config, raw),
         Command::Install(options) => install::install(options),
         Command::Uninstall(options) => install::uninstall(options),

@@ -132,6 +132,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         services,
         base_url.clone(),
     ));
+    admin
+        .load_state()
+        .await
+        .context("loading the operator's federation rules")?;
     let token = chatmail_admin::load_token(&settings.config.state_dir, true)?;
     let api = settings
         .config

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatmail_testkit::client::{Imap, https_post, tls_config};
+use chatmail_testkit::client::{Imap, Smtp, https_post, tls_config};
 use chatmail_testkit::relay::{RelayOptions, RelayProcess};
 use serde_json::{Value, json};
 
@@ -327,12 +327,35 @@ async fn cli_verbs_change_the_running_relay_and_refuse_when_it_is_down() {
         serde_json::from_str(&relay.cli(&["tokens", "list", "--json"]).unwrap()).unwrap();
     assert_eq!(json["total"], 0);
 
-    // The switch survives a restart.
+    let blocked = relay.cli(&["federation", "block", "Spam.Example"]).unwrap();
+    assert_eq!(blocked, "policy: block\nspam.example\n");
+    // The running relay applies it to the next message.
+    let submissions = relay.addr(relay.ports.submissions);
+    let mut smtp = Smtp::login(submissions, &tls, email, password)
+        .await
+        .unwrap();
+    smtp.command(&format!("MAIL FROM:<{email}>")).await.unwrap();
+    let (code, text) = smtp.command("RCPT TO:<bob@spam.example>").await.unwrap();
+    assert_eq!(code, 554, "{text}");
+    assert!(text.contains("federation policy"), "{text}");
+    let (code, text) = smtp.command("RCPT TO:<bob@friend.example>").await.unwrap();
+    assert_eq!(code, 250, "{text}");
+    relay
+        .cli(&["federation", "block", "other.example"])
+        .unwrap();
+    let list = relay
+        .cli(&["federation", "remove", "spam.example"])
+        .unwrap();
+    assert_eq!(list, "policy: block\nother.example\n");
+
+    // The switch and the rules survive a restart.
     relay.restart().await.unwrap();
     assert_eq!(
         relay.cli(&["registration", "status"]).unwrap().trim(),
         "closed"
     );
+    let list = relay.cli(&["federation", "list"]).unwrap();
+    assert_eq!(list, "policy: block\nother.example\n");
     relay.kill();
     let down = relay
         .cli(&["registration", "open"])

@@ -69,6 +69,18 @@ pub struct Settings {
     pub sqlite_path: PathBuf,
     /// Whether the certificate is generated instead of read from files.
     pub self_signed: bool,
+    /// The federation policy in force: the file's `[federation] policy`
+    /// and `domains` until the operator changes them at run time (every
+    /// clone of these settings sees the change).
+    federation: std::sync::Arc<std::sync::RwLock<FederationRules>>,
+}
+
+/// A federation policy and the domains it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationRules {
+    pub policy: schema::FederationPolicy,
+    /// Lower case, without duplicates, in the order added.
+    pub domains: Vec<String>,
 }
 
 impl Settings {
@@ -109,11 +121,39 @@ impl Settings {
         addresses
     }
 
+    /// The federation policy in force.
+    pub fn federation_rules(&self) -> FederationRules {
+        self.federation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the federation policy in force (domains are lower-cased
+    /// and deduplicated); every clone of these settings applies it to the
+    /// next message.
+    pub fn set_federation_rules(&self, mut rules: FederationRules) {
+        let mut seen = std::collections::HashSet::new();
+        rules.domains = rules
+            .domains
+            .into_iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty() && seen.insert(d.clone()))
+            .collect();
+        *self
+            .federation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rules;
+    }
+
     /// Whether the federation policy lets this relay exchange mail with
     /// `domain` (the part after `@`, brackets included for IP literals).
     pub fn federation_allows(&self, domain: &str) -> bool {
         use schema::FederationPolicy::*;
-        let federation = &self.config.federation;
+        let federation = self
+            .federation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bare = domain.trim_start_matches('[').trim_end_matches(']');
         let listed = federation
             .domains
@@ -397,12 +437,22 @@ fn settings(config: Config) -> Settings {
         TlsMode::Auto => domain.wants_self_signed(),
     };
     let sqlite_path = config.state_dir.join(&config.storage.sqlite_path);
-    Settings {
+    let federation = FederationRules {
+        policy: config.federation.policy,
+        domains: Vec::new(),
+    };
+    let settings = Settings {
         domain,
         sqlite_path,
         self_signed,
+        federation: std::sync::Arc::new(std::sync::RwLock::new(federation.clone())),
         config,
-    }
+    };
+    settings.set_federation_rules(FederationRules {
+        domains: settings.config.federation.domains.clone(),
+        ..federation
+    });
+    settings
 }
 
 #[cfg(test)]
@@ -455,6 +505,11 @@ mod tests {
     fn federation_policy_lists_domains() {
         let s = parse("mail_domain = \"1.2.3.4\"\n[federation]\npolicy = \"allow\"\ndomains = [\"a.test\", \"5.6.7.8\"]\n").unwrap();
         assert!(s.federation_allows("A.test"));
+        let shared = s.clone();
+        let mut rules = s.federation_rules();
+        rules.domains.push("C.test".into());
+        s.set_federation_rules(rules);
+        assert!(shared.federation_allows("c.test"));
         assert!(s.federation_allows("[5.6.7.8]"));
         assert!(!s.federation_allows("b.test"));
         let s = parse(
