@@ -135,6 +135,11 @@ enum Command {
     /// Remove the binary and the unit; configuration and state (accounts,
     /// mail, DKIM key) only with `--purge`.
     Uninstall(install::UninstallOptions),
+    /// Print a shell completion script (bash, zsh, fish, elvish or
+    /// powershell) to standard output.
+    Completions { shell: clap_complete::Shell },
+    /// Write a man page for madmail and each of its commands into DIR.
+    Man { dir: PathBuf },
     /// Print the version.
     Version,
 }
@@ -202,6 +207,18 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Blocklist { target, command } => accounts::blocklist(target, command),
         Command::Federation { target, command } => accounts::federation(target, command),
         Command::AdminToken { config, raw } => accounts::admin_token(&config, raw),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "madmail", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(command, &dir)?;
+            println!("man pages written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Install(options) => install::install(options),
         Command::Uninstall(options) => install::uninstall(options),
     }

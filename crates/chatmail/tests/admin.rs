@@ -363,3 +363,26 @@ async fn cli_verbs_change_the_running_relay_and_refuse_when_it_is_down() {
         .to_string();
     assert!(down.contains("the relay is not running"), "{down}");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    for verb in ["registration-tokens", "blocklist", "federation", "ban-list"] {
+        assert!(bash.contains(verb), "bash completion lacks {verb}");
+    }
+    assert!(run(&["completions", "zsh"]).contains("#compdef madmail"));
+    let dir = tempfile::tempdir().unwrap();
+    run(&["man", dir.path().to_str().unwrap()]);
+    let page = std::fs::read_to_string(dir.path().join("madmail-accounts-ban.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("Block an address"), "{page}");
+    assert!(dir.path().join("madmail.1").exists());
+}
