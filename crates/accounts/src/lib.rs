@@ -152,10 +152,7 @@ enum Verified {
 }
 
 fn today() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    i64::try_from(secs / 86_400).unwrap_or(i64::MAX)
+    unix_now() / 86_400
 }
 
 fn unix_now() -> i64 {

@@ -312,15 +312,8 @@ impl Admin {
     }
 
     async fn account(&self, address: &str) -> Result<AccountSummary, AdminError> {
-        let page = self
-            .accounts
-            .store()
-            .account_summaries(Some(address), 0, MAX_PAGE)
-            .await?;
-        page.accounts
-            .into_iter()
-            .find(|a| a.address == address)
-            .ok_or_else(|| AdminError::NotFound(format!("no account {address}")))
+        let account = self.accounts.store().account_summary(address).await?;
+        account.ok_or_else(|| AdminError::NotFound(format!("no account {address}")))
     }
 
     async fn accounts(&self, method: &str, body: &Value) -> Outcome {

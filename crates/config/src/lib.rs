@@ -83,6 +83,20 @@ pub struct FederationRules {
     pub domains: Vec<String>,
 }
 
+impl FederationRules {
+    /// Domains lower-cased, trimmed and without duplicates or empties.
+    fn normalized(mut self) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        self.domains = self
+            .domains
+            .into_iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty() && seen.insert(d.clone()))
+            .collect();
+        self
+    }
+}
+
 impl Settings {
     /// Registration rules.
     pub fn registration(&self) -> &schema::RegistrationConfig {
@@ -132,18 +146,11 @@ impl Settings {
     /// Replaces the federation policy in force (domains are lower-cased
     /// and deduplicated); every clone of these settings applies it to the
     /// next message.
-    pub fn set_federation_rules(&self, mut rules: FederationRules) {
-        let mut seen = std::collections::HashSet::new();
-        rules.domains = rules
-            .domains
-            .into_iter()
-            .map(|d| d.trim().to_ascii_lowercase())
-            .filter(|d| !d.is_empty() && seen.insert(d.clone()))
-            .collect();
+    pub fn set_federation_rules(&self, rules: FederationRules) {
         *self
             .federation
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = rules;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rules.normalized();
     }
 
     /// Whether the federation policy lets this relay exchange mail with
@@ -439,20 +446,15 @@ fn settings(config: Config) -> Settings {
     let sqlite_path = config.state_dir.join(&config.storage.sqlite_path);
     let federation = FederationRules {
         policy: config.federation.policy,
-        domains: Vec::new(),
+        domains: config.federation.domains.clone(),
     };
-    let settings = Settings {
+    Settings {
         domain,
         sqlite_path,
         self_signed,
-        federation: std::sync::Arc::new(std::sync::RwLock::new(federation.clone())),
+        federation: std::sync::Arc::new(std::sync::RwLock::new(federation.normalized())),
         config,
-    };
-    settings.set_federation_rules(FederationRules {
-        domains: settings.config.federation.domains.clone(),
-        ..federation
-    });
-    settings
+    }
 }
 
 #[cfg(test)]

@@ -59,10 +59,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.io.flush().await?;
                 }
                 _ = shutdown.cancelled() => {
-                    let bye = self.ending_bye();
-                    self.io.line(bye);
-                    let text = bye.trim_start_matches("* BYE ");
-                    return Ok(Done { flow: Flow::Logout, ..Done::no(text) });
+                    let reason = self.ending_reason();
+                    self.io.line(&format!("* BYE {reason}"));
+                    return Ok(Done { flow: Flow::Logout, ..Done::no(reason) });
                 }
             }
         }

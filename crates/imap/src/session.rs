@@ -404,7 +404,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 &mut self.io.stream, &bounds, deadline, &self.literal_budget,
             ) => result,
             _ = shutdown.cancelled() => {
-                self.io.line(self.ending_bye());
+                self.io.line(&format!("* BYE {}", self.ending_reason()));
                 return Ok(None);
             }
             () = evicted => {
@@ -426,12 +426,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// The BYE for a cancelled shutdown token: a server stop, or the
-    /// operator cutting this account.
-    pub(crate) fn ending_bye(&self) -> &'static str {
+    /// Why a cancelled shutdown token ends the session: a server stop, or
+    /// the operator cutting this account.
+    pub(crate) fn ending_reason(&self) -> &'static str {
         match &self.registration {
-            Some(guard) if guard.disconnected() => "* BYE Account disabled by the operator",
-            _ => "* BYE Server shutting down",
+            Some(guard) if guard.disconnected() => "Account disabled by the operator",
+            _ => "Server shutting down",
         }
     }
 

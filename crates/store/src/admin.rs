@@ -110,6 +110,28 @@ macro_rules! select_invites {
     };
 }
 
+/// The columns of [`SummaryRow`], over accounts aliased `a`.
+macro_rules! select_summaries {
+    () => {
+        "SELECT a.address, a.created_day, a.last_login_day, a.quota, \
+           (SELECT COALESCE(SUM(m.size), 0) FROM messages m \
+              JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = a.id), \
+           (SELECT reason FROM blocklist l WHERE l.address = a.address)"
+    };
+}
+
+fn summary_of(row: SummaryRow) -> AccountSummary {
+    let (address, created_day, last_login_day, quota, used, banned) = row;
+    AccountSummary {
+        address,
+        created_day,
+        last_login_day,
+        quota: quota.map(bytes_of),
+        used: bytes_of(used),
+        banned,
+    }
+}
+
 fn invite_of(row: InviteRow) -> Invite {
     let (token, max_uses, uses, pending, expires, comment, created) = row;
     Invite {
@@ -308,36 +330,34 @@ impl Store {
                 .fetch_one(self.db())
                 .await?;
         // The page is chosen first, so usage is summed for its rows only.
-        let rows: Vec<SummaryRow> = sqlx::query_as(
-            "SELECT a.address, a.created_day, a.last_login_day, a.quota, \
-               (SELECT COALESCE(SUM(m.size), 0) FROM messages m \
-                  JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = a.id), \
-               (SELECT reason FROM blocklist l WHERE l.address = a.address) \
-             FROM (SELECT * FROM accounts WHERE address LIKE ? ESCAPE '\\' \
-                   ORDER BY address LIMIT ? OFFSET ?) a ORDER BY a.address",
-        )
-        .bind(&pattern)
-        .bind(sql_int(limit))
-        .bind(sql_int(offset))
-        .fetch_all(self.db())
-        .await?;
-        let accounts = rows
-            .into_iter()
-            .map(
-                |(address, created_day, last_login_day, quota, used, banned)| AccountSummary {
-                    address,
-                    created_day,
-                    last_login_day,
-                    quota: quota.map(bytes_of),
-                    used: bytes_of(used),
-                    banned,
-                },
-            )
-            .collect();
+        let sql = concat!(
+            select_summaries!(),
+            " FROM (SELECT * FROM accounts WHERE address LIKE ? ESCAPE '\\' \
+               ORDER BY address LIMIT ? OFFSET ?) a ORDER BY a.address"
+        );
+        let rows: Vec<SummaryRow> = sqlx::query_as(sql)
+            .bind(&pattern)
+            .bind(sql_int(limit))
+            .bind(sql_int(offset))
+            .fetch_all(self.db())
+            .await?;
+        let accounts = rows.into_iter().map(summary_of).collect();
         Ok(AccountsPage {
             total: bytes_of(total),
             accounts,
         })
+    }
+    /// The account with exactly this address (lower case), if any.
+    pub async fn account_summary(
+        &self,
+        address: &str,
+    ) -> Result<Option<AccountSummary>, StoreError> {
+        let sql = concat!(select_summaries!(), " FROM accounts a WHERE a.address = ?");
+        let row: Option<SummaryRow> = sqlx::query_as(sql)
+            .bind(address)
+            .fetch_optional(self.db())
+            .await?;
+        Ok(row.map(summary_of))
     }
     /// Sets the account's own quota (`None`: back to the default); returns
     /// whether the account exists.
@@ -670,6 +690,9 @@ mod tests {
         let cid = store.account_summaries(Some("cid"), 0, 10).await.unwrap();
         assert_eq!(cid.accounts[0].quota, Some(4096));
         assert_eq!(cid.accounts[0].used, 0);
+        let bob = store.account_summary("bob@x").await.unwrap().unwrap();
+        assert_eq!(bob.banned.as_deref(), Some("spam"));
+        assert_eq!(store.account_summary("bo@x").await.unwrap(), None);
         assert!(!store.set_account_quota("zed@x", Some(1)).await.unwrap());
     }
 
