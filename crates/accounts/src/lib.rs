@@ -45,6 +45,7 @@
 //!   invite token, and that login counts one use of the token.
 
 mod cache;
+mod live;
 mod password;
 mod penalty;
 pub mod pressure;
@@ -82,6 +83,7 @@ const REGISTRATION_KEY: &str = "registration";
 /// The `admin_settings` key of the operator's default quota (bytes).
 const QUOTA_KEY: &str = "default_quota";
 
+pub use live::LimitError;
 pub use sessions::{SessionGuard, Sessions};
 
 /// Why a login failed. Protocol code maps these to its own replies.
@@ -219,7 +221,7 @@ impl Accounts {
     }
 
     /// Loads what the operator changed at run time (registration switch,
-    /// blocklist) from the store; servers call it once at start.
+    /// limits, services, blocklist) from the store; servers call it once at start.
     pub async fn load_operator_state(&self) -> Result<(), StoreError> {
         if let Some(value) = self.store.admin_setting(REGISTRATION_KEY).await? {
             let open = value == "open";
@@ -227,12 +229,7 @@ impl Accounts {
                 .registration_open
                 .store(open, Ordering::Relaxed);
         }
-        if let Some(bytes) = self.store.admin_setting(QUOTA_KEY).await? {
-            match bytes.parse::<u64>() {
-                Ok(bytes) => self.store.set_quota(Some(bytes)),
-                Err(_) => tracing::warn!("ignoring the stored default quota {bytes:?}"),
-            }
-        }
+        self.load_live_state().await?;
         let blocked = self.store.blocklist().await?;
         *self.blocked_write() = blocked.into_iter().map(|b| b.address).collect();
         Ok(())
@@ -256,16 +253,9 @@ impl Accounts {
     }
 
     /// Sets the default per-account quota, durably (it overrides the
-    /// file's `limits.max_mailbox_size`); `None` forgets the override and
-    /// goes back to `file_default`.
-    pub async fn set_default_quota(&self, bytes: Option<u64>) -> Result<(), StoreError> {
-        let value = bytes.map(|b| b.to_string());
-        self.store
-            .set_admin_setting(QUOTA_KEY, value.as_deref())
-            .await?;
-        let file_default = self.settings.limits().max_mailbox_size;
-        self.store.set_quota(Some(bytes.unwrap_or(file_default)));
-        Ok(())
+    /// file's `limits.max_mailbox_size`); `None` forgets the override.
+    pub async fn set_default_quota(&self, bytes: Option<u64>) -> Result<(), LimitError> {
+        self.set_limit("max_mailbox_size", bytes).await
     }
 
     /// The live sessions per account.

@@ -20,11 +20,14 @@
 //!   `chatmail_store`, which the protocol servers read).
 
 mod api;
+mod operations;
 mod resources;
 
 pub use api::{Api, MAX_REQUEST, TOKEN_FILE, load_token};
+pub use operations::{ReloadError, Reloaded};
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -114,6 +117,8 @@ pub enum AdminError {
     Conflict(String),
     #[error("method {0} not allowed")]
     Method(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("internal error")]
     Store(#[from] chatmail_store::StoreError),
 }
@@ -125,17 +130,30 @@ impl AdminError {
             AdminError::NotFound(_) => 404,
             AdminError::Conflict(_) => 409,
             AdminError::Method(_) => 405,
+            AdminError::Unsupported(_) => 501,
             AdminError::Store(_) => 500,
         }
     }
 }
 
-/// What runs besides mail, for the status.
+/// Which optional services started with the relay (only those can be
+/// switched on and off at run time).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Services {
     pub turn: bool,
     pub iroh: bool,
     pub shadowsocks: bool,
+}
+
+impl Services {
+    pub fn runs(self, service: chatmail_config::Service) -> bool {
+        use chatmail_config::Service::*;
+        match service {
+            Turn => self.turn,
+            Iroh => self.iroh,
+            Shadowsocks => self.shadowsocks,
+        }
+    }
 }
 
 /// The admin core of one relay.
@@ -146,6 +164,13 @@ pub struct Admin {
     /// Where `dcaccount:` invite links point (`https://host[:port]`).
     base_url: String,
     started: Instant,
+    /// The configuration file `reload` reads; `None`: no reload.
+    config_path: Option<PathBuf>,
+    /// The file's contents as last applied (reloads compare against it;
+    /// the lock makes them one at a time).
+    file: tokio::sync::Mutex<chatmail_config::Config>,
+    /// The outbound queue, woken by a flush; `None`: the store alone.
+    queue: Option<chatmail_queue::Queue>,
 }
 
 impl Admin {
@@ -156,12 +181,32 @@ impl Admin {
         base_url: String,
     ) -> Self {
         Self {
+            file: tokio::sync::Mutex::new(settings.config.clone()),
             settings,
             accounts,
             services,
             base_url,
             started: Instant::now(),
+            config_path: None,
+            queue: None,
         }
+    }
+
+    /// Lets `reload` read `path` (the file the relay started from).
+    pub fn with_config_file(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// Flushes go through `queue`, which wakes its workers.
+    pub fn with_queue(mut self, queue: chatmail_queue::Queue) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Whether `service` runs now.
+    fn service_on(&self, service: chatmail_config::Service) -> bool {
+        self.services.runs(service) && self.settings.services().is_on(service)
     }
 
     /// Runs a trusted request (the control socket's, or one [`Api`]

@@ -23,7 +23,7 @@ const TOKEN_LEN: usize = 24;
 /// Longest invite token, comment or ban reason accepted.
 const MAX_TEXT: usize = 256;
 /// The `admin_settings` key of the federation rules set at run time.
-const FEDERATION_KEY: &str = "federation";
+pub(crate) const FEDERATION_KEY: &str = "federation";
 
 fn now() -> i64 {
     let secs = SystemTime::now()
@@ -32,11 +32,11 @@ fn now() -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
-fn bad(text: impl Into<String>) -> AdminError {
+pub(crate) fn bad(text: impl Into<String>) -> AdminError {
     AdminError::BadRequest(text.into())
 }
 
-fn method(m: &str) -> AdminError {
+pub(crate) fn method(m: &str) -> AdminError {
     AdminError::Method(m.into())
 }
 
@@ -50,14 +50,14 @@ fn text<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, AdminError> 
     }
 }
 
-fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, AdminError> {
+pub(crate) fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, AdminError> {
     text(body, name)?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| bad(format!("{name} is required")))
 }
 
 /// An optional non-negative integer field.
-fn number(body: &Value, name: &str) -> Result<Option<u64>, AdminError> {
+pub(crate) fn number(body: &Value, name: &str) -> Result<Option<u64>, AdminError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -119,6 +119,18 @@ impl Admin {
             "/admin/queue" => self.queue(method, &body).await,
             "/admin/federation" => self.federation(method, &body).await,
             "/admin/federation/rules" => self.federation_rules(method, &body).await,
+            "/admin/federation/servers" => self.federation_servers(method).await,
+            "/admin/reload" => self.reload_resource(method).await,
+            "/admin/settings" => self.settings_resource(method, None, &body).await,
+            "/admin/services" => self.services_resource(method, None, &body).await,
+            other if other.starts_with("/admin/settings/") => {
+                let name = &other["/admin/settings/".len()..];
+                self.settings_resource(method, Some(name), &body).await
+            }
+            other if other.starts_with("/admin/services/") => {
+                let name = &other["/admin/services/".len()..];
+                self.services_resource(method, Some(name), &body).await
+            }
             other => Err(AdminError::NotFound(format!("unknown resource: {other}"))),
         }
     }
@@ -145,9 +157,9 @@ impl Admin {
                 "queue": { "messages": queue.messages, "recipients": queue.recipients },
                 "registration": self.registration_word(),
                 "services": {
-                    "turn": self.services.turn,
-                    "iroh": self.services.iroh,
-                    "shadowsocks": self.services.shadowsocks,
+                    "turn": self.service_on(chatmail_config::Service::Turn),
+                    "iroh": self.service_on(chatmail_config::Service::Iroh),
+                    "shadowsocks": self.service_on(chatmail_config::Service::Shadowsocks),
                 },
             }),
         ))
@@ -482,10 +494,12 @@ impl Admin {
             }
             "POST" => {
                 let action = required(body, "action")?;
-                let count = match action {
-                    "flush" => store.queue_flush().await?,
-                    "purge" => store.queue_purge().await?,
-                    other => {
+                let count = match (action, &self.queue) {
+                    // Through the queue, so that its workers wake at once.
+                    ("flush", Some(queue)) => queue.flush().await.map_err(queue_error)?,
+                    ("flush", None) => store.queue_flush().await?,
+                    ("purge", _) => store.queue_purge().await?,
+                    (other, _) => {
                         return Err(bad(format!(
                             "invalid action: {other} (expected flush|purge)"
                         )));
@@ -495,6 +509,13 @@ impl Admin {
             }
             m => Err(self::method(m)),
         }
+    }
+}
+
+fn queue_error(e: chatmail_queue::QueueError) -> AdminError {
+    match e {
+        chatmail_queue::QueueError::Store(cause) => AdminError::Store(cause),
+        other => AdminError::BadRequest(other.to_string()),
     }
 }
 

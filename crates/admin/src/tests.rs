@@ -275,3 +275,48 @@ async fn federation_rules_change_the_policy_at_once_and_persist() {
     assert!(again.settings.federation_allows("192.0.2.1"));
     assert!(!again.settings.federation_allows("friend.example"));
 }
+
+#[tokio::test]
+async fn reload_without_a_file_settings_and_services_answer_in_the_envelope() {
+    let dir = TempDir::new().unwrap();
+    let admin = admin(&dir).await;
+    let (status, body) = call(&admin, "POST", "/admin/reload", Value::Null).await;
+    assert_eq!(status, 501, "{body}");
+    let (status, _) = call(&admin, "GET", "/admin/reload", Value::Null).await;
+    assert_eq!(status, 405);
+
+    let set = json!({"action": "set", "value": 7});
+    let (status, body) = call(&admin, "POST", "/admin/settings/max_recipients", set).await;
+    assert_eq!((status, body["value"].as_u64()), (200, Some(7)), "{body}");
+    assert_eq!(admin.settings.limits().max_recipients, 7);
+    let reset = json!({"action": "reset"});
+    let (_, body) = call(&admin, "POST", "/admin/settings/max_recipients", reset).await;
+    assert_eq!(
+        (body["value"].as_u64(), body["is_set"].as_bool()),
+        (Some(1000), Some(false))
+    );
+    let (status, body) = call(
+        &admin,
+        "POST",
+        "/admin/settings/max_recipients",
+        json!({"action": "x"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = call(&admin, "GET", "/admin/services", Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["services"][0],
+        json!({"name": "turn", "status": "disabled", "configured": false})
+    );
+    let enable = json!({"action": "enable"});
+    let (status, body) = call(&admin, "POST", "/admin/services/turn", enable).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = call(&admin, "GET", "/admin/services/ftp", Value::Null).await;
+    assert_eq!(status, 404);
+
+    let (status, body) = call(&admin, "GET", "/admin/federation/servers", Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["servers"].is_array());
+}

@@ -8,6 +8,7 @@
 //!   path, and returns settings only when there is none.
 
 pub mod domain;
+pub mod live;
 pub mod reference;
 pub mod schema;
 pub mod secret;
@@ -15,6 +16,7 @@ pub mod secret;
 use std::path::{Path, PathBuf};
 
 pub use domain::MailDomain;
+pub use live::{Service, Setting, SettingError};
 pub use schema::{Config, TlsMode};
 
 /// One problem found in a configuration file.
@@ -73,6 +75,10 @@ pub struct Settings {
     /// and `domains` until the operator changes them at run time (every
     /// clone of these settings sees the change).
     federation: std::sync::Arc<std::sync::RwLock<FederationRules>>,
+    /// The `[limits]` in force (file values and the operator's overrides).
+    limits: std::sync::Arc<std::sync::RwLock<live::Limits>>,
+    /// Which optional services run.
+    services: std::sync::Arc<live::Switches>,
 }
 
 /// A federation policy and the domains it lists.
@@ -103,9 +109,27 @@ impl Settings {
         &self.config.registration
     }
 
-    /// Message limits.
-    pub fn limits(&self) -> &schema::LimitsConfig {
-        &self.config.limits
+    /// The limits in force: the file's `[limits]`, as last reloaded, with
+    /// the operator's overrides (read them at each use).
+    pub fn limits(&self) -> schema::LimitsConfig {
+        let limits = self.limits.read();
+        limits
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .effective()
+            .clone()
+    }
+
+    /// The `[limits]` in force, to inspect or change them (hold the guard
+    /// only briefly: every connection reads the limits).
+    pub fn limits_cell(&self) -> std::sync::RwLockWriteGuard<'_, live::Limits> {
+        self.limits
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The services' on/off switches.
+    pub fn services(&self) -> &live::Switches {
+        &self.services
     }
 
     /// The peer ranges `[turn] allowed_peers` lists (validated at load).
@@ -280,6 +304,48 @@ fn validate_turn(turn: &schema::TurnConfig, bad: &mut impl FnMut(&str, String)) 
     }
 }
 
+/// The `[limits]` rules (also for values the operator sets at run time).
+pub(crate) fn validate_limits(limits: &schema::LimitsConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut bad = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
+    if limits.max_message_size < 1024 {
+        bad("limits.max_message_size", "must be at least 1024".into());
+    }
+    if limits.max_recipients == 0 {
+        bad("limits.max_recipients", "must be at least 1".into());
+    }
+    if limits.max_user_send_per_minute == 0 {
+        bad(
+            "limits.max_user_send_per_minute",
+            "must be at least 1".into(),
+        );
+    }
+    if limits.max_user_send_burst == 0 {
+        bad("limits.max_user_send_burst", "must be at least 1".into());
+    }
+    if limits.login_failure_window == 0 {
+        bad("limits.login_failure_window", "must be at least 1".into());
+    }
+    if limits.login_deadline == 0 {
+        bad("limits.login_deadline", "must be at least 1".into());
+    }
+    if limits.new_accounts_per_minute > 0 && limits.new_accounts_burst == 0 {
+        bad("limits.new_accounts_burst", "must be at least 1".into());
+    }
+    if limits.max_spool_size < limits.max_message_size {
+        bad(
+            "limits.max_spool_size",
+            "must be at least limits.max_message_size".into(),
+        );
+    }
+    problems
+}
+
 /// Semantic checks that the types alone cannot express.
 fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -316,37 +382,13 @@ fn validate(config: &Config) -> Vec<Problem> {
             "must be at most 64 (RFC 5321 §4.5.3.1.1)".into(),
         );
     }
-    let limits = &config.limits;
-    if limits.max_message_size < 1024 {
-        bad("limits.max_message_size", "must be at least 1024".into());
-    }
-    if limits.max_recipients == 0 {
-        bad("limits.max_recipients", "must be at least 1".into());
-    }
-    if limits.max_user_send_per_minute == 0 {
-        bad(
-            "limits.max_user_send_per_minute",
-            "must be at least 1".into(),
-        );
-    }
-    if limits.max_user_send_burst == 0 {
-        bad("limits.max_user_send_burst", "must be at least 1".into());
-    }
-    if limits.login_failure_window == 0 {
-        bad("limits.login_failure_window", "must be at least 1".into());
-    }
-    if limits.login_deadline == 0 {
-        bad("limits.login_deadline", "must be at least 1".into());
-    }
-    if limits.new_accounts_per_minute > 0 && limits.new_accounts_burst == 0 {
-        bad("limits.new_accounts_burst", "must be at least 1".into());
-    }
-    if limits.max_spool_size < limits.max_message_size {
-        bad(
-            "limits.max_spool_size",
-            "must be at least limits.max_message_size".into(),
-        );
-    }
+    problems.extend(validate_limits(&config.limits));
+    let mut bad = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
     if config.federation.max_parallel_deliveries == 0 {
         bad(
             "federation.max_parallel_deliveries",
@@ -453,6 +495,10 @@ fn settings(config: Config) -> Settings {
         sqlite_path,
         self_signed,
         federation: std::sync::Arc::new(std::sync::RwLock::new(federation.normalized())),
+        limits: std::sync::Arc::new(std::sync::RwLock::new(live::Limits::new(
+            config.limits.clone(),
+        ))),
+        services: std::sync::Arc::new(live::Switches::new(&config)),
         config,
     }
 }

@@ -44,6 +44,14 @@ pub async fn forward(State(ctx): State<Arc<Context>>, mut request: Request) -> R
     let Some(upstream) = ctx.iroh else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if !ctx
+        .settings
+        .services()
+        .is_on(chatmail_config::Service::Iroh)
+    {
+        // Switched off by the operator.
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let client_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let slot = request.extensions_mut().remove::<ConnectionSlot>();
     let head = upstream_request(&request);

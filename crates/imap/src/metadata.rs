@@ -15,6 +15,7 @@
 //! the 64 most recently set per account). The TURN entry is minted afresh
 //! for every request, so it is always valid for the full lifetime.
 
+use chatmail_config::Service;
 use imap_codec::imap_types::core::NString8;
 use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue};
 use imap_codec::imap_types::mailbox::Mailbox;
@@ -45,7 +46,10 @@ pub fn server_entry(ctx: &Context, key: &str) -> Option<String> {
         // The built-in relay's URL while it runs, or an external one: a URL
         // that answers nothing would break webxdc realtime, while an absent
         // entry makes Delta Chat fall back to its default relays.
-        "/shared/vendor/deltachat/irohrelay" => ctx.iroh_relay.clone(),
+        "/shared/vendor/deltachat/irohrelay" => ctx
+            .iroh_relay
+            .clone()
+            .filter(|_| config.iroh.url.is_some() || ctx.settings.services().is_on(Service::Iroh)),
         "/shared/vendor/deltachat/turn" => turn_entry(ctx),
         // Its presence tells Delta Chat the relay sends push notifications,
         // so it is published only while push is on (docs/specifications.md
@@ -63,7 +67,8 @@ pub fn server_entry(ctx: &Context, key: &str) -> Option<String> {
 /// when TURN is enabled and a minter is wired in.
 fn turn_entry(ctx: &Context) -> Option<String> {
     let turn = &ctx.settings.config.turn;
-    let credentials = ctx.turn.as_ref().filter(|_| turn.enabled)?;
+    let on = turn.enabled && ctx.settings.services().is_on(Service::Turn);
+    let credentials = ctx.turn.as_ref().filter(|_| on)?;
     let host = turn
         .host
         .clone()

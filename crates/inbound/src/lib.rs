@@ -253,7 +253,9 @@ impl Inbound {
             .await?;
         // docs/specifications.md §2: a sender other than From is not refused; the
         // envelope is not stored, so no bounce path survives.
-        self.store(recipients, strip_trace_headers(message)).await
+        self.store(recipients, strip_trace_headers(message)).await?;
+        chatmail_metrics::peers::peer_inbound(from_domain);
+        Ok(())
     }
 
     /// That the message comes from the From domain's relay: an IP literal

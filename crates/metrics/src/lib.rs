@@ -45,6 +45,7 @@
 //! - every series exists from the start (at 0), so rates work from the
 //!   first scrape.
 
+pub mod peers;
 mod serve;
 
 use std::sync::LazyLock;

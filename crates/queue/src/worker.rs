@@ -160,6 +160,15 @@ async fn attempt<D: Deliver>(
         return;
     }
     count(&shared, &report, &outcomes, bounced);
+    let delivered = outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, AttemptOutcome::Delivered));
+    chatmail_metrics::peers::peer_attempt(
+        &due.domain,
+        transport(&report),
+        delivered,
+        started.elapsed(),
+    );
     log_attempt(&shared, &due, &report, &outcomes, started.elapsed());
 }
 
@@ -220,14 +229,19 @@ fn backoff_ms(options: &QueueOptions, attempts: u32) -> i64 {
 
 /// Updates the queue's own counters and the process metrics
 /// (`chatmail_metrics`: per recipient, by transport and outcome).
-fn count(shared: &Shared, report: &Report, outcomes: &[(String, AttemptOutcome)], bounced: bool) {
-    use chatmail_metrics::{Delivery, Transport};
-    let c = &shared.counters;
-    let transport = match report.via {
+fn transport(report: &Report) -> chatmail_metrics::Transport {
+    use chatmail_metrics::Transport;
+    match report.via {
         Some(Via::MxDeliv) => Transport::Mxdeliv,
         Some(Via::Smtp) => Transport::Smtp,
         None => Transport::None,
-    };
+    }
+}
+
+fn count(shared: &Shared, report: &Report, outcomes: &[(String, AttemptOutcome)], bounced: bool) {
+    use chatmail_metrics::Delivery;
+    let c = &shared.counters;
+    let transport = transport(report);
     for (_, outcome) in outcomes {
         let (counter, metric) = match (outcome, report.via) {
             (AttemptOutcome::Delivered, Some(Via::Smtp)) => {
