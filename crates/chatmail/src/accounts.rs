@@ -136,10 +136,14 @@ pub enum FederationCommand {
     Block { domain: String },
     /// Take DOMAIN off the list.
     Remove { domain: String },
+    /// Delivery figures per peer relay since start: queued messages,
+    /// attempts accepted and refused by transport, inbound messages,
+    /// latency.
+    Status,
 }
 
 /// Sends one request and prints the outcome with `text` (or the JSON).
-fn run(
+pub(crate) fn run(
     target: &Target,
     request: Request,
     text: impl FnOnce(&Value) -> String,
@@ -162,7 +166,7 @@ fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -203,7 +207,7 @@ fn invite_line(t: &Value) -> String {
     )
 }
 
-fn lines(list: &Value, line: fn(&Value) -> String) -> Vec<String> {
+pub(crate) fn lines(list: &Value, line: fn(&Value) -> String) -> Vec<String> {
     list.as_array()
         .map(|items| items.iter().map(line).collect())
         .unwrap_or_default()
@@ -377,6 +381,7 @@ pub fn federation(target: Target, command: FederationCommand) -> anyhow::Result<
             rules("POST", json!({ "domain": domain, "action": "block" }))
         }
         FederationCommand::Remove { domain } => rules("DELETE", json!({ "domain": domain })),
+        FederationCommand::Status => return crate::operator::federation_status(target),
     };
     run(&target, request, |b| {
         let mut out = vec![format!("policy: {}", s(&b["policy"]))];

@@ -1,22 +1,10 @@
-//! Operator commands that read or change state next to (or instead of) a
-//! running relay: `madmail dns` and `madmail queue ...`.
+//! Operator commands that read state next to (or instead of) a running
+//! relay: `madmail dns`, and the store for `madmail expire`.
 
 use std::process::ExitCode;
 
 use chatmail_config::Settings;
 use chatmail_store::{Store, StoreOptions};
-use clap::Subcommand;
-
-#[derive(Subcommand)]
-pub enum QueueCommand {
-    /// List queued recipients with their state, attempts and last error.
-    List,
-    /// Make every pending delivery due now (a running relay picks them up
-    /// within a minute).
-    Flush,
-    /// Drop every queued message without bouncing.
-    Purge,
-}
 
 /// Opens the relay's store (safe beside a running relay: SQLite WAL).
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -25,34 +13,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         max_batch: settings.config.storage.max_commit_batch,
     })
     .await?)
-}
-
-/// `madmail queue ...`.
-pub async fn queue(settings: Settings, command: QueueCommand) -> anyhow::Result<ExitCode> {
-    let store = open_store(&settings).await?;
-    match command {
-        QueueCommand::List => {
-            let entries = store.queue_entries().await?;
-            for e in &entries {
-                println!(
-                    "{}\t{}\t{:?}\tattempts={}\t{}",
-                    e.id,
-                    e.recipient,
-                    e.state,
-                    e.attempts,
-                    e.last_error.as_deref().unwrap_or("-")
-                );
-            }
-            let counts = store.queue_counts().await?;
-            println!(
-                "{} message(s), {} recipient(s) pending",
-                counts.messages, counts.recipients
-            );
-        }
-        QueueCommand::Flush => println!("{} deliveries made due", store.queue_flush().await?),
-        QueueCommand::Purge => println!("{} queued message(s) dropped", store.queue_purge().await?),
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `madmail dns`: prints the records as a zone fragment or JSON.

@@ -61,7 +61,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let ports = Ports::new(options.standard_ports);
     let settings = settings(&options, &ports, &state_dir)?;
     crate::logging::init(&settings.config.log);
-    let relay = crate::server::start(settings).await?;
+    let relay = crate::server::start(settings, None).await?;
     println!(
         "madmail demo relay on {} (state in {})\n",
         options.ip,

@@ -12,8 +12,10 @@ mod federation;
 mod install;
 mod logging;
 mod memory;
+mod operator;
 mod proxy;
 mod server;
+mod services;
 mod turn;
 
 use std::path::PathBuf;
@@ -112,11 +114,28 @@ enum Command {
     },
     /// Inspect or change the outbound queue.
     Queue {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/madmail/chatmail.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: accounts::Target,
         #[command(subcommand)]
-        command: admin::QueueCommand,
+        command: operator::QueueCommand,
+    },
+    /// Read the configuration file again and apply it without a restart
+    /// (as SIGHUP does); nothing changes if a changed key needs a restart.
+    Reload(accounts::Target),
+    /// Switch the TURN server, the iroh relay or the Shadowsocks proxy
+    /// off and on.
+    Services {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: operator::ServicesCommand,
+    },
+    /// Show the limits in force, or change those that apply live.
+    Settings {
+        #[command(flatten)]
+        target: accounts::Target,
+        #[command(subcommand)]
+        command: operator::SettingsCommand,
     },
     /// Delete expired mail and inactive accounts now (or, with
     /// `--dry-run`, count them). A running relay does this hourly.
@@ -183,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Run { config } => {
             let settings = chatmail_config::load(&config)?;
             logging::init(&settings.config.log);
-            runtime()?.block_on(server::run(settings))?;
+            runtime()?.block_on(server::run(settings, config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(options) => {
@@ -192,10 +211,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Dns { config, json } => admin::dns(&chatmail_config::load(&config)?, json),
         Command::ProxyLink { config } => proxy::print_link(&chatmail_config::load(&config)?),
-        Command::Queue { config, command } => {
-            let settings = chatmail_config::load(&config)?;
-            runtime()?.block_on(admin::queue(settings, command))
-        }
+        Command::Queue { target, command } => operator::queue(target, command),
+        Command::Reload(target) => operator::reload(target),
+        Command::Services { target, command } => operator::services(target, command),
+        Command::Settings { target, command } => operator::settings(target, command),
         Command::Expire { config, options } => {
             let settings = chatmail_config::load(&config)?;
             runtime()?.block_on(expire::run(settings, options))

@@ -11,6 +11,7 @@
 //! and, with `[admin] enabled`, on the HTTPS API.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use chatmail_tls::Identity;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::services;
 
 /// How long in-flight connections get to finish after a stop request.
 const GRACE: Duration = Duration::from_secs(10);
@@ -36,20 +39,23 @@ pub struct Relay {
     pub accounts: Accounts,
     /// Where clients reach HTTPS (`https://host[:port]`).
     pub base_url: String,
+    /// The admin core (SIGHUP reloads through it).
+    admin: Arc<chatmail_admin::Admin>,
 }
 
-/// Runs the relay until SIGINT or SIGTERM.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let relay = start(settings).await?;
+/// Runs the relay until SIGINT or SIGTERM; SIGHUP reloads `config_file`.
+pub async fn run(settings: Settings, config_file: PathBuf) -> anyhow::Result<()> {
+    let relay = start(settings, Some(config_file)).await?;
     eprintln!("madmail {} running", env!("CARGO_PKG_VERSION"));
-    wait_for_signal().await?;
+    wait_for_signal(&relay.admin).await?;
     eprintln!("madmail stopping");
     relay.stop().await;
     Ok(())
 }
 
-/// Opens everything and starts serving.
-pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
+/// Opens everything and starts serving; with `config_file`, the admin
+/// core can reload it.
+pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::Result<Relay> {
     let settings = Arc::new(settings);
     let store = Store::open(StoreOptions {
         path: settings.sqlite_path.clone(),
@@ -110,9 +116,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         &settings.config.state_dir,
         settings.config.turn.credential_lifetime,
     )?);
-    let turn_runs = crate::turn::start(&settings, &turn, &shutdown, &mut tasks).await?;
+    let turn_runs = start_turn(&settings, &turn, &shutdown, &mut tasks).await?;
     let iroh = start_iroh(&settings, &shutdown, &mut tasks).await?;
-    let proxy_link = crate::proxy::start(&settings, &shutdown, &mut tasks).await?;
+    let proxy_link = start_proxy(&settings, &shutdown, &mut tasks).await?;
     let imap = Arc::new(chatmail_imap::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
@@ -126,12 +132,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         iroh: iroh.is_some(),
         shadowsocks: proxy_link.is_some(),
     };
-    let admin = Arc::new(chatmail_admin::Admin::new(
+    let mut admin = chatmail_admin::Admin::new(
         settings.clone(),
         accounts.clone(),
         services,
         base_url.clone(),
-    ));
+    )
+    .with_queue(federation.queue.clone());
+    if let Some(path) = config_file {
+        admin = admin.with_config_file(path);
+    }
+    let admin = Arc::new(admin);
     admin
         .load_state()
         .await
@@ -143,7 +154,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         .enabled
         .then(|| Arc::new(chatmail_admin::Api::new(admin.clone(), token)));
     let stop = shutdown.clone();
-    tasks.spawn(crate::control::serve(control, control_path, admin, stop));
+    tasks.spawn(crate::control::serve(
+        control,
+        control_path,
+        admin.clone(),
+        stop,
+    ));
     let http = Arc::new(chatmail_http::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
@@ -196,7 +212,70 @@ pub async fn start(settings: Settings) -> anyhow::Result<Relay> {
         shutdown,
         accounts,
         base_url,
+        admin,
     })
+}
+
+/// The TURN server under its switch; returns whether it runs.
+async fn start_turn(
+    settings: &Arc<Settings>,
+    credentials: &Arc<chatmail_turn::Credentials>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<bool> {
+    let (settings_, credentials) = (settings.clone(), credentials.clone());
+    let start: services::Start = Box::new(move |stop| {
+        let (settings, credentials) = (settings_.clone(), credentials.clone());
+        Box::pin(async move {
+            let mut servers = JoinSet::new();
+            crate::turn::start(&settings, &credentials, &stop, &mut servers).await?;
+            Ok(servers)
+        })
+    });
+    let service = services::started(chatmail_config::Service::Turn, shutdown, start).await?;
+    let runs = service.running.as_ref().is_some_and(|(_, t)| !t.is_empty());
+    if runs {
+        tasks.spawn(services::supervise(
+            service,
+            settings.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(runs)
+}
+
+/// The Shadowsocks proxy under its switch; returns its link while it runs.
+async fn start_proxy(
+    settings: &Arc<Settings>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<Option<String>> {
+    let link = Arc::new(std::sync::Mutex::new(None));
+    let (settings_, slot) = (settings.clone(), link.clone());
+    let start: services::Start = Box::new(move |stop| {
+        let (settings, slot) = (settings_.clone(), slot.clone());
+        Box::pin(async move {
+            let mut servers = JoinSet::new();
+            let link = crate::proxy::start(&settings, &stop, &mut servers).await?;
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+            Ok(servers)
+        })
+    });
+    let service = services::started(chatmail_config::Service::Shadowsocks, shutdown, start).await?;
+    let link = link
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if link.is_some() {
+        tasks.spawn(services::supervise(
+            service,
+            settings.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(link)
 }
 
 impl Relay {
@@ -368,12 +447,23 @@ pub fn base_url(settings: &Settings, https: Option<&SocketAddr>) -> String {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM, reloading the configuration file at each
+/// SIGHUP meanwhile.
+async fn wait_for_signal(admin: &chatmail_admin::Admin) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = term.recv() => {}
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => return Ok(result?),
+            _ = term.recv() => return Ok(()),
+            _ = hangup.recv() => match admin.reload().await {
+                Ok(reloaded) if reloaded.changed.is_empty() => {
+                    tracing::info!("reload: the configuration file has not changed");
+                }
+                Ok(reloaded) => tracing::info!("reload applied: {}", reloaded.changed.join(", ")),
+                Err(e) => tracing::error!("reload: {e}"),
+            },
+        }
     }
-    Ok(())
 }

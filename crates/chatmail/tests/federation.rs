@@ -169,6 +169,31 @@ async fn delivers_over_mxdeliv_when_smtp_is_unreachable() {
     let stored = wait_for(&b, &bob, &id, DELIVERY).await;
     assert!(stored.contains(&format!("From: <{alice}>")));
     assert!(a.cli(&["queue", "list"]).unwrap().contains("0 message(s)"));
+    // Each side counts the exchange for the other (`madmail federation status`).
+    let peer = |relay: &RelayProcess, domain: &str| -> serde_json::Value {
+        let out = relay.cli(&["federation", "status", "--json"]).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let servers = body["servers"].as_array().unwrap();
+        servers
+            .iter()
+            .find(|p| p["domain"] == domain)
+            .cloned()
+            .expect(&out)
+    };
+    let sent = peer(&a, &b.address_domain());
+    assert_eq!(
+        (sent["success_https"].as_u64(), sent["failed_smtp"].as_u64()),
+        (Some(1), Some(0)),
+        "{sent}"
+    );
+    assert_eq!(sent["queued_messages"], 0, "{sent}");
+    let received = peer(&b, &a.address_domain());
+    assert_eq!(received["inbound_deliveries"], 1, "{received}");
+    let text = a.cli(&["federation", "status"]).unwrap();
+    assert!(
+        text.contains("https 1/0 ok/refused") && text.contains("1 peer(s)"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,11 +244,9 @@ async fn queues_while_the_peer_is_down_and_delivers_after_flush() {
             .unwrap()
             .contains("1 deliveries made due")
     );
-    // A submission wakes the scheduler, which then finds the flushed entry
-    // due (without the flush it would wait for the 1-minute backoff).
-    let wake = submit_encrypted(&a, &alice, &bob).await;
+    // The flush wakes the queue: without it the retry would wait for the
+    // 1-minute backoff, longer than DELIVERY.
     wait_for(&b, &bob, &queued, DELIVERY).await;
-    wait_for(&b, &bob, &wake, DELIVERY).await;
     assert!(a.cli(&["queue", "list"]).unwrap().contains("0 message(s)"));
 }
 
@@ -239,15 +262,17 @@ async fn queued_message_survives_sigkill_of_the_sender() {
     let queued = submit_encrypted(&a, &alice, &bob).await;
     wait_for_failed_attempt(&a, &bob).await;
     a.kill();
+    let down = a.cli(&["queue", "list"]).unwrap_err().to_string();
+    assert!(down.contains("not running"), "{down}");
+
+    b.launch().await.unwrap();
+    a.launch().await.unwrap();
     let list = a.cli(&["queue", "list"]).unwrap();
     assert!(
         list.contains(&bob) && list.contains("1 recipient(s) pending"),
-        "{list}"
+        "the message survived the kill: {list}"
     );
-
-    b.launch().await.unwrap();
     a.cli(&["queue", "flush"]).unwrap();
-    a.launch().await.unwrap();
     wait_for(&b, &bob, &queued, DELIVERY).await;
 }
 
