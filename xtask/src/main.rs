@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench`.
+//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench|admin-ui|trial`.
 
+mod admin_ui;
 mod bench;
 mod demo;
 mod dist;
@@ -37,6 +38,12 @@ enum Task {
     E2e(e2e::E2eOptions),
     /// Submission throughput and 250-to-EXISTS latency (release build).
     Bench(bench::BenchOptions),
+    /// Build the admin web UI (`admin-leptos/`) into `admin-leptos/dist`,
+    /// which the next build of madmail embeds.
+    AdminUi,
+    /// The quick trial: build the admin web UI, then run `madmail demo`
+    /// (release build) until Ctrl-C.
+    Trial,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,13 +52,23 @@ fn main() -> anyhow::Result<()> {
         Task::Docs => docs::run(&root),
         Task::Test(options) => test(&root, options),
         Task::NixCheck => nix::check(&root),
-        Task::Dist(options) => dist::run(&root, options),
+        Task::Dist(options) => {
+            admin_ui::build(&root, &ui_dir(&root))?;
+            dist::run(&root, options)
+        }
+        Task::AdminUi => admin_ui::build(&root, &ui_dir(&root)),
+        Task::Trial => {
+            admin_ui::build(&root, &ui_dir(&root))?;
+            cargo(&root, &["run", "--release", "-p", "chatmail", "--", "demo"])
+        }
         Task::E2e(options) => e2e::run(options),
         Task::Bench(options) => bench::run(&root, options),
     }
 }
 
 fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
+    // First, so that the madmail the tests run serves the admin web UI.
+    admin_ui::build(root, &ui_dir(root))?;
     cargo(root, &["test", "--workspace", "--locked"])?;
     nix::check(root)?;
     dist::run(
@@ -62,6 +79,12 @@ fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
         },
     )?;
     e2e::run(e2e)
+}
+
+/// Where `cargo xtask admin-ui` puts the UI (crates/http/build.rs embeds
+/// it from there).
+fn ui_dir(root: &Path) -> PathBuf {
+    root.join("admin-leptos").join("dist")
 }
 
 /// Where cargo puts build output (`CARGO_TARGET_DIR` or `target/`).

@@ -4,7 +4,8 @@
 //! in a temporary state directory that is deleted on exit. Two accounts are
 //! created and printed as `dclogin:` links and terminal QR codes that name
 //! the hosts and ports, so a Delta Chat client on this machine can scan or
-//! paste them.
+//! paste them. The admin API and its web UI are on, and the UI's address
+//! and token are printed.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -77,6 +78,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         "More accounts: POST {}/new  (or scan DCACCOUNT:{}/new)",
         relay.base_url, relay.base_url
     );
+    let token = chatmail_admin::load_token(&state_dir, false)?;
+    println!(
+        "Admin web UI: {}{}/  (sign in with {token})",
+        relay.base_url, admin_web_path()
+    );
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     relay.stop().await;
@@ -93,7 +99,7 @@ fn settings(
         "mail_domain = \"{ip}\"\nstate_dir = {state:?}\n\
          [log]\nno_log = false\nlevel = {log:?}\n\
          [listen]\nsubmissions = {}\nsubmission = {}\nimaps = {}\nimap = {}\nhttps = {}\nsmtp = {}\nhttp = []\n\
-         [tls]\nmode = \"self-signed\"\n",
+         [tls]\nmode = \"self-signed\"\n[admin]\nenabled = true\nweb_path = {web:?}\n",
         at(ports.submissions),
         at(ports.submission),
         at(ports.imaps),
@@ -103,8 +109,14 @@ fn settings(
         ip = options.ip,
         state = state_dir.display().to_string(),
         log = options.log,
+        web = admin_web_path(),
     );
     Ok(chatmail_config::parse(&text)?)
+}
+
+/// Where the demo serves the admin web UI.
+fn admin_web_path() -> &'static str {
+    "/admin"
 }
 
 /// A login link with explicit servers, since the demo uses its own ports.

@@ -360,6 +360,19 @@ fn validate(config: &Config) -> Vec<Problem> {
     }
     let admin_path = &config.admin.path;
     let reserved = ["/", "/new", "/mxdeliv", "/relay"];
+    let web_path = &config.admin.web_path;
+    if !web_path.is_empty()
+        && (!web_path.starts_with('/')
+            || web_path.ends_with('/')
+            || web_path.contains(['?', '#', ' ', '{', '}', '*', ':'])
+            || reserved.contains(&web_path.as_str())
+            || web_path == admin_path)
+    {
+        bad(
+            "admin.web_path",
+            "must be empty or an absolute path without a trailing slash, query or spaces, other than admin.path and the relay's own pages".into(),
+        );
+    }
     if !admin_path.starts_with('/')
         || admin_path.contains(['?', '#', ' '])
         || reserved.contains(&admin_path.as_str())

@@ -697,6 +697,10 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Where the API is served (Madmail's tools use `/api/admin`).
     pub path: String,
+    /// Where the admin web UI is served while the API is (`admin-leptos/`,
+    /// built into the binary by `cargo xtask admin-ui`; it signs in with
+    /// the API's token). Empty: not served.
+    pub web_path: String,
 }
 
 impl Default for AdminConfig {
@@ -704,6 +708,7 @@ impl Default for AdminConfig {
         Self {
             enabled: false,
             path: "/api/admin".into(),
+            web_path: "/admin".into(),
         }
     }
 }

@@ -32,6 +32,7 @@
 mod admin;
 mod conn;
 mod html;
+mod admin_ui;
 mod iroh;
 mod mxdeliv;
 mod new;
@@ -87,6 +88,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
             axum::routing::any(admin::handle).layer(DefaultBodyLimit::disable()),
         );
     }
+    router = admin_ui::routes(router, &ctx);
     if ctx.iroh.is_some() {
         for path in iroh::PATHS {
             router = router.route(path, get(iroh::forward));
