@@ -18,7 +18,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// `madmail dns`: prints the records as a zone fragment or JSON.
 pub fn dns(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let key = crate::federation::dkim_key(settings)?;
-    let records = crate::dns::records(settings, &key);
+    let records = chatmail_doctor::records(settings, &key);
     if json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else if records.is_empty() {
@@ -27,7 +27,7 @@ pub fn dns(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             settings.domain.host()
         );
     } else {
-        print!("{}", crate::dns::zone(&records));
+        print!("{}", chatmail_doctor::zone(&records));
     }
     Ok(ExitCode::SUCCESS)
 }

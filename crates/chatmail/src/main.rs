@@ -6,7 +6,7 @@ mod acme;
 mod admin;
 mod control;
 mod demo;
-mod dns;
+mod doctor;
 mod expire;
 mod federation;
 mod install;
@@ -104,7 +104,14 @@ enum Command {
         /// Print JSON instead of a zone-file fragment.
         #[arg(long)]
         json: bool,
+        /// Compare the published records with these instead; exit status 1
+        /// when one is missing or different.
+        #[arg(long)]
+        check: bool,
     },
+    /// Check the relay from the outside in: listeners, certificates, DNS
+    /// and DKIM, federation, disk and memory; each problem with a fix.
+    Doctor(doctor::DoctorOptions),
     /// Print the `ss://` link of the Shadowsocks proxy (for clients that
     /// cannot reach the relay directly; also on the index page).
     ProxyLink {
@@ -209,7 +216,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             runtime()?.block_on(demo::run(options))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dns { config, json } => admin::dns(&chatmail_config::load(&config)?, json),
+        Command::Dns {
+            config,
+            json,
+            check: false,
+        } => admin::dns(&chatmail_config::load(&config)?, json),
+        Command::Dns { config, json, .. } => {
+            doctor::dns_check(&chatmail_config::load(&config)?, json)
+        }
+        Command::Doctor(options) => doctor::doctor(options),
         Command::ProxyLink { config } => proxy::print_link(&chatmail_config::load(&config)?),
         Command::Queue { target, command } => operator::queue(target, command),
         Command::Reload(target) => operator::reload(target),

@@ -33,7 +33,7 @@ impl DkimKey {
         if !is_dns_name(selector) {
             return Err(DkimError::InvalidSelector(selector.to_owned()));
         }
-        let path = dir.join(format!("dkim-{selector}.pem"));
+        let path = key_path(dir, selector);
         let key = match read_key(&path, selector)? {
             Some(key) => key,
             None => {
@@ -55,6 +55,25 @@ impl DkimKey {
         }
         Ok(key)
     }
+
+    /// Loads the key of `selector` from `dir` without ever creating one;
+    /// `None` if there is no key file yet (the relay makes it on first
+    /// start). For tools that only inspect, such as `madmail doctor`.
+    pub fn load(dir: &Path, selector: &str) -> Result<Option<DkimKey>, DkimError> {
+        if !is_dns_name(selector) {
+            return Err(DkimError::InvalidSelector(selector.to_owned()));
+        }
+        read_key(&key_path(dir, selector), selector)
+    }
+
+    /// Where the key of `selector` is kept in `dir`.
+    pub fn path(dir: &Path, selector: &str) -> PathBuf {
+        key_path(dir, selector)
+    }
+}
+
+fn key_path(dir: &Path, selector: &str) -> PathBuf {
+    dir.join(format!("dkim-{selector}.pem"))
 }
 
 /// Reads and parses the key file; `None` if it does not exist.
@@ -168,6 +187,20 @@ mod tests {
         }
         // Only the two key files remain: no temporary files left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn load_never_creates_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(DkimKey::load(dir.path(), "s1").unwrap().is_none());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let made = DkimKey::load_or_generate(dir.path(), "s1", Algorithm::Ed25519).unwrap();
+        let loaded = DkimKey::load(dir.path(), "s1").unwrap().unwrap();
+        assert_eq!(made.txt_record(), loaded.txt_record());
+        assert_eq!(
+            DkimKey::path(dir.path(), "s1"),
+            dir.path().join("dkim-s1.pem")
+        );
     }
 
     #[test]

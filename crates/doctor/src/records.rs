@@ -1,5 +1,6 @@
-//! `madmail dns`: every DNS record the relay needs, as a zone-file fragment
-//! or as JSON.
+//! The DNS records a relay needs, as `madmail dns` prints them (a
+//! zone-file fragment or JSON) and as the checks compare them with what is
+//! published.
 
 use chatmail_config::{MailDomain, Settings};
 use chatmail_dkim::DkimKey;
@@ -23,16 +24,37 @@ pub struct Record {
 /// The records for `settings`, given the DKIM key. An IP-only relay needs
 /// none.
 pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
+    build(settings, Some(dkim))
+}
+
+/// [`records`], without the DKIM record when there is no key yet.
+pub(crate) fn build(settings: &Settings, dkim: Option<&DkimKey>) -> Vec<Record> {
     let MailDomain::Name(domain) = &settings.domain else {
         return Vec::new();
     };
     let fq = format!("{domain}.");
-    let record = |name: String, kind, value: String, required| Record {
+    let mut out = vec![record(fq.clone(), "MX", format!("10 {fq}"), true)];
+    if let Some(dkim) = dkim {
+        let name = dkim.record_name(domain);
+        out.push(record(name, "TXT", dkim.txt_record(), true));
+    }
+    out.extend(fixed(&fq, domain));
+    out.extend(services(settings, &fq, domain));
+    out
+}
+
+fn record(name: String, kind: &'static str, value: String, required: bool) -> Record {
+    Record {
         name,
         kind,
         value,
         required,
-    };
+    }
+}
+
+/// The records every named relay has: MTA-STS, the web names, SPF, DMARC,
+/// CAA and the mail SRV records (RFC 6186).
+fn fixed(fq: &str, domain: &str) -> Vec<Record> {
     let srv = |service: &str, port: u16| {
         record(
             format!("_{service}._tcp.{fq}"),
@@ -41,18 +63,16 @@ pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
             false,
         )
     };
-    let mut out = vec![
-        record(fq.clone(), "MX", format!("10 {fq}"), true),
-        record(dkim.record_name(domain), "TXT", dkim.txt_record(), true),
+    vec![
         record(
             format!("_mta-sts.{fq}"),
             "TXT",
             format!("v=STSv1; id={}", mta_sts_id(domain)),
             true,
         ),
-        record(format!("mta-sts.{fq}"), "CNAME", fq.clone(), true),
-        record(format!("www.{fq}"), "CNAME", fq.clone(), true),
-        record(fq.clone(), "TXT", "v=spf1 a ~all".into(), false),
+        record(format!("mta-sts.{fq}"), "CNAME", fq.into(), true),
+        record(format!("www.{fq}"), "CNAME", fq.into(), true),
+        record(fq.into(), "TXT", "v=spf1 a ~all".into(), false),
         record(
             format!("_dmarc.{fq}"),
             "TXT",
@@ -60,25 +80,28 @@ pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
             false,
         ),
         record(
-            fq.clone(),
+            fq.into(),
             "CAA",
             "0 issue \"letsencrypt.org\"".into(),
             false,
         ),
-    ];
-    out.extend([
         srv("submission", 587),
         srv("submissions", 465),
         srv("imap", 143),
         srv("imaps", 993),
-    ]);
+    ]
+}
+
+/// The records of optional services: TURN's SRV records, the proxy host.
+fn services(settings: &Settings, fq: &str, domain: &str) -> Vec<Record> {
+    let mut out = Vec::new();
     let turn = &settings.config.turn;
     if turn.enabled {
         // RFC 5928 §4: `_turn._udp` and `_turn._tcp`.
         let host = turn
             .host
             .as_ref()
-            .map_or(fq.clone(), |host| format!("{host}."));
+            .map_or(fq.to_owned(), |host| format!("{host}."));
         let value = format!("0 1 {} {host}", turn.port);
         for transport in ["udp", "tcp"] {
             let name = format!("_turn._{transport}.{fq}");
@@ -92,7 +115,7 @@ pub fn records(settings: &Settings, dkim: &DkimKey) -> Vec<Record> {
         && !host.eq_ignore_ascii_case(domain)
     {
         // The `ss://` link names this host: it must lead here.
-        out.push(record(format!("{host}."), "CNAME", fq.clone(), true));
+        out.push(record(format!("{host}."), "CNAME", fq.into(), true));
     }
     out
 }
