@@ -1,7 +1,8 @@
 """The admin web UI (`admin-leptos/`, served under `[admin] web_path`) in
 Debian's headless Chromium, driven by Selenium through chromedriver: sign
 in with the API token, ban an account, create an invite token and read its
-QR code (decoded from a screenshot by zbar), switch a service off and on.
+QR code (decoded from a screenshot by zbar), switch a service off and on,
+read the DNS records and the doctor's report.
 Every screen is photographed at phone (390 x 844) and desktop (1280 x 900)
 widths into the test's temporary directory (kept with `cargo xtask e2e
 --keep`) and checked for horizontal scrolling.
@@ -167,6 +168,23 @@ def switch_a_service(driver, relay):
     assert admin_call(relay, "GET", f"/admin/services/{service}")["body"]["status"] == "enabled"
 
 
+def read_the_doctor_report(driver, relay):
+    """The DNS screen runs the doctor; its checks match the API's names."""
+    open_screen(driver, "dns")
+    summary = wait(driver, ec.presence_of_element_located((By.ID, "doctor-summary")))
+    shown = {li.get_attribute("data-check"): li.get_attribute("data-status")
+             for li in driver.find_elements(By.CSS_SELECTOR, "li[data-check]")}
+    assert shown, "the doctor listed no checks"
+    assert set(shown.values()) <= {"pass", "warn", "fail"}, shown
+    assert summary.get_attribute("data-passed") in ("true", "false")
+    # The relay itself answers: its own IMAP listener is among the checks.
+    assert any(name.startswith("listen imaps") for name in shown), shown
+    records = admin_call(relay, "GET", "/admin/dns")
+    assert records["status"] == 200, records
+    rows = driver.find_elements(By.CSS_SELECTOR, "tr[data-record]")
+    assert len(rows) == len(records["body"]["records"]), (len(rows), records)
+
+
 def test_the_admin_web_ui_signs_in_bans_invites_and_switches_services(relay, browser, tmp_path):
     status = admin_call(relay, "GET", "/admin/status")
     assert status["status"] == 200, status
@@ -175,6 +193,7 @@ def test_the_admin_web_ui_signs_in_bans_invites_and_switches_services(relay, bro
         ban_an_account(browser, relay)
         create_an_invite_and_read_its_qr(browser, relay, tmp_path)
         switch_a_service(browser, relay)
+        read_the_doctor_report(browser, relay)
         photograph_every_screen(browser, tmp_path)
     finally:
         admin_call(relay, "POST", "/admin/services/shadowsocks", {"action": "enable"})

@@ -122,9 +122,19 @@ fn ensure_wasm_bindgen(tools: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     run(Command::new(cargo())
-        .args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION, "--root"])
+        .args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            WASM_BINDGEN_VERSION,
+            "--root",
+        ])
         .arg(tools))?;
-    ensure!(fits(&installed), "{} is not {wanted} after installing it", installed.display());
+    ensure!(
+        fits(&installed),
+        "{} is not {wanted} after installing it",
+        installed.display()
+    );
     Ok(installed)
 }
 
@@ -197,7 +207,10 @@ mod tests {
 
     #[test]
     fn reads_the_wasm_opt_release_number() {
-        assert_eq!(wasm_opt_version("wasm-opt version 132 (version_132)\n"), Some(132));
+        assert_eq!(
+            wasm_opt_version("wasm-opt version 132 (version_132)\n"),
+            Some(132)
+        );
         assert_eq!(wasm_opt_version("wasm-opt version 108"), Some(108));
         assert_eq!(wasm_opt_version("something else"), None);
     }

@@ -100,7 +100,7 @@ pub fn Dns() -> impl IntoView {
     let records = RwSignal::new(None::<Vec<Record>>);
     let doctor = RwSignal::new(None::<Doctor>);
     let load_records = move || {
-        client.run(Method::Get, "/admin/dns/records", Value::Null, move |r: Records| {
+        client.run(Method::Get, "/admin/dns", Value::Null, move |r: Records| {
             records.set(Some(r.records))
         });
     };

@@ -20,8 +20,12 @@
 //!   `chatmail_store`, which the protocol servers read).
 
 mod api;
+mod checks;
 mod operations;
 mod resources;
+
+/// A resource's answer: the status and body of the reply, or the error.
+type Outcome = Result<(u16, serde_json::Value), AdminError>;
 
 pub use api::{Api, MAX_REQUEST, TOKEN_FILE, load_token};
 pub use operations::{ReloadError, Reloaded};
@@ -171,6 +175,8 @@ pub struct Admin {
     file: tokio::sync::Mutex<chatmail_config::Config>,
     /// The outbound queue, woken by a flush; `None`: the store alone.
     queue: Option<chatmail_queue::Queue>,
+    /// Held while `/admin/doctor` runs (one run at a time).
+    doctor: tokio::sync::Mutex<()>,
 }
 
 impl Admin {
@@ -189,6 +195,7 @@ impl Admin {
             started: Instant::now(),
             config_path: None,
             queue: None,
+            doctor: tokio::sync::Mutex::new(()),
         }
     }
 

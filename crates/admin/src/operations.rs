@@ -9,9 +9,7 @@ use chatmail_config::{FederationRules, Service, SettingError};
 use serde_json::{Value, json};
 
 use crate::resources::{FEDERATION_KEY, bad, method, number, required};
-use crate::{Admin, AdminError};
-
-type Outcome = Result<(u16, Value), AdminError>;
+use crate::{Admin, AdminError, Outcome};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]

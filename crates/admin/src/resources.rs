@@ -10,9 +10,7 @@ use chatmail_store::{AccountSummary, Invite, NewInvite};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::{Admin, AdminError};
-
-type Outcome = Result<(u16, Value), AdminError>;
+use crate::{Admin, AdminError, Outcome};
 
 /// Longest page of `/admin/accounts`.
 const MAX_PAGE: u64 = 1_000;
@@ -120,6 +118,8 @@ impl Admin {
             "/admin/federation" => self.federation(method, &body).await,
             "/admin/federation/rules" => self.federation_rules(method, &body).await,
             "/admin/federation/servers" => self.federation_servers(method).await,
+            "/admin/dns" => self.dns_resource(method),
+            "/admin/doctor" => self.doctor_resource(method).await,
             "/admin/reload" => self.reload_resource(method).await,
             "/admin/settings" => self.settings_resource(method, None, &body).await,
             "/admin/services" => self.services_resource(method, None, &body).await,

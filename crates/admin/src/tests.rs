@@ -320,3 +320,91 @@ async fn reload_without_a_file_settings_and_services_answer_in_the_envelope() {
     assert_eq!(status, 200, "{body}");
     assert!(body["servers"].is_array());
 }
+
+#[tokio::test]
+async fn dns_records_include_the_dkim_key_once_there_is_one() {
+    let dir = TempDir::new().unwrap();
+    let admin = admin(&dir).await;
+    let (status, before) = call(&admin, "GET", "/admin/dns", Value::Null).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["domain"], "example.org");
+    let kinds = |body: &Value| -> Vec<(String, String)> {
+        body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().into(),
+                    r["type"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    assert!(kinds(&before).contains(&("example.org.".into(), "MX".into())));
+    assert!(
+        !kinds(&before)
+            .iter()
+            .any(|(name, _)| name.contains("_domainkey"))
+    );
+
+    let key = chatmail_dkim::DkimKey::load_or_generate(
+        &dir.path().join("dkim"),
+        "opendkim",
+        chatmail_dkim::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let (_, after) = call(&admin, "GET", "/admin/dns", Value::Null).await;
+    let dkim = after["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "opendkim._domainkey.example.org.")
+        .expect("a DKIM record");
+    assert_eq!(dkim["value"], key.txt_record());
+    assert!(after["zone"].as_str().unwrap().contains("_domainkey"));
+    let (status, _) = call(&admin, "POST", "/admin/dns", Value::Null).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn doctor_reports_a_relay_that_is_not_listening_and_runs_once_at_a_time() {
+    let dir = TempDir::new().unwrap();
+    // An IP-only relay (no DNS to look up) whose listeners are all closed.
+    let config = format!(
+        "mail_domain = \"127.0.0.1\"\nstate_dir = \"{}\"\n[tls]\nmode = \"self-signed\"\n\
+         [listen]\nimaps = [\"127.0.67.1:1993\"]\nsubmissions = [\"127.0.67.1:1465\"]\n",
+        dir.path().display()
+    );
+    let settings = Arc::new(chatmail_config::parse(&config).unwrap());
+    let store = Store::open(StoreOptions {
+        path: dir.path().join("db.sqlite"),
+        max_batch: 64,
+    })
+    .await
+    .unwrap();
+    let accounts = Accounts::new(store, settings.clone());
+    let admin = Admin::new(
+        settings,
+        accounts,
+        Services::default(),
+        "https://127.0.0.1".into(),
+    );
+
+    let (first, second) = tokio::join!(
+        call(&admin, "GET", "/admin/doctor", Value::Null),
+        call(&admin, "GET", "/admin/doctor", Value::Null)
+    );
+    assert_eq!(second.0, 409, "{}", second.1);
+    let (status, report) = first;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["passed"], false);
+    let imaps = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("127.0.67.1:1993"))
+        .expect("the IMAP listener is checked");
+    assert_eq!(imaps["status"], "fail");
+    assert!(imaps["fix"].as_str().is_some_and(|fix| !fix.is_empty()));
+}

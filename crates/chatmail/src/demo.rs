@@ -81,7 +81,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let token = chatmail_admin::load_token(&state_dir, false)?;
     println!(
         "Admin web UI: {}{}/  (sign in with {token})",
-        relay.base_url, admin_web_path()
+        relay.base_url,
+        admin_web_path()
     );
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;

@@ -129,6 +129,13 @@ pub async fn run(settings: &Settings) -> Report {
     Report::new(checks)
 }
 
+/// The records the relay needs, the DKIM record from the key on disk
+/// (left out while there is no key yet): what the admin API shows.
+pub fn expected_records(settings: &Settings) -> Vec<Record> {
+    let key = dkim::load(settings).ok().flatten();
+    records::build(settings, key.as_ref())
+}
+
 /// The published DNS records against those the relay needs
 /// (`madmail dns --check`), the DKIM key included.
 pub async fn check_dns(settings: &Settings) -> Report {

@@ -62,7 +62,10 @@ pub fn routes(router: Router<Arc<Context>>, ctx: &Context) -> Router<Arc<Context
     let base = admin.web_path.clone();
     let slash = format!("{base}/");
     router
-        .route(&base, get(move || async move { Redirect::permanent(&slash) }))
+        .route(
+            &base,
+            get(move || async move { Redirect::permanent(&slash) }),
+        )
         .route(&format!("{base}/"), get(page))
         .route(&format!("{base}/admin.js"), get(glue))
         .route(&format!("{base}/admin_bg.wasm"), get(module))
@@ -73,8 +76,14 @@ fn guarded(mut response: Response) -> Response {
     if let Ok(policy) = HeaderValue::from_str(&POLICY) {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
@@ -108,7 +117,9 @@ fn asset(index: usize, kind: &'static str) -> Response {
 /// The path as an attribute value (validated paths have no quotes, but
 /// the page must not depend on that).
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
 }
 
 #[cfg(test)]

@@ -30,9 +30,9 @@
 //! captive-portal probe.
 
 mod admin;
+mod admin_ui;
 mod conn;
 mod html;
-mod admin_ui;
 mod iroh;
 mod mxdeliv;
 mod new;
