@@ -43,12 +43,42 @@
         ];
       };
 
+      # The admin web UI: a cargo workspace of its own, built for wasm and
+      # embedded into the server (so its edits rebuild the server too).
+      uiSrc = lib.fileset.toSource {
+        root = ./admin-leptos;
+        fileset = lib.fileset.unions [
+          ./admin-leptos/Cargo.toml
+          ./admin-leptos/Cargo.lock
+          # The wasm32 rustflags (`--cfg erase_components`).
+          ./admin-leptos/.cargo/config.toml
+          ./admin-leptos/src
+          ./admin-leptos/index.html
+        ];
+      };
+
       # Builds for one package set: `pkgs` for native builds, a static
       # (musl) set for the static binaries. The toolchain always runs on the
       # build machine and carries the standard library of the target.
       build =
         pkgs:
         let
+          # Built once, on the build machine, for every variant below: the
+          # module is the same whatever the server's target.
+          adminUi =
+            let
+              toolchain = pkgs.rust-bin.stable.${rustVersion}.default.override {
+                targets = [ "wasm32-unknown-unknown" ];
+              };
+            in
+            pkgs.callPackage ./nix/admin-ui.nix {
+              rustPlatform = pkgs.makeRustPlatform {
+                cargo = toolchain;
+                rustc = toolchain;
+              };
+              src = uiSrc;
+              inherit version;
+            };
           toolchainFor =
             hostPkgs:
             pkgs.rust-bin.stable.${rustVersion}.default.override {
@@ -73,6 +103,8 @@
                 "chatmail"
               ];
               cargoTestFlags = [ "--workspace" ];
+              # crates/http/build.rs embeds the admin web UI from here.
+              env.MADMAIL_ADMIN_UI_DIR = "${adminUi}";
               # The test suite runs as its own check (`checks.tests`).
               doCheck = false;
               meta = {
@@ -86,7 +118,7 @@
           toolchain = toolchainFor pkgs;
         in
         {
-          inherit madmail;
+          inherit madmail adminUi;
           static = madmailFor pkgs.pkgsStatic;
           staticAarch64 = madmailFor pkgs.pkgsCross.aarch64-multiplatform.pkgsStatic;
 
@@ -112,6 +144,7 @@
         {
           default = b.madmail;
           madmail = b.madmail;
+          admin-ui = b.adminUi;
           static = b.static;
         }
         // lib.optionalAttrs (pkgs.stdenv.hostPlatform.system == "x86_64-linux") {
