@@ -8,8 +8,15 @@ use tempfile::TempDir;
 use crate::{Admin, Api, Request, Services};
 
 async fn admin(dir: &TempDir) -> Admin {
+    admin_of(dir, "mail_domain = \"example.org\"\n").await
+}
+
+/// An admin core over a fresh store in `dir`, for the configuration
+/// `head` (top-level keys, then tables; `state_dir` and `[tls]` are
+/// added around it).
+async fn admin_of(dir: &TempDir, head: &str) -> Admin {
     let config = format!(
-        "mail_domain = \"example.org\"\nstate_dir = \"{}\"\n[tls]\nmode = \"self-signed\"\n",
+        "state_dir = \"{}\"\n{head}[tls]\nmode = \"self-signed\"\n",
         dir.path().display()
     );
     let settings = Arc::new(chatmail_config::parse(&config).unwrap());
@@ -371,25 +378,9 @@ async fn dns_records_include_the_dkim_key_once_there_is_one() {
 async fn doctor_reports_a_relay_that_is_not_listening_and_runs_once_at_a_time() {
     let dir = TempDir::new().unwrap();
     // An IP-only relay (no DNS to look up) whose listeners are all closed.
-    let config = format!(
-        "mail_domain = \"127.0.0.1\"\nstate_dir = \"{}\"\n[tls]\nmode = \"self-signed\"\n\
-         [listen]\nimaps = [\"127.0.67.1:1993\"]\nsubmissions = [\"127.0.67.1:1465\"]\n",
-        dir.path().display()
-    );
-    let settings = Arc::new(chatmail_config::parse(&config).unwrap());
-    let store = Store::open(StoreOptions {
-        path: dir.path().join("db.sqlite"),
-        max_batch: 64,
-    })
-    .await
-    .unwrap();
-    let accounts = Accounts::new(store, settings.clone());
-    let admin = Admin::new(
-        settings,
-        accounts,
-        Services::default(),
-        "https://127.0.0.1".into(),
-    );
+    let head = "mail_domain = \"127.0.0.1\"\n\
+        [listen]\nimaps = [\"127.0.67.1:1993\"]\nsubmissions = [\"127.0.67.1:1465\"]\n";
+    let admin = admin_of(&dir, head).await;
 
     let (first, second) = tokio::join!(
         call(&admin, "GET", "/admin/doctor", Value::Null),

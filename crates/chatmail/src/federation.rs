@@ -13,8 +13,6 @@ use chatmail_queue::Queue;
 use chatmail_store::Store;
 use chatmail_transport::Transport;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio_util::sync::CancellationToken;
 
 /// The running federation services.
@@ -56,19 +54,5 @@ pub fn dkim_key(settings: &Settings) -> anyhow::Result<DkimKey> {
 /// The resolver for MX and DKIM lookups: `federation.dns_servers` if set,
 /// else the system's configuration.
 fn resolver(settings: &Settings) -> anyhow::Result<TokioResolver> {
-    let servers = &settings.config.federation.dns_servers;
-    if servers.is_empty() {
-        return Ok(TokioResolver::builder_tokio()?.build()?);
-    }
-    let name_servers = servers
-        .iter()
-        .map(|addr| {
-            let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
-            udp.port = addr.port();
-            tcp.port = addr.port();
-            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-        })
-        .collect();
-    let config = ResolverConfig::from_parts(None, vec![], name_servers);
-    Ok(TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).build()?)
+    Ok(chatmail_transport::resolver_builder(settings)?.build()?)
 }

@@ -16,11 +16,8 @@ use std::time::Duration;
 
 use chatmail_config::{MailDomain, Settings};
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{ResolveHosts, ResolverOpts};
 use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::records::{self, Record};
@@ -79,22 +76,7 @@ pub(crate) async fn check(settings: &Settings) -> Vec<Check> {
 /// The resolver of `[federation] dns_servers`, else the system's; never
 /// the hosts file, since the checks are about what others see.
 pub(crate) fn resolver(settings: &Settings) -> Result<TokioResolver, NetError> {
-    let servers = &settings.config.federation.dns_servers;
-    let mut builder = if servers.is_empty() {
-        TokioResolver::builder_tokio()?
-    } else {
-        let name_servers = servers
-            .iter()
-            .map(|addr| {
-                let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
-                udp.port = addr.port();
-                tcp.port = addr.port();
-                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        let config = ResolverConfig::from_parts(None, vec![], name_servers);
-        TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-    };
+    let mut builder = chatmail_transport::resolver_builder(settings)?;
     let options: &mut ResolverOpts = builder.options_mut();
     options.timeout = QUERY_TIMEOUT;
     options.attempts = 2;

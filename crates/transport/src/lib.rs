@@ -19,9 +19,13 @@
 
 mod memory;
 mod mxdeliv;
+mod resolver;
 mod route;
 mod smtp;
 mod tls;
+
+pub use resolver::resolver_builder;
+pub use tls::AnyCertificate;
 
 use std::sync::Arc;
 use std::time::Duration;
