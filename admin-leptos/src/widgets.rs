@@ -97,3 +97,41 @@ pub fn Loading(loaded: Signal<bool>) -> impl IntoView {
         </Show>
     }
 }
+
+/// One column heading of a [`Table`].
+#[derive(Clone, Copy)]
+pub enum Col {
+    /// Plain text.
+    Text(&'static str),
+    /// Numbers, aligned right.
+    Num(&'static str),
+    /// A heading only screen readers get (an actions column).
+    Hidden(&'static str),
+}
+
+/// A table that scrolls on its own when wider than the screen; its rows
+/// are the children. Tables with the class `cards-on-phone` become one
+/// card per row at phone widths (the cells' `data-label` names them).
+#[component]
+pub fn Table(class: &'static str, columns: &'static [Col], children: Children) -> impl IntoView {
+    let heads = columns
+        .iter()
+        .map(|column| match *column {
+            Col::Text(title) => view! { <th>{title}</th> }.into_any(),
+            Col::Num(title) => view! { <th class="num">{title}</th> }.into_any(),
+            Col::Hidden(title) => {
+                view! { <th><span class="visually-hidden">{title}</span></th> }.into_any()
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="table-box">
+            <table class=class>
+                <thead>
+                    <tr>{heads}</tr>
+                </thead>
+                <tbody>{children()}</tbody>
+            </table>
+        </div>
+    }
+}

@@ -76,6 +76,20 @@ pub fn build(root: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the UI's unit tests (zone lines, formatting, routes: the parts
+/// that need no browser) as a host build, in a target directory of their
+/// own beside the wasm build's.
+pub fn test(root: &Path) -> anyhow::Result<()> {
+    let ui = root.join("admin-leptos");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| PathBuf::from(dir).join("admin-ui-host"))
+        .unwrap_or_else(|| ui.join("target"));
+    run(Command::new(cargo())
+        .args(["test", "--locked"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(&ui))
+}
+
 /// The wasm features rustc emits for this target by default, which
 /// wasm-opt must accept and may use.
 const WASM_FEATURES: &[&str] = &[

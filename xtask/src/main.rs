@@ -69,6 +69,7 @@ fn main() -> anyhow::Result<()> {
 fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
     // First, so that the madmail the tests run serves the admin web UI.
     admin_ui::build(root, &ui_dir(root))?;
+    admin_ui::test(root)?;
     cargo(root, &["test", "--workspace", "--locked"])?;
     nix::check(root)?;
     dist::run(

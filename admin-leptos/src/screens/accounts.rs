@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::api::{Client, Method};
 use crate::browser;
 use crate::format;
-use crate::widgets::{CopyButton, Loading, RefreshButton, ScreenHead};
+use crate::widgets::{Col, CopyButton, Loading, RefreshButton, ScreenHead, Table};
 
 /// Accounts per page.
 const PAGE: u64 = 50;
@@ -165,22 +165,20 @@ fn AccountTable(page: Page, reload: Callback<()>) -> impl IntoView {
         .map(|account| view! { <AccountRow account=account reload=reload /> })
         .collect_view();
     view! {
-        <div class="table-box">
-            <table class="accounts cards-on-phone">
-                <thead>
-                    <tr>
-                        <th>"Address"</th>
-                        <th>"Used"</th>
-                        <th>"Quota"</th>
-                        <th>"Created"</th>
-                        <th>"Last login"</th>
-                        <th>"State"</th>
-                        <th><span class="visually-hidden">"Actions"</span></th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
+        <Table
+            class="accounts cards-on-phone"
+            columns={&[
+                Col::Text("Address"),
+                Col::Text("Used"),
+                Col::Text("Quota"),
+                Col::Text("Created"),
+                Col::Text("Last login"),
+                Col::Text("State"),
+                Col::Hidden("Actions"),
+            ]}
+        >
+            {rows}
+        </Table>
     }
     .into_any()
 }

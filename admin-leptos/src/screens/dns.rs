@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{Client, Method};
-use crate::widgets::{CopyButton, Loading, RefreshButton, ScreenHead};
+use crate::widgets::{Col, CopyButton, Loading, RefreshButton, ScreenHead, Table};
 
 #[derive(Clone, Deserialize, PartialEq)]
 struct Records {
@@ -162,20 +162,18 @@ fn RecordTable(records: Vec<Record>) -> impl IntoView {
         <div class="actions above-table">
             <CopyButton text=all label="Copy all as zone file" attr:id="dns-copy-all" />
         </div>
-        <div class="table-box">
-            <table class="records cards-on-phone">
-                <thead>
-                    <tr>
-                        <th>"Name"</th>
-                        <th>"Type"</th>
-                        <th>"Value"</th>
-                        <th>"Needed"</th>
-                        <th><span class="visually-hidden">"Copy"</span></th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
+        <Table
+            class="records cards-on-phone"
+            columns={&[
+                Col::Text("Name"),
+                Col::Text("Type"),
+                Col::Text("Value"),
+                Col::Text("Needed"),
+                Col::Hidden("Copy"),
+            ]}
+        >
+            {rows}
+        </Table>
     }
     .into_any()
 }

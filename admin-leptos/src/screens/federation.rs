@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::api::{Client, Method};
 use crate::browser;
 use crate::format;
-use crate::widgets::{Loading, RefreshButton, ScreenHead};
+use crate::widgets::{Col, Loading, RefreshButton, ScreenHead, Table};
 
 #[derive(Clone, Deserialize, PartialEq)]
 struct Rules {
@@ -217,24 +217,22 @@ fn ServerTable(servers: Servers) -> impl IntoView {
         .collect_view();
     view! {
         <p class="muted">{format!("{} peer(s)", format::count(total))}</p>
-        <div class="table-box">
-            <table class="servers">
-                <thead>
-                    <tr>
-                        <th>"Domain"</th>
-                        <th class="num">"Queued"</th>
-                        <th class="num">"HTTPS ok"</th>
-                        <th class="num">"HTTPS failed"</th>
-                        <th class="num">"SMTP ok"</th>
-                        <th class="num">"SMTP failed"</th>
-                        <th class="num">"Inbound"</th>
-                        <th class="num">"Latency"</th>
-                        <th>"Last active"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
+        <Table
+            class="servers"
+            columns={&[
+                Col::Text("Domain"),
+                Col::Num("Queued"),
+                Col::Num("HTTPS ok"),
+                Col::Num("HTTPS failed"),
+                Col::Num("SMTP ok"),
+                Col::Num("SMTP failed"),
+                Col::Num("Inbound"),
+                Col::Num("Latency"),
+                Col::Text("Last active"),
+            ]}
+        >
+            {rows}
+        </Table>
     }
     .into_any()
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::api::{Client, Method};
 use crate::browser;
 use crate::format;
-use crate::widgets::{Loading, RefreshButton, ScreenHead};
+use crate::widgets::{Col, Loading, RefreshButton, ScreenHead, Table};
 
 #[derive(Clone, Deserialize, PartialEq)]
 struct Queue {
@@ -108,20 +108,18 @@ fn QueueCard(queue: Queue) -> impl IntoView {
             })
             .collect_view();
         view! {
-            <div class="table-box">
-                <table class="cards-on-phone">
-                    <thead>
-                        <tr>
-                            <th class="num">"ID"</th>
-                            <th>"Recipient"</th>
-                            <th>"State"</th>
-                            <th class="num">"Attempts"</th>
-                            <th>"Last error"</th>
-                        </tr>
-                    </thead>
-                    <tbody>{rows}</tbody>
-                </table>
-            </div>
+            <Table
+                class="cards-on-phone"
+                columns={&[
+                    Col::Num("ID"),
+                    Col::Text("Recipient"),
+                    Col::Text("State"),
+                    Col::Num("Attempts"),
+                    Col::Text("Last error"),
+                ]}
+            >
+                {rows}
+            </Table>
         }
         .into_any()
     };

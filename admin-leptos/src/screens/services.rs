@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::api::{Client, Method};
 use crate::format;
-use crate::widgets::{Loading, RefreshButton, ScreenHead};
+use crate::widgets::{Col, Loading, RefreshButton, ScreenHead, Table};
 
 #[derive(Clone, Deserialize, PartialEq)]
 struct Services {
@@ -166,20 +166,18 @@ fn SettingsTable(settings: Vec<Setting>, reload: Callback<()>) -> impl IntoView 
         .map(|s| view! { <SettingRow setting=s reload=reload /> })
         .collect_view();
     view! {
-        <div class="table-box">
-            <table class="settings cards-on-phone">
-                <thead>
-                    <tr>
-                        <th>"Setting"</th>
-                        <th>"Value"</th>
-                        <th>"Default"</th>
-                        <th>"Applies"</th>
-                        <th><span class="visually-hidden">"Actions"</span></th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
+        <Table
+            class="settings cards-on-phone"
+            columns={&[
+                Col::Text("Setting"),
+                Col::Text("Value"),
+                Col::Text("Default"),
+                Col::Text("Applies"),
+                Col::Hidden("Actions"),
+            ]}
+        >
+            {rows}
+        </Table>
     }
     .into_any()
 }
