@@ -41,9 +41,25 @@ pub fn build(root: &Path, out: &Path) -> anyhow::Result<()> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(|dir| PathBuf::from(dir).join("admin-ui"))
         .unwrap_or_else(|| ui.join("target"));
+    // The module's panic messages name source files: cargo home and the
+    // target directory are remapped, so the release binary that embeds the
+    // module names no build path (`cargo xtask dist` checks). Flags from
+    // the environment replace those of .cargo/config.toml, so its
+    // `--cfg erase_components` is repeated here.
+    let rustflags = [
+        "--cfg".to_owned(),
+        "erase_components".to_owned(),
+        format!(
+            "--remap-path-prefix={}=/cargo",
+            crate::dist::cargo_home()?.display()
+        ),
+        format!("--remap-path-prefix={}=/target", target_dir.display()),
+    ];
     run(Command::new(cargo())
         .args(["build", "--release", "--locked", "--target", TARGET])
         .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"))
         .current_dir(&ui))?;
     let module = target_dir
         .join(TARGET)

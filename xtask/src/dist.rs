@@ -216,7 +216,7 @@ fn dist_target_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/madmail/dist-target"))
 }
 
-fn cargo_home() -> anyhow::Result<PathBuf> {
+pub(crate) fn cargo_home() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_HOME") {
         return Ok(PathBuf::from(dir));
     }
