@@ -38,9 +38,7 @@ pub fn build(root: &Path, out: &Path) -> anyhow::Result<()> {
     let wasm_bindgen = ensure_wasm_bindgen(&tools)?;
     let wasm_opt = ensure_wasm_opt(&tools)?;
 
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| PathBuf::from(dir).join("admin-ui"))
-        .unwrap_or_else(|| ui.join("target"));
+    let target_dir = target_dir(&ui, "admin-ui");
     // The module's panic messages name source files: cargo home and the
     // target directory are remapped, so the release binary that embeds the
     // module names no build path (`cargo xtask dist` checks). Flags from
@@ -97,13 +95,19 @@ pub fn build(root: &Path, out: &Path) -> anyhow::Result<()> {
 /// own beside the wasm build's.
 pub fn test(root: &Path) -> anyhow::Result<()> {
     let ui = root.join("admin-leptos");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| PathBuf::from(dir).join("admin-ui-host"))
-        .unwrap_or_else(|| ui.join("target"));
+    let target_dir = target_dir(&ui, "admin-ui-host");
     run(Command::new(cargo())
         .args(["test", "--locked"])
         .env("CARGO_TARGET_DIR", &target_dir)
         .current_dir(&ui))
+}
+
+/// `$CARGO_TARGET_DIR/<name>`, so the UI's builds never share the
+/// server's directory; without `CARGO_TARGET_DIR`, the UI's own `target/`.
+fn target_dir(ui: &Path, name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| PathBuf::from(dir).join(name))
+        .unwrap_or_else(|| ui.join("target"))
 }
 
 /// The wasm features rustc emits for this target by default, which
