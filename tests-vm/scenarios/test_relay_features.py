@@ -113,7 +113,11 @@ def test_delta_chat_switches_on_compression_and_keeps_working(relay, deltachat, 
         tapped.bring_online()
         (peer,) = make_profiles(1)
         peer.create_chat(tapped).send_text("through a compressed session")
-        assert wait_for_text(tapped, "through a compressed session").get_snapshot().show_padlock
+        try:
+            received = wait_for_text(tapped, "through a compressed session")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; through the tap:\n{tap.summary()}") from err
+        assert received.get_snapshot().show_padlock
         sessions = tap.compressed_sessions()
     finally:
         tap.close()
