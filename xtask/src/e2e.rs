@@ -20,7 +20,7 @@
 //!    no-log relay (`_nolog.test`, free high loopback ports) runs too, and,
 //!    when libfaketime is installed, the clock relay (`_clock.test`, free
 //!    high loopback ports, a small quota, its wall clock moved by the
-//!    scenarios through [`relay::FakeClock`]);
+//!    scenarios through [`FakeClock`]);
 //! 4. the relays start and are ready once every listening port accepts;
 //! 5. pytest runs once per relay set ([`PytestRun`]), the last ones
 //!    `test_no_log.py` against the no-log relay and
@@ -46,7 +46,8 @@ mod federation;
 #[path = "e2e_relay.rs"]
 mod relay;
 
-pub(crate) use relay::{FakeClock, Relay, RelaySpec};
+pub(crate) use chatmail_testkit::clock::FakeClock;
+pub(crate) use relay::{Relay, RelaySpec};
 
 /// Options of `cargo xtask e2e`.
 #[derive(clap::Args, Debug, Clone)]
@@ -221,7 +222,9 @@ fn add_clock_relay(
 ) -> Result<()> {
     let mut spec = clock_relay_spec()?;
     fs::create_dir_all(scratch.join(spec.name))?;
-    let Some(clock) = FakeClock::create(scratch.join(spec.name).join("faketime"))? else {
+    let Some(clock) =
+        FakeClock::create(scratch.join(spec.name).join("faketime")).map_err(anyhow::Error::msg)?
+    else {
         println!(
             "SKIP: quota, trim and retention scenarios need libfaketime \
              (Debian package `faketime`)"

@@ -252,57 +252,6 @@ impl RelaySpec {
     }
 }
 
-/// A relay clock the scenarios move: libfaketime (Debian package
-/// `faketime`) preloaded into the relay reads the offset from real time
-/// (`+0`, `+2d`, `+91d`, ...) from `file` on every clock call, so writing
-/// the file moves the running relay's wall clock (and that of every
-/// `madmail` command given the same [`FakeClock::env`]). The monotonic
-/// clock is left alone, so timeouts and timers keep real time.
-pub(crate) struct FakeClock {
-    /// The preload library.
-    pub(crate) library: PathBuf,
-    /// The offset file.
-    pub(crate) file: PathBuf,
-}
-
-/// Where Debian installs libfaketime: `/usr/lib/<multiarch>/faketime/`.
-const FAKETIME_DIR: &str = "faketime";
-/// The thread-safe variant first (the relay runs many threads).
-const FAKETIME_LIBRARIES: [&str; 2] = ["libfaketimeMT.so.1", "libfaketime.so.1"];
-
-impl FakeClock {
-    /// Finds libfaketime and creates `file` with offset zero; `None` when
-    /// the library is not installed.
-    pub(crate) fn create(file: PathBuf) -> Result<Option<Self>> {
-        let Some(library) = Self::find_library() else {
-            return Ok(None);
-        };
-        fs::write(&file, "+0\n").with_context(|| format!("writing {}", file.display()))?;
-        Ok(Some(Self { library, file }))
-    }
-
-    fn find_library() -> Option<PathBuf> {
-        let multiarch = fs::read_dir("/usr/lib").ok()?.flatten().map(|e| e.path());
-        let dirs = std::iter::once(PathBuf::from("/usr/lib")).chain(multiarch);
-        dirs.flat_map(|dir| FAKETIME_LIBRARIES.map(|lib| dir.join(FAKETIME_DIR).join(lib)))
-            .find(|path| path.is_file())
-    }
-
-    /// The environment that puts a process on this clock.
-    pub(crate) fn env(&self) -> Vec<(String, String)> {
-        [
-            ("LD_PRELOAD", self.library.display().to_string()),
-            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
-            // Read the file on every call, not every 10 s.
-            ("FAKETIME_NO_CACHE", "1".to_owned()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect()
-    }
-}
-
 /// `N` distinct free loopback ports (all held open until each is chosen).
 fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
     let listeners = (0..N)
@@ -526,36 +475,6 @@ mod tests {
         let env = spec.scenario_env("MADMAIL");
         assert!(env.contains(&("MADMAIL_NO_LOG".to_owned(), "1".to_owned())));
         assert!(!env.iter().any(|(k, _)| k == "MADMAIL_TURN_HOST"));
-    }
-
-    #[test]
-    fn fake_clock_preloads_libfaketime_reading_the_offset_file_on_every_call() {
-        let file = std::env::temp_dir().join(format!("madmail-faketime-{}", std::process::id()));
-        let Some(clock) = FakeClock::create(file.clone()).unwrap() else {
-            return; // libfaketime not installed: the e2e run skips the clock relay
-        };
-        assert_eq!(fs::read_to_string(&file).unwrap().trim(), "+0");
-        let env = clock.env();
-        let get = |key| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-        assert_eq!(get("LD_PRELOAD"), clock.library.to_str());
-        assert_eq!(get("FAKETIME_TIMESTAMP_FILE"), file.to_str());
-        assert_eq!(get("FAKETIME_NO_CACHE"), Some("1"));
-        assert_eq!(get("FAKETIME_DONT_FAKE_MONOTONIC"), Some("1"));
-        let date = |env: &[(String, String)]| {
-            let out = Command::new("date")
-                .arg("+%s")
-                .envs(env.iter().cloned())
-                .output();
-            String::from_utf8(out.unwrap().stdout)
-                .unwrap()
-                .trim()
-                .parse::<i64>()
-                .unwrap()
-        };
-        fs::write(&file, "+86400\n").unwrap();
-        let moved = date(&env) - date(&[]);
-        fs::remove_file(&file).unwrap();
-        assert!((86_390..86_410).contains(&moved), "moved by {moved} s");
     }
 
     #[test]

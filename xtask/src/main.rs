@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench|admin-ui|trial`.
+//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench|fuzz|admin-ui|trial`.
 
 mod admin_ui;
 mod bench;
@@ -6,11 +6,13 @@ mod demo;
 mod dist;
 mod docs;
 mod e2e;
+mod fuzz;
 mod nix;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -24,9 +26,10 @@ struct Cli {
 enum Task {
     /// Regenerate docs/config.md from the configuration schema.
     Docs,
-    /// The whole test suite: unit, session and server tests, the Nix
-    /// checks, the static build check (`dist --check`), then the
-    /// end-to-end scenarios with real Delta Chat clients.
+    /// The whole test suite: unit, session and server tests, a short run of
+    /// every fuzz target, the Nix checks, the static build check
+    /// (`dist --check`), then the end-to-end scenarios with real Delta Chat
+    /// clients.
     Test(e2e::E2eOptions),
     /// Nix checks: parse every .nix file; module evaluation tests when
     /// NIXPKGS_LIB points at a nixpkgs `lib` checkout.
@@ -38,6 +41,9 @@ enum Task {
     E2e(e2e::E2eOptions),
     /// Submission throughput and 250-to-EXISTS latency (release build).
     Bench(bench::BenchOptions),
+    /// The libFuzzer targets of `fuzz/`: earlier findings replayed, then
+    /// each target for `--seconds` (or `--runs`).
+    Fuzz(fuzz::FuzzOptions),
     /// Build the admin web UI (`admin-leptos/`) into `admin-leptos/dist`,
     /// which the next build of madmail embeds.
     AdminUi,
@@ -63,14 +69,18 @@ fn main() -> anyhow::Result<()> {
         }
         Task::E2e(options) => e2e::run(options),
         Task::Bench(options) => bench::run(&root, options),
+        Task::Fuzz(options) => fuzz::run(&root, &options),
     }
 }
 
 fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
+    // Before the long run: every later step builds with `--locked`.
+    lock_files_current(root)?;
     // First, so that the madmail the tests run serves the admin web UI.
     admin_ui::build(root, &ui_dir(root))?;
     admin_ui::test(root)?;
     cargo(root, &["test", "--workspace", "--locked"])?;
+    fuzz::run(root, &fuzz::FuzzOptions::default())?;
     nix::check(root)?;
     dist::run(
         root,
@@ -80,6 +90,32 @@ fn test(root: &Path, e2e: e2e::E2eOptions) -> anyhow::Result<()> {
         },
     )?;
     e2e::run(e2e)
+}
+
+/// The workspaces with a `Cargo.lock` of their own: the main one, the
+/// admin web UI and the fuzz targets.
+const WORKSPACES: [&str; 3] = [".", "admin-leptos", "fuzz"];
+
+/// Fails, naming the file, if a workspace's `Cargo.lock` no longer matches
+/// its manifests (a changed dependency or feature not locked yet), which
+/// `--locked` builds would only report minutes later.
+fn lock_files_current(root: &Path) -> anyhow::Result<()> {
+    for workspace in WORKSPACES {
+        let dir = root.join(workspace);
+        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["metadata", "--locked", "--format-version", "1"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("running cargo metadata in {}", dir.display()))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{}/Cargo.lock is out of date (run `cargo metadata --format-version 1` there and commit the lock):\n{}",
+            workspace,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Where `cargo xtask admin-ui` puts the UI (crates/http/build.rs embeds

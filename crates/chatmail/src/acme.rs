@@ -13,7 +13,6 @@ use anyhow::Context;
 use chatmail_config::Settings;
 use chatmail_tls::Certs;
 use chatmail_tls::acme::{Acme, AcmeConfig, ChallengeStore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// What the listeners need from ACME.
@@ -46,7 +45,7 @@ pub fn config(settings: &Settings) -> AcmeConfig {
 pub fn start(
     settings: &Settings,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut crate::supervise::Tasks,
 ) -> anyhow::Result<AcmeTls> {
     let acme = Arc::new(Acme::new(config(settings)).context("setting up ACME")?);
     let tls = AcmeTls {
@@ -54,7 +53,7 @@ pub fn start(
         challenges: acme.challenges(),
     };
     let stop = shutdown.clone();
-    tasks.spawn(async move {
+    tasks.spawn("certificate renewal", async move {
         tokio::select! {
             () = acme.run() => {}
             () = stop.cancelled() => {}
@@ -101,14 +100,17 @@ mod tests {
         // Unreachable CA: the first order fails and is retried later.
         settings.config.tls.acme_directory = "https://127.0.0.1:9/dir".into();
         let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let mut tasks = crate::supervise::Tasks::new(shutdown.clone());
         let tls = start(&settings, &shutdown, &mut tasks).unwrap();
         assert!(tls.certs.relay_config().is_ok());
         assert!(tls.certs.multiplex_config(true).is_ok());
         assert_eq!(tls.challenges.get("token"), None);
         assert!(dir.path().join("acme/account.pem").exists());
         shutdown.cancel();
-        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.join_next());
-        assert!(ended.await.unwrap().unwrap().unwrap().is_ok());
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), tasks.next_exit());
+        assert_eq!(
+            ended.await.unwrap().to_string(),
+            "certificate renewal stopped: returned"
+        );
     }
 }

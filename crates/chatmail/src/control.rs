@@ -57,6 +57,8 @@ pub async fn serve(
     admin: Arc<Admin>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Requests in progress; each ends by its timeout, and with this loop.
+    let mut requests = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -67,10 +69,11 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
             () = stop.cancelled() => break,
         };
         let admin = admin.clone();
-        tokio::spawn(async move {
+        requests.spawn(async move {
             if tokio::time::timeout(TIMEOUT, exchange(stream, &admin))
                 .await
                 .is_err()

@@ -16,6 +16,7 @@ mod operator;
 mod proxy;
 mod server;
 mod services;
+mod supervise;
 mod turn;
 
 use std::path::PathBuf;

@@ -25,14 +25,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::services;
+use crate::supervise::Tasks;
 
 /// How long in-flight connections get to finish after a stop request.
 const GRACE: Duration = Duration::from_secs(10);
 
 /// A started relay.
 pub struct Relay {
-    /// The services' tasks; aborted if the relay is dropped.
-    tasks: JoinSet<anyhow::Result<()>>,
+    /// The long-lived tasks, each named; aborted if the relay is dropped.
+    tasks: Tasks,
     /// Cancelled to stop every service.
     shutdown: CancellationToken,
     /// The account service (the demo creates accounts through it).
@@ -44,13 +45,31 @@ pub struct Relay {
 }
 
 /// Runs the relay until SIGINT or SIGTERM; SIGHUP reloads `config_file`.
+/// A long-lived task that ends meanwhile stops the relay with an error
+/// (module [`crate::supervise`]), so that the service manager restarts it.
 pub async fn run(settings: Settings, config_file: PathBuf) -> anyhow::Result<()> {
-    let relay = start(settings, Some(config_file)).await?;
+    let mut relay = start(settings, Some(config_file)).await?;
     eprintln!("madmail {} running", env!("CARGO_PKG_VERSION"));
-    wait_for_signal(&relay.admin).await?;
-    eprintln!("madmail stopping");
-    relay.stop().await;
-    Ok(())
+    let admin = relay.admin.clone();
+    let ended = tokio::select! {
+        signal = wait_for_signal(&admin) => {
+            signal?;
+            None
+        }
+        exit = relay.tasks.next_exit() => Some(exit),
+    };
+    match ended {
+        None => {
+            eprintln!("madmail stopping");
+            relay.stop().await;
+            Ok(())
+        }
+        Some(exit) => {
+            tracing::error!("{exit}; stopping the relay");
+            relay.stop().await;
+            Err(anyhow::anyhow!("{exit}"))
+        }
+    }
 }
 
 /// Opens everything and starts serving; with `config_file`, the admin
@@ -61,8 +80,7 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
         path: settings.sqlite_path.clone(),
         max_batch: settings.config.storage.max_commit_batch,
     })
-    .await
-    .with_context(|| format!("opening {}", settings.sqlite_path.display()))?;
+    .await?;
     store.set_quota(Some(settings.limits().max_mailbox_size));
     let accounts = Accounts::new(store.clone(), settings.clone());
     accounts
@@ -74,7 +92,7 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
     let listen = &settings.config.listen;
     let shutdown = CancellationToken::new();
     let base_url = base_url(&settings, listen.https.first());
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new(shutdown.clone());
     let (certs, acme_challenges) = if settings.config.tls.mode == chatmail_config::TlsMode::Acme {
         let acme = crate::acme::start(&settings, &shutdown, &mut tasks)?;
         (acme.certs, Some(acme.challenges))
@@ -82,20 +100,28 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
         (identity(&settings)?, None)
     };
     let relay_tls = certs.relay_config()?;
-    let expiry = crate::expire::spawn_expiry(
-        store,
+    // Without the writer nothing is durable.
+    let writer = store.clone();
+    tasks.watch("store writer", async move { writer.writer_stopped().await });
+    let (rules, log) = (
         crate::expire::rules(&settings.config.retention),
-        shutdown.clone(),
         !settings.config.log.no_log,
     );
-    tasks.spawn(async move { Ok(expiry.await?) });
     let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let mut every = tokio::time::interval(crate::memory::TRIM_EVERY);
-        loop {
-            tokio::select! {
-                _ = every.tick() => crate::memory::trim(),
-                () = stop.cancelled() => return Ok(()),
+    tasks.spawn_restarting("expiry", move || {
+        let expiry = crate::expire::spawn_expiry(store.clone(), rules, stop.clone(), log);
+        async move { Ok(expiry.await?) }
+    });
+    let stop = shutdown.clone();
+    tasks.spawn_restarting("memory trim", move || {
+        let stop = stop.clone();
+        async move {
+            let mut every = tokio::time::interval(crate::memory::TRIM_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => crate::memory::trim(),
+                    () = stop.cancelled() => return Ok(()),
+                }
             }
         }
     });
@@ -103,6 +129,9 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
     let push = start_push(&settings, &accounts, &shutdown, &mut tasks)?;
     let federation =
         crate::federation::start(&settings, &accounts, push.clone(), &shutdown).await?;
+    // Without the scheduler nothing leaves.
+    let queue = federation.queue.clone();
+    tasks.watch("queue scheduler", async move { queue.stopped().await });
     let smtp = Arc::new(chatmail_smtp::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
@@ -154,12 +183,8 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
         .enabled
         .then(|| Arc::new(chatmail_admin::Api::new(admin.clone(), token)));
     let stop = shutdown.clone();
-    tasks.spawn(crate::control::serve(
-        control,
-        control_path,
-        admin.clone(),
-        stop,
-    ));
+    let control = crate::control::serve(control, control_path, admin.clone(), stop);
+    tasks.spawn("control socket", control);
     let http = Arc::new(chatmail_http::Context {
         settings: settings.clone(),
         accounts: accounts.clone(),
@@ -172,23 +197,29 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
     });
     use chatmail_imap::Mode as ImapMode;
     use chatmail_smtp::Mode as SmtpMode;
-    for (addrs, mode) in [
-        (&listen.submissions, SmtpMode::ImplicitTls),
-        (&listen.submission, SmtpMode::StartTls),
-        (&listen.smtp, SmtpMode::Mx),
+    for (addrs, mode, kind) in [
+        (&listen.submissions, SmtpMode::ImplicitTls, "submissions"),
+        (&listen.submission, SmtpMode::StartTls, "submission"),
+        (&listen.smtp, SmtpMode::Mx, "smtp"),
     ] {
         for listener in bind(addrs).await? {
             let (ctx, stop) = (smtp.clone(), shutdown.clone());
-            tasks.spawn(async move { Ok(chatmail_smtp::serve(listener, mode, ctx, stop).await?) });
+            let name = listener_name(kind, &listener);
+            tasks.spawn(name, async move {
+                Ok(chatmail_smtp::serve(listener, mode, ctx, stop).await?)
+            });
         }
     }
-    for (addrs, mode) in [
-        (&listen.imaps, ImapMode::ImplicitTls),
-        (&listen.imap, ImapMode::StartTls),
+    for (addrs, mode, kind) in [
+        (&listen.imaps, ImapMode::ImplicitTls, "imaps"),
+        (&listen.imap, ImapMode::StartTls, "imap"),
     ] {
         for listener in bind(addrs).await? {
             let (ctx, stop) = (imap.clone(), shutdown.clone());
-            tasks.spawn(async move { Ok(chatmail_imap::serve(listener, mode, ctx, stop).await?) });
+            let name = listener_name(kind, &listener);
+            tasks.spawn(name, async move {
+                Ok(chatmail_imap::serve(listener, mode, ctx, stop).await?)
+            });
         }
     }
     // Port 443: HTTPS, plus IMAP and submission for clients asking by ALPN.
@@ -197,14 +228,17 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
     for listener in bind(&listen.https).await? {
         let (ctx, stop, tls) = (http.clone(), shutdown.clone(), web_tls.clone());
         let alpn = Some(alpn.clone());
-        tasks.spawn(async move {
+        tasks.spawn(listener_name("https", &listener), async move {
             Ok(chatmail_http::serve_multiplexed(listener, tls, ctx, alpn, stop).await?)
         });
     }
     // Port 80: redirects to HTTPS.
     for listener in bind(&listen.http).await? {
         let (ctx, stop) = (http.clone(), shutdown.clone());
-        tasks.spawn(async move { Ok(chatmail_http::serve_http(listener, ctx, stop).await?) });
+        let name = listener_name("http", &listener);
+        tasks.spawn(name, async move {
+            Ok(chatmail_http::serve_http(listener, ctx, stop).await?)
+        });
     }
     start_metrics(&settings, &federation.queue, &shutdown, &mut tasks).await?;
     Ok(Relay {
@@ -221,7 +255,7 @@ async fn start_turn(
     settings: &Arc<Settings>,
     credentials: &Arc<chatmail_turn::Credentials>,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<bool> {
     let (settings_, credentials) = (settings.clone(), credentials.clone());
     let start: services::Start = Box::new(move |stop| {
@@ -235,11 +269,10 @@ async fn start_turn(
     let service = services::started(chatmail_config::Service::Turn, shutdown, start).await?;
     let runs = service.running.as_ref().is_some_and(|(_, t)| !t.is_empty());
     if runs {
-        tasks.spawn(services::supervise(
-            service,
-            settings.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "turn switch",
+            services::supervise(service, settings.clone(), shutdown.clone()),
+        );
     }
     Ok(runs)
 }
@@ -248,7 +281,7 @@ async fn start_turn(
 async fn start_proxy(
     settings: &Arc<Settings>,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<Option<String>> {
     let link = Arc::new(std::sync::Mutex::new(None));
     let (settings_, slot) = (settings.clone(), link.clone());
@@ -269,30 +302,33 @@ async fn start_proxy(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     if link.is_some() {
-        tasks.spawn(services::supervise(
-            service,
-            settings.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "shadowsocks switch",
+            services::supervise(service, settings.clone(), shutdown.clone()),
+        );
     }
     Ok(link)
 }
 
 impl Relay {
     /// Stops accepting, lets connections finish for a grace period, then
-    /// aborts what is left.
-    pub async fn stop(mut self) {
+    /// aborts what is left and closes the store.
+    pub async fn stop(self) {
         self.shutdown.cancel();
-        let drain = async {
-            while let Some(result) = self.tasks.join_next().await {
-                if let Ok(Err(e)) = result {
-                    tracing::error!("service stopped with an error: {e:#}");
-                }
-            }
-        };
-        if tokio::time::timeout(GRACE, drain).await.is_err() {
-            self.tasks.abort_all();
+        for exit in self.tasks.drain(GRACE).await {
+            tracing::error!("while stopping: {exit}");
         }
+        // Commits what is queued and checkpoints the write-ahead log, so
+        // that the database file alone holds everything.
+        self.accounts.store().close().await;
+    }
+}
+
+/// "smtp 127.0.0.1:25": a listener's task name.
+fn listener_name(kind: &str, listener: &TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(addr) => format!("{kind} listener {addr}"),
+        Err(_) => format!("{kind} listener"),
     }
 }
 
@@ -301,7 +337,7 @@ async fn start_metrics(
     settings: &Settings,
     queue: &chatmail_queue::Queue,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
     let config = &settings.config.metrics;
     if !config.enabled {
@@ -319,17 +355,20 @@ async fn start_metrics(
         }
     };
     let stop = shutdown.clone();
-    tasks.spawn(async move { Ok(chatmail_metrics::serve(listener, refresh, stop).await?) });
+    tasks.spawn(listener_name("metrics", &listener), async move {
+        Ok(chatmail_metrics::serve(listener, refresh, stop).await?)
+    });
     Ok(())
 }
 
 /// Starts the built-in iroh relay when `[iroh] enabled`; returns where it
-/// listens (loopback: port 443 forwards to it).
+/// listens (loopback: port 443 forwards to it) with the tasks of its
+/// forwarded connections.
 async fn start_iroh(
     settings: &Settings,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> anyhow::Result<Option<SocketAddr>> {
+    tasks: &mut Tasks,
+) -> anyhow::Result<Option<Arc<chatmail_http::iroh::Upstream>>> {
     let config = &settings.config.iroh;
     if !config.enabled || settings.config.listen.https.is_empty() {
         return Ok(None);
@@ -340,9 +379,16 @@ async fn start_iroh(
     let relay = chatmail_iroh::spawn(options)
         .await
         .context("starting the iroh relay")?;
-    let upstream = relay.upstream();
-    let stop = shutdown.clone();
-    tasks.spawn(relay.run(stop));
+    let upstream = Arc::new(chatmail_http::iroh::Upstream::new(
+        relay.upstream(),
+        shutdown.clone(),
+    ));
+    tasks.spawn("iroh relay", relay.run(shutdown.clone()));
+    let connections = upstream.clone();
+    tasks.spawn("iroh relay connections", async move {
+        connections.run().await;
+        Ok(())
+    });
     Ok(Some(upstream))
 }
 
@@ -360,7 +406,7 @@ fn start_push(
     settings: &Settings,
     accounts: &Accounts,
     shutdown: &CancellationToken,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
 ) -> anyhow::Result<Option<chatmail_push::Push>> {
     if !settings.config.push.enabled {
         return Ok(None);
@@ -368,7 +414,7 @@ fn start_push(
     let options = chatmail_push::PushOptions::new(settings.config.push.url.clone());
     let (push, worker) = chatmail_push::Push::new(accounts.store().clone(), options)?;
     let stop = shutdown.clone();
-    tasks.spawn(async move {
+    tasks.spawn("push worker", async move {
         worker.run(stop).await;
         Ok(())
     });

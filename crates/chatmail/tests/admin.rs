@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chatmail_testkit::client::{Imap, Smtp, https_post, tls_config};
+use chatmail_testkit::client::{Imap, Smtp, https_post, https_post_named, tls_config};
 use chatmail_testkit::relay::{RelayOptions, RelayProcess};
 use serde_json::{Value, json};
 
@@ -28,6 +28,8 @@ async fn relay(last_octet: u8, extra: &str) -> RelayProcess {
 
 struct Api {
     https: SocketAddr,
+    /// The name the relay's certificate carries (`None`: its address).
+    name: Option<String>,
     tls: Arc<rustls::ClientConfig>,
     token: String,
 }
@@ -41,6 +43,7 @@ impl Api {
             .to_owned();
         Api {
             https: relay.addr(relay.ports.https),
+            name: relay.server_name().map(str::to_owned),
             tls: tls_config(&relay.cert_path()).unwrap(),
             token,
         }
@@ -48,7 +51,8 @@ impl Api {
 
     /// Posts `body` raw; returns the reply envelope (the HTTP status must be 200).
     async fn post(&self, body: &[u8]) -> Value {
-        let (status, reply) = https_post(self.https, &self.tls, "/api/admin", body)
+        let name = self.name.as_deref();
+        let (status, reply) = https_post_named(self.https, name, &self.tls, "/api/admin", body)
             .await
             .unwrap();
         assert_eq!(status, 200, "{reply}");
@@ -385,4 +389,183 @@ fn completions_and_man_pages_come_from_the_command_definitions() {
     assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
     assert!(page.contains("Block an address"), "{page}");
     assert!(dir.path().join("madmail.1").exists());
+}
+
+/// The resources for federation, live settings, services, reload, DNS and
+/// the doctor, each through the HTTPS envelope.
+#[tokio::test]
+async fn the_operator_resources_answer_through_the_envelope() {
+    // A named relay, so that it needs DNS records, asking a DNS server
+    // that never answers, so that a doctor run lasts its query timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = silent.local_addr().unwrap();
+    let extra = format!("{ADMIN}[federation]\ndns_servers = [\"{dns}\"]\n");
+    let options = RelayOptions {
+        domain: Some("_admin9.test".into()),
+        ..RelayOptions::on(Ipv4Addr::new(127, 0, 65, 9), &extra)
+    };
+    let relay = RelayProcess::start_with(binary(), &options).await.unwrap();
+    let api = Api::of(&relay);
+
+    let rule = json!({ "domain": "Spam.Example", "action": "block" });
+    let blocked = api.call("POST", "/admin/federation/rules", rule).await;
+    assert_eq!(blocked["status"], 200, "{blocked}");
+    assert_eq!(
+        blocked["body"],
+        json!({ "policy": "block", "domains": ["spam.example"], "total": 1 })
+    );
+    let policy = json!({ "policy": "allow", "domains": ["friend.example", "[192.0.2.1]"] });
+    let allowed = api.call("POST", "/admin/federation", policy).await;
+    assert_eq!(allowed["body"]["policy"], "allow", "{allowed}");
+    assert_eq!(
+        allowed["body"]["domains"],
+        json!(["friend.example", "192.0.2.1"])
+    );
+    let gone = json!({ "domain": "friend.example" });
+    let removed = api
+        .call("DELETE", "/admin/federation/rules", gone.clone())
+        .await;
+    assert_eq!(
+        removed["body"]["domains"],
+        json!(["192.0.2.1"]),
+        "{removed}"
+    );
+    let again = api.call("DELETE", "/admin/federation/rules", gone).await;
+    assert_eq!(again["status"], 404, "{again}");
+    let rules = api.call("GET", "/admin/federation", Value::Null).await;
+    assert_eq!(rules["body"]["total"], 1, "{rules}");
+    let servers = api
+        .call("GET", "/admin/federation/servers", Value::Null)
+        .await;
+    assert_eq!(
+        servers["body"],
+        json!({ "total": 0, "servers": [] }),
+        "{servers}"
+    );
+
+    let set = json!({ "action": "set", "value": 1_500_000 });
+    let size = api
+        .call("POST", "/admin/settings/max_message_size", set)
+        .await;
+    assert_eq!(size["status"], 200, "{size}");
+    assert_eq!(
+        (
+            size["body"]["value"].as_u64(),
+            size["body"]["is_set"].as_bool()
+        ),
+        (Some(1_500_000), Some(true))
+    );
+    let settings = api.call("GET", "/admin/settings", Value::Null).await;
+    let listed = settings["body"]["settings"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|s| s["key"] == "max_message_size" && s["value"] == 1_500_000),
+        "{settings}"
+    );
+    let fixed = json!({ "action": "set", "value": 7 });
+    let fixed = api
+        .call("POST", "/admin/settings/max_imap_connections", fixed)
+        .await;
+    assert_eq!(fixed["status"], 409, "{fixed}");
+    assert!(
+        fixed["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot change while the relay runs"),
+        "{fixed}"
+    );
+    let unknown = api.call("GET", "/admin/settings/nope", Value::Null).await;
+    assert_eq!(
+        (unknown["status"].as_u64(), unknown["error"].as_str()),
+        (Some(404), Some("unknown setting: nope"))
+    );
+    let reset = json!({ "action": "reset" });
+    let reset = api
+        .call("POST", "/admin/settings/max_message_size", reset)
+        .await;
+    assert_eq!(reset["body"]["is_set"], false, "{reset}");
+
+    let services = api.call("GET", "/admin/services", Value::Null).await;
+    let names: Vec<&str> = services["body"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["turn", "iroh", "shadowsocks"], "{services}");
+    let enable = json!({ "action": "enable" });
+    let refused = api
+        .call("POST", "/admin/services/shadowsocks", enable)
+        .await;
+    assert_eq!(refused["status"], 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("shadowsocks is not configured"),
+        "{refused}"
+    );
+
+    relay
+        .append_config("[limits]\nmax_message_size = 2000000\n")
+        .unwrap();
+    let reloaded = api.call("POST", "/admin/reload", Value::Null).await;
+    assert_eq!(reloaded["status"], 200, "{reloaded}");
+    assert_eq!(
+        reloaded["body"]["changed"],
+        json!(["limits.max_message_size"])
+    );
+    relay
+        .append_config("[tls.extra]\nnonsense = true\n")
+        .unwrap();
+    let broken = api.call("POST", "/admin/reload", Value::Null).await;
+    assert_eq!(broken["status"], 400, "{broken}");
+    let after = api
+        .call("GET", "/admin/settings/max_message_size", Value::Null)
+        .await;
+    assert_eq!(after["body"]["value"], 2_000_000, "{after}");
+
+    let dns = api.call("GET", "/admin/dns", Value::Null).await;
+    assert_eq!(dns["body"]["domain"], relay.domain.as_str(), "{dns}");
+    assert!(
+        dns["body"]["zone"].as_str().unwrap().contains(" IN "),
+        "{dns}"
+    );
+    assert!(
+        dns["body"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["type"] == "TXT" && r["value"].as_str().unwrap().starts_with("v=DKIM1")),
+        "{dns}"
+    );
+
+    // Two runs at once: one reports, the other is told to wait.
+    let (first, second) = tokio::join!(
+        api.call("GET", "/admin/doctor", Value::Null),
+        api.call("GET", "/admin/doctor", Value::Null)
+    );
+    let mut statuses = [first["status"].as_u64(), second["status"].as_u64()];
+    statuses.sort();
+    assert_eq!(statuses, [Some(200), Some(409)], "{first} {second}");
+    let report = if first["status"] == 200 {
+        &first
+    } else {
+        &second
+    };
+    let checks = report["body"]["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().starts_with("listen imaps")
+                && c["status"] == "pass"),
+        "{report}"
+    );
+    assert!(
+        checks.iter().any(|c| c["status"] == "fail"),
+        "no DNS answer, yet: {report}"
+    );
+    assert_eq!(report["body"]["passed"], false, "{report}");
+    drop(silent);
 }

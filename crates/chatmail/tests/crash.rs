@@ -62,16 +62,8 @@ async fn acknowledged_messages_survive_sigkill() {
     let mut imap = Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD)
         .await
         .unwrap();
-    imap.command("SELECT INBOX").await.unwrap();
-    let lines = imap
-        .command("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        .await
-        .unwrap();
-    let stored = lines.join("\n");
-    let missing: Vec<_> = acked
-        .iter()
-        .filter(|id| !stored.contains(id.as_str()))
-        .collect();
+    let stored = imap.inbox_message_ids().await.unwrap();
+    let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged messages lost",

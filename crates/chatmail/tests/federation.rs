@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chatmail_testkit::client::{Imap, Smtp, tls_config};
+use chatmail_testkit::clock::FakeClock;
 use chatmail_testkit::message::{encrypted, message_id, plaintext};
 use chatmail_testkit::mx::Mx;
 use chatmail_testkit::relay::{RelayOptions, RelayProcess, closed_port};
@@ -46,6 +47,19 @@ async fn relay_a(net: u8, route: &str) -> RelayProcess {
     a.append_config(route).unwrap();
     a.launch().await.unwrap();
     a
+}
+
+/// Relay A as [`relay_a`] does, on a wall clock the test moves
+/// (libfaketime, Debian package `faketime`).
+async fn relay_a_on_fake_clock(net: u8, route: &str) -> (RelayProcess, FakeClock) {
+    let mut a = RelayProcess::configure(binary(), &RelayOptions::on(ip(net, 2), EXTRA)).unwrap();
+    let clock = FakeClock::create(a.dir().join("faketime"))
+        .unwrap()
+        .expect("the clock tests need libfaketime (Debian package faketime)");
+    a.set_env(clock.env());
+    a.append_config(route).unwrap();
+    a.launch().await.unwrap();
+    (a, clock)
 }
 
 /// Logs in once, which creates the account.
@@ -136,6 +150,15 @@ async fn wait_for(relay: &RelayProcess, user: &str, needle: &str, within: Durati
     }
 }
 
+/// Whether `madmail queue list` of `relay` reports an empty queue.
+fn queue_empty(relay: &RelayProcess) -> bool {
+    relay
+        .cli(&["queue", "list"])
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("0 message(s),"))
+}
+
 /// Polls `madmail queue list` of `relay` until it reports a failed attempt
 /// for `rcpt`; returns the listing.
 async fn wait_for_failed_attempt(relay: &RelayProcess, rcpt: &str) -> String {
@@ -168,7 +191,7 @@ async fn delivers_over_mxdeliv_when_smtp_is_unreachable() {
     let id = submit_encrypted(&a, &alice, &bob).await;
     let stored = wait_for(&b, &bob, &id, DELIVERY).await;
     assert!(stored.contains(&format!("From: <{alice}>")));
-    assert!(a.cli(&["queue", "list"]).unwrap().contains("0 message(s)"));
+    assert!(queue_empty(&a));
     // Each side counts the exchange for the other (`madmail federation status`).
     let peer = |relay: &RelayProcess, domain: &str| -> serde_json::Value {
         let out = relay.cli(&["federation", "status", "--json"]).unwrap();
@@ -247,7 +270,7 @@ async fn queues_while_the_peer_is_down_and_delivers_after_flush() {
     // The flush wakes the queue: without it the retry would wait for the
     // 1-minute backoff, longer than DELIVERY.
     wait_for(&b, &bob, &queued, DELIVERY).await;
-    assert!(a.cli(&["queue", "list"]).unwrap().contains("0 message(s)"));
+    assert!(queue_empty(&a));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +381,7 @@ async fn mx_port_refuses_cleartext_sessions_unsigned_mail_and_relaying() {
     assert!(reply.1.contains("Relay access denied"), "{reply:?}");
 
     assert_eq!(inbox_count(&b, &bob).await, 0, "something was stored");
-    assert!(b.cli(&["queue", "list"]).unwrap().contains("0 message(s)"));
+    assert!(queue_empty(&b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,4 +413,52 @@ async fn bounce_from_a_relay_with_a_dns_name_is_dkim_signed() {
         .nth(1)
         .expect("a DKIM-Signature header");
     assert!(signature.contains("d=_relay8.test"), "{bounce}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_put_back_does_not_hold_retries_back() {
+    let mut b = relay_b(9);
+    let (mut a, clock) = relay_a_on_fake_clock(9, &b.route(true)).await;
+    let (alice, bob) = (a.address("alice0001"), b.address("bob000001"));
+    b.launch().await.unwrap();
+    create_account(&b, &bob).await;
+    b.kill();
+
+    let queued = submit_encrypted(&a, &alice, &bob).await;
+    // The retry is now due a minute ahead on A's clock.
+    wait_for_failed_attempt(&a, &bob).await;
+    // A's clock was two hours fast and is corrected while A is down: the
+    // stored retry time now lies two hours and a minute ahead.
+    a.kill();
+    clock.set("-7200").unwrap();
+    b.launch().await.unwrap();
+    a.launch().await.unwrap();
+    // No flush: the restarted scheduler pulls the retry in by itself.
+    wait_for(&b, &bob, &queued, DELIVERY).await;
+    assert!(queue_empty(&a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_put_forward_makes_retries_due_without_bouncing_them() {
+    let mut b = relay_b(10);
+    let (a, clock) = relay_a_on_fake_clock(10, &b.route(true)).await;
+    let (alice, bob) = (a.address("alice0001"), b.address("bob000001"));
+    create_account(&a, &alice).await;
+    b.launch().await.unwrap();
+    create_account(&b, &bob).await;
+    b.kill();
+
+    let queued = submit_encrypted(&a, &alice, &bob).await;
+    wait_for_failed_attempt(&a, &bob).await;
+    // B first, then the clock: the scheduler may still be finishing the
+    // failed attempt, and a retry due before B listens would fail again.
+    b.launch().await.unwrap();
+    // A day forward, within the two-day queue lifetime: the retry is due.
+    clock.set("+1d").unwrap();
+    // The next submission wakes the scheduler, which sends both.
+    let next = submit_encrypted(&a, &alice, &bob).await;
+    wait_for(&b, &bob, &queued, DELIVERY).await;
+    wait_for(&b, &bob, &next, DELIVERY).await;
+    assert!(queue_empty(&a));
+    assert!(!inbox(&a, &alice).await.contains("multipart/report"));
 }

@@ -6,7 +6,8 @@
 //! runs. iroh's client trusts only the public web roots, so it reaches the
 //! self-signed relay through a TLS-terminating tunnel
 //! (`chatmail_testkit::tunnel`). Each test runs its relay on its own
-//! loopback address (`127.0.8N.2`).
+//! loopback address (`127.0.8N.2`). A stop request ends the relay
+//! connections and the process.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -182,6 +183,41 @@ async fn two_iroh_clients_exchange_packets_through_the_https_port() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("the closed relay clients are still counted");
+}
+
+#[tokio::test]
+async fn a_stop_request_closes_the_relay_connections_and_the_process_exits() {
+    let ip = Ipv4Addr::new(127, 0, 84, 2);
+    let mut relay = RelayProcess::start_with(binary(), &RelayOptions::on(ip, DKIM))
+        .await
+        .unwrap();
+    let front = tunnel_to(&relay).await;
+    let url: RelayUrl = format!("http://{front}/").parse().unwrap();
+    let (mut alice, _) = client(&url, 1).await;
+    let (_bob, bob_node) = client(&url, 2).await;
+    // The connection carries frames before the stop.
+    let send = SendMessage::SendPacket(bob_node, Bytes::from_static(b"before the stop"));
+    alice.send(send).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let status = relay.terminate(Duration::from_secs(15)).await.unwrap();
+    // Well within the 10 s grace period: the tunnels end at the stop.
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let closed = async {
+        while let Some(frame) = alice.next().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the relay connection stayed open after the stop");
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ mod verify;
 pub use key::{Algorithm, DkimKey};
 pub use lookup::{LookupError, StaticTxt, TxtLookup};
 pub use sign::SIGNED_HEADERS;
-pub use verify::{OriginError, verify};
+pub use verify::{OriginError, Verifier};
 
 use std::path::PathBuf;
 

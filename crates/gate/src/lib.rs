@@ -147,6 +147,26 @@ fn reject(cause: impl std::fmt::Display) -> Rejected {
 mod tests {
     use super::*;
 
+    /// Found by the `gate` fuzz target: mail-parser panics ("Invalid part
+    /// ID, could not find multipart"); the gate refuses the message.
+    #[test]
+    fn a_message_that_makes_the_mime_parser_panic_is_refused() {
+        let data = include_bytes!("../testdata/fuzz-invalid-part-id.bin");
+        let (pick, message) = data.split_first().unwrap();
+        let direction = match pick % 3 {
+            1 => Direction::Inbound { null_sender: false },
+            2 => Direction::Inbound { null_sender: true },
+            _ => Direction::Submission {
+                sender: "alice0001@example.org",
+                recipients: &["bob000001@example.org".to_owned()],
+            },
+        };
+        assert_eq!(
+            check(message, direction),
+            Err(Rejected("parser panicked".into()))
+        );
+    }
+
     const INBOUND: Direction<'static> = Direction::Inbound { null_sender: false };
 
     const PLAIN: &[u8] =

@@ -13,6 +13,10 @@
 //! Upstream failures answer `502`; an upstream that does not answer within
 //! [`UPSTREAM_TIMEOUT`] too. Without the built-in relay the paths are not
 //! routed at all.
+//!
+//! The tasks that carry upgraded connections belong to the [`Upstream`]:
+//! they end when the server stops, and [`Upstream::run`] returns only once
+//! the last one has.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +30,8 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::Context;
 use crate::conn::ConnectionSlot;
@@ -39,9 +45,47 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer body passed back from upstream (its answers are empty).
 const MAX_BODY: usize = 16 * 1024;
 
+/// The built-in relay's loopback address and the tasks that carry its
+/// upgraded connections.
+pub struct Upstream {
+    addr: SocketAddr,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Upstream {
+    /// The relay at `addr`; its connections end when `stop` is cancelled.
+    pub fn new(addr: SocketAddr, stop: CancellationToken) -> Self {
+        Self {
+            addr,
+            tasks: TaskTracker::new(),
+            stop,
+        }
+    }
+
+    /// Waits for the stop, then for every connection task to end (each
+    /// ends at the stop: its client sees the connection close).
+    pub async fn run(self: Arc<Self>) {
+        self.stop.cancelled().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Runs `task` until it ends or the server stops.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// Forwards `request` to the built-in relay.
 pub async fn forward(State(ctx): State<Arc<Context>>, mut request: Request) -> Response {
-    let Some(upstream) = ctx.iroh else {
+    let Some(upstream) = ctx.iroh.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if !ctx
@@ -55,7 +99,7 @@ pub async fn forward(State(ctx): State<Arc<Context>>, mut request: Request) -> R
     let client_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let slot = request.extensions_mut().remove::<ConnectionSlot>();
     let head = upstream_request(&request);
-    let exchange = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(upstream, head));
+    let exchange = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(&upstream, head));
     let mut response = match exchange.await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
@@ -74,7 +118,7 @@ pub async fn forward(State(ctx): State<Arc<Context>>, mut request: Request) -> R
             return StatusCode::BAD_REQUEST.into_response();
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, slot));
+        upstream.spawn(tunnel(client_upgrade, upstream_upgrade, slot));
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, Body::empty());
     }
@@ -116,13 +160,13 @@ fn upstream_request(request: &Request) -> hyper::Request<http_body_util::Empty<b
 /// Sends `request` to `upstream` on a fresh connection, which is driven
 /// (through an upgrade) in a task of its own.
 async fn exchange(
-    upstream: SocketAddr,
+    upstream: &Upstream,
     request: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {
-    let tcp = TcpStream::connect(upstream).await?;
+    let tcp = TcpStream::connect(upstream.addr).await?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(async move {
+    upstream.spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "iroh relay connection ended with an error");
         }

@@ -33,8 +33,15 @@ mod admin;
 mod admin_ui;
 mod conn;
 mod html;
-mod iroh;
+pub mod iroh;
 mod mxdeliv;
+
+/// The `/mxdeliv` envelope parser, for the fuzz targets in `fuzz/`
+/// (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::mxdeliv::envelope;
+}
 mod new;
 mod pages;
 mod redirect;
@@ -67,7 +74,7 @@ pub struct Context {
     pub acme_challenges: Option<Arc<chatmail_tls::acme::ChallengeStore>>,
     /// Where the built-in iroh relay listens (loopback); `None`: it does
     /// not run, and its paths are not routed.
-    pub iroh: Option<std::net::SocketAddr>,
+    pub iroh: Option<Arc<iroh::Upstream>>,
     /// The `ss://` link of the Shadowsocks proxy, shown on `/`; `None`:
     /// the proxy does not run.
     pub proxy_link: Option<String>,

@@ -84,8 +84,8 @@ async fn handle(
     body: Body,
 ) -> Result<(), Failure> {
     let inbound = &ctx.inbound;
-    let sender = sender(headers)?;
-    let addresses = recipients(headers, ctx.settings.limits().max_recipients)?;
+    let (sender, addresses) =
+        envelope(headers, ctx.settings.limits().max_recipients).map_err(Failure::BadRequest)?;
     inbound.check_sender(sender.as_deref())?;
     let mut accounts = Vec::with_capacity(addresses.len());
     for address in &addresses {
@@ -117,6 +117,16 @@ async fn handle(
     Ok(())
 }
 
+/// The envelope of a request: the `X-Mail-From` sender (`None`: the null
+/// sender) and the `X-Mail-To` recipients, at most `max`; else the SMTP
+/// reply line that refuses it.
+pub fn envelope(
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<(Option<String>, Vec<String>), &'static str> {
+    Ok((sender(headers)?, recipients(headers, max)?))
+}
+
 /// The declared `Content-Length`, if any.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -126,33 +136,33 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The `X-Mail-From` address; `None` when absent or empty (null sender).
-fn sender(headers: &HeaderMap) -> Result<Option<String>, Failure> {
+fn sender(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     let mut values = headers.get_all("x-mail-from").iter();
     let (first, None) = (values.next(), values.next()) else {
-        return Err(Failure::BadRequest("501 5.5.4 More than one X-Mail-From"));
+        return Err("501 5.5.4 More than one X-Mail-From");
     };
     let Some(value) = first else {
         return Ok(None);
     };
-    let address = address(value).ok_or(Failure::BadRequest("501 5.1.7 Bad X-Mail-From"))?;
+    let address = address(value).ok_or("501 5.1.7 Bad X-Mail-From")?;
     Ok(Some(address).filter(|a| !a.is_empty()))
 }
 
 /// The `X-Mail-To` addresses, at least one and at most `max`.
-fn recipients(headers: &HeaderMap, max: usize) -> Result<Vec<String>, Failure> {
+fn recipients(headers: &HeaderMap, max: usize) -> Result<Vec<String>, &'static str> {
     let values = headers.get_all("x-mail-to");
     let mut addresses = Vec::new();
     for value in values {
         if addresses.len() >= max {
-            return Err(Failure::BadRequest("452 4.5.3 Too many recipients"));
+            return Err("452 4.5.3 Too many recipients");
         }
         match address(value) {
             Some(address) if !address.is_empty() => addresses.push(address),
-            _ => return Err(Failure::BadRequest("501 5.1.3 Bad X-Mail-To")),
+            _ => return Err("501 5.1.3 Bad X-Mail-To"),
         }
     }
     if addresses.is_empty() {
-        return Err(Failure::BadRequest("554 5.5.1 No X-Mail-To recipient"));
+        return Err("554 5.5.1 No X-Mail-To recipient");
     }
     Ok(addresses)
 }

@@ -158,7 +158,10 @@ mod tests {
             .await
             .unwrap();
         let mut ctx = Arc::try_unwrap(ctx).ok().unwrap();
-        ctx.iroh = Some(relay.upstream());
+        ctx.iroh = Some(Arc::new(crate::iroh::Upstream::new(
+            relay.upstream(),
+            tokio_util::sync::CancellationToken::new(),
+        )));
         let router = super::router(Arc::new(ctx));
         let request = axum::http::Request::get("/generate_204")
             .header("x-tailscale-challenge", "abc.123")

@@ -92,6 +92,8 @@ pub struct Inbound {
     accounts: Accounts,
     /// Where DKIM key records come from.
     keys: Arc<KeyLookup>,
+    /// Checks the signatures against them; made once (it is costly).
+    dkim: Arc<chatmail_dkim::Verifier>,
     /// Unknown recipients tried per client address.
     probes: Arc<Gcra<ClientKey>>,
     /// Message bodies in flight, for every listener that takes them.
@@ -117,6 +119,7 @@ impl Inbound {
             settings,
             accounts,
             keys: Arc::new(keys),
+            dkim: Arc::new(chatmail_dkim::Verifier::new()),
             push: None,
         }
     }
@@ -270,7 +273,10 @@ impl Inbound {
         match chatmail_config::domain::ip_literal(from_domain) {
             Some(ip) if client.map(|c| c.to_canonical()) == Some(ip.to_canonical()) => Ok(()),
             Some(_) => Err(Refusal::foreign_ip_literal()),
-            None => Ok(chatmail_dkim::verify(message, from_domain, self.keys.as_ref()).await?),
+            None => Ok(self
+                .dkim
+                .verify(message, from_domain, self.keys.as_ref())
+                .await?),
         }
     }
 
@@ -285,7 +291,7 @@ impl Inbound {
         match self
             .accounts
             .store()
-            .deliver_report(recipients, message)
+            .deliver_inbound(recipients, message)
             .await
         {
             Ok(report) => {
@@ -295,9 +301,18 @@ impl Inbound {
                     push.notify(&accounts);
                 }
                 if self.log() {
-                    let (recipients, over_quota) =
-                        (report.delivered.len(), report.over_quota.len());
-                    tracing::info!(recipients, over_quota, size, "inbound message stored");
+                    let (recipients, over_quota, duplicates) = (
+                        report.delivered.len(),
+                        report.over_quota.len(),
+                        report.duplicates.len(),
+                    );
+                    tracing::info!(
+                        recipients,
+                        over_quota,
+                        duplicates,
+                        size,
+                        "inbound message stored"
+                    );
                 }
                 Ok(())
             }
@@ -312,7 +327,7 @@ impl Inbound {
         if self.log() {
             tracing::warn!(%error, "store failure on inbound mail");
         }
-        Refusal::temporary()
+        Refusal::of_store(error)
     }
 }
 

@@ -125,7 +125,24 @@ impl Refusal {
         Self::new(450, "4.7.1", text, (Kind::Temporary, Reason::Recipient))
     }
 
-    pub(crate) const fn temporary() -> Self {
+    /// The disk is full (RFC 3463 §3.4: X.3.1, mail system full; RFC 5321
+    /// §4.2.2: 452, insufficient system storage).
+    pub const fn disk_full() -> Self {
+        let text = "Insufficient system storage";
+        Self::new(452, "4.3.1", text, (Kind::Temporary, Reason::Temporary))
+    }
+
+    /// A store failure: [`Refusal::disk_full`] when the disk is full, else
+    /// a plain temporary failure.
+    pub fn of_store(error: &chatmail_store::StoreError) -> Self {
+        if error.is_disk_full() {
+            Self::disk_full()
+        } else {
+            Self::temporary()
+        }
+    }
+
+    pub const fn temporary() -> Self {
         let kind = (Kind::Temporary, Reason::Temporary);
         Self::new(451, "4.3.0", "Temporary failure", kind)
     }
@@ -181,6 +198,7 @@ impl From<&SpoolError> for Refusal {
             SpoolError::TooBig => Refusal::too_big(),
             SpoolError::Busy => Refusal::busy(),
             SpoolError::Io(_) => Refusal::temporary(),
+            SpoolError::DiskFull => Refusal::disk_full(),
         }
     }
 }

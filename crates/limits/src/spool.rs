@@ -53,6 +53,9 @@ pub enum SpoolError {
     /// The spool file failed; temporary.
     #[error("spool file: {0}")]
     Io(String),
+    /// The disk under the spool is full; temporary.
+    #[error("spool file: no space left on the disk")]
+    DiskFull,
 }
 
 /// Where bodies go, and the budgets they share; cheap to clone.
@@ -349,6 +352,9 @@ impl SpoolFile {
 }
 
 fn io(error: std::io::Error) -> SpoolError {
+    if error.kind() == std::io::ErrorKind::StorageFull {
+        return SpoolError::DiskFull;
+    }
     SpoolError::Io(error.to_string())
 }
 

@@ -110,11 +110,11 @@ impl Worker {
         if free == 0 {
             return;
         }
-        let due = match self
-            .store
-            .push_due(now_ms(), free + self.in_flight.len())
-            .await
-        {
+        let now = now_ms();
+        if let Err(error) = self.pull_in(now).await {
+            return tracing::warn!(%error, "reading the push queue failed");
+        }
+        let due = match self.store.push_due(now, free + self.in_flight.len()).await {
             Ok(due) => due,
             Err(error) => return tracing::warn!(%error, "reading the push queue failed"),
         };
@@ -131,6 +131,26 @@ impl Worker {
                 (entry, outcome)
             });
         }
+    }
+
+    /// After the wall clock was put back, retries scheduled before the
+    /// jump lie further ahead than any wait (`give_up_after`): they are
+    /// made due now instead of waiting out the jump as well.
+    async fn pull_in(&self, now: i64) -> Result<(), StoreError> {
+        let latest = now.saturating_add(millis(self.options.give_up_after + POLL));
+        if self
+            .store
+            .last_push_attempt()
+            .await?
+            .is_some_and(|at| at > latest)
+        {
+            let moved = self.store.pull_in_push(latest, now).await?;
+            tracing::warn!(
+                notifications = moved,
+                "push queue: the clock went back; retries scheduled before are due now"
+            );
+        }
+        Ok(())
     }
 
     /// Stores what the notification server answered for `entry`.

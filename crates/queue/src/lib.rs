@@ -20,7 +20,10 @@
 //! Retries: after the n-th failed attempt the next one waits
 //! [`BACKOFF`]`[n-1]` (1, 5, 15, 30, 60 minutes, then hourly), but never
 //! past `created + queue_lifetime`; a temporary failure at or after that
-//! moment is final (status 4.4.7, RFC 3463 §3.5).
+//! moment is final (status 4.4.7, RFC 3463 §3.5). Times are wall-clock
+//! milliseconds, so that they survive a restart; a retry found further
+//! ahead than the longest backoff was set by a clock that has since been
+//! put back, and is made due at once rather than waiting out the jump.
 //!
 //! Invariants:
 //! - `submit` returns only once the message is durable; after a crash or
@@ -298,11 +301,14 @@ impl Queue {
         Ok(self.shared.store.queue_purge().await?)
     }
 
-    /// Waits until the workers have stopped (after `shutdown`).
-    pub async fn stopped(&self) {
+    /// Waits until the scheduler has stopped: after `shutdown`, or early if
+    /// it panics (the error says so). Only the first caller waits; later
+    /// calls return at once.
+    pub async fn stopped(&self) -> Result<(), tokio::task::JoinError> {
         let task = self.shared.scheduler.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let _ = task.await;
+        match task {
+            Some(task) => task.await,
+            None => Ok(()),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! One scheduler task owns a `JoinSet` of attempts. Each round it asks the
 //! store for due (message, domain) groups, starts those not already in
-//! flight while fewer than `max_parallel` run, then sleeps until the first
+//! flight while fewer than `max_parallel` run (and fewer than a quarter of
+//! them for any one domain), then sleeps until the first
 //! of: shutdown, a submit or flush ([`Notify`](tokio::sync::Notify)), the
 //! end of an attempt, or the next due time (at most [`MAX_SLEEP`]). On shutdown the attempts are
 //! aborted; their recipients are still pending and run again after a
@@ -91,19 +92,38 @@ impl<D: Deliver> Scheduler<D> {
         self.shared.counters.in_flight.store(0, Ordering::Relaxed);
     }
 
-    /// Starts due attempts; returns when the next pending one is due.
+    /// Starts due attempts, at most [`per_domain`] at once for one domain;
+    /// returns when the next pending one is due.
     async fn launch_due(&mut self) -> Result<Option<Instant>, StoreError> {
         let now = now_ms();
+        self.pull_in(now).await?;
         let free = self.options.max_parallel.saturating_sub(self.running.len());
         if free > 0 {
-            let limit = free + self.running.len();
-            let due = self.shared.store.due_deliveries(now, limit).await?;
-            let busy: HashSet<&Key> = self.in_flight.values().collect();
-            let fresh: Vec<DueDelivery> = due
-                .into_iter()
-                .filter(|d| !busy.contains(&(d.id, d.domain.clone())))
-                .take(free)
+            let cap = per_domain(self.options.max_parallel);
+            let mut running: HashMap<String, usize> = HashMap::new();
+            for (_, domain) in self.in_flight.values() {
+                *running.entry(domain.clone()).or_default() += 1;
+            }
+            let full: Vec<String> = running
+                .iter()
+                .filter(|(_, n)| **n >= cap)
+                .map(|(domain, _)| domain.clone())
                 .collect();
+            let limit = free + self.running.len();
+            let store = &self.shared.store;
+            let due = store.due_deliveries_except(now, limit, &full).await?;
+            let busy: HashSet<&Key> = self.in_flight.values().collect();
+            let mut fresh: Vec<DueDelivery> = Vec::new();
+            for due in due {
+                if fresh.len() == free || busy.contains(&(due.id, due.domain.clone())) {
+                    continue;
+                }
+                let count = running.entry(due.domain.clone()).or_default();
+                if *count < cap {
+                    *count += 1;
+                    fresh.push(due);
+                }
+            }
             for due in fresh {
                 self.launch(due);
             }
@@ -113,6 +133,36 @@ impl<D: Deliver> Scheduler<D> {
             let wait = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
             Instant::now() + Duration::from_millis(wait)
         }))
+    }
+
+    /// After the wall clock was put back, retries scheduled before the
+    /// jump lie further ahead than the longest backoff: they are made due
+    /// now instead of waiting out the jump as well. A jump forward needs
+    /// nothing: the retries are simply due sooner.
+    async fn pull_in(&self, now: i64) -> Result<(), StoreError> {
+        let longest = self
+            .options
+            .backoff
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        // The slack covers attempts that record their retry while this runs.
+        let horizon = i64::try_from((longest + MAX_SLEEP).as_millis()).unwrap_or(i64::MAX);
+        let latest = now.saturating_add(horizon);
+        let store = &self.shared.store;
+        if store
+            .last_queue_attempt()
+            .await?
+            .is_some_and(|at| at > latest)
+        {
+            let moved = store.pull_in_queue(latest, now).await?;
+            tracing::warn!(
+                recipients = moved,
+                "outbound queue: the clock went back; retries scheduled before are due now"
+            );
+        }
+        Ok(())
     }
 
     fn launch(&mut self, due: DueDelivery) {
@@ -126,6 +176,14 @@ impl<D: Deliver> Scheduler<D> {
         let handle = self.running.spawn(task);
         self.in_flight.insert(handle.id(), key);
     }
+}
+
+/// The most attempts to one domain at once: a quarter of the slots, so
+/// that peers which take connections and never answer (each attempt then
+/// waits for its time-outs) can hold at most that many and the mail to
+/// every other domain keeps flowing.
+fn per_domain(max_parallel: usize) -> usize {
+    (max_parallel / 4).max(1)
 }
 
 /// One attempt: deliver, classify, record (with the bounce), log.

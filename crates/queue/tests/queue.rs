@@ -220,7 +220,8 @@ async fn submitted_message_is_signed_and_delivered_then_leaves_the_queue() {
     assert!(body.starts_with(b"DKIM-Signature:"));
     let mut txt = StaticTxt::new();
     txt.insert_key(&relay.dkim, "example.org");
-    chatmail_dkim::verify(body, "example.org", &txt)
+    chatmail_dkim::Verifier::new()
+        .verify(body, "example.org", &txt)
         .await
         .unwrap();
     eventually("queue empty", async || {
@@ -323,7 +324,8 @@ async fn permanent_failure_bounces_a_signed_report_into_the_senders_inbox() {
     assert!(dsn.contains("Subject: bounce me\r\n") && !dsn.contains("secret"));
     let mut txt = StaticTxt::new();
     txt.insert_key(&relay.dkim, "example.org");
-    chatmail_dkim::verify(dsn.as_bytes(), "example.org", &txt)
+    chatmail_dkim::Verifier::new()
+        .verify(dsn.as_bytes(), "example.org", &txt)
         .await
         .unwrap();
     assert_eq!(peer.delivered_to("bob@peer.test"), 1);
@@ -391,7 +393,7 @@ async fn queued_mail_survives_a_restart() {
         let store = relay.store().await;
         let (queue, stop) = relay.start(&store, &peer, fast(4)).await;
         stop.cancel();
-        queue.stopped().await;
+        queue.stopped().await.unwrap();
         queue
             .submit(ALICE, &rcpts(&["bob@peer.test"]), message("later"))
             .await

@@ -80,5 +80,5 @@ async fn an_unreachable_peer_bounces_with_the_transports_reason_once_expired() {
     assert!(dsn.contains("Diagnostic-Code: smtp; delivery time expired; last error: 4"));
     assert!(queue.entries().await.unwrap().is_empty());
     shutdown.cancel();
-    queue.stopped().await;
+    queue.stopped().await.unwrap();
 }

@@ -88,11 +88,13 @@ impl Server {
     }
 
     /// Accepts until `stop` is cancelled; each connection runs in a task
-    /// of its own and ends with `stop` too.
+    /// of its own, owned by this loop, and ends with `stop` too.
     pub async fn run(self, stop: CancellationToken) -> io::Result<()> {
+        let mut tunnels = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
+                Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
                 () = stop.cancelled() => return Ok(()),
             };
             let (stream, peer) = match accepted {
@@ -110,7 +112,7 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let (shared, stop) = (self.shared.clone(), stop.clone());
-            tokio::spawn(async move {
+            tunnels.spawn(async move {
                 tokio::select! {
                     () = serve(stream, peer.ip(), &slot, &shared) => {}
                     () = slot.evicted() => {}

@@ -59,7 +59,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "recipient lookup failed");
                 }
-                return self.refuse(Reason::Temporary, 451, "4.3.0 Temporary failure");
+                let reply = self.store_failure(&error);
+                return self.send(reply);
             }
         };
         let size = transaction.declared_size.unwrap_or(1);
@@ -92,8 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "quota lookup failed");
                 }
-                let reply = Reply::line(451, "4.3.0 Temporary failure");
-                Err(self.refused(Reason::Temporary, reply))
+                Err(self.store_failure(&error))
             }
         }
     }
@@ -141,6 +141,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
         };
         Ok(self.send(reply))
+    }
+
+    /// The reply to a failed store operation, counted: `452 4.3.1` when
+    /// the disk is full, else `451 4.3.0`.
+    fn store_failure(&self, error: &StoreError) -> Reply {
+        let refusal = Refusal::of_store(error);
+        self.refused(refusal.reason, crate::mx::refusal_reply(&refusal))
     }
 
     /// The reply for a body that could not be taken (the texts of
@@ -272,8 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "delivery failed");
                 }
-                let reply = Reply::line(451, "4.3.0 Temporary failure");
-                Err(self.refused(Reason::Temporary, reply))
+                Err(self.store_failure(&error))
             }
         }
     }
@@ -354,8 +360,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "queueing failed");
                 }
-                let reply = Reply::line(451, "4.3.0 Temporary failure");
-                Err(self.refused(Reason::Temporary, reply))
+                let refusal = match &error {
+                    chatmail_queue::QueueError::Store(error) => Refusal::of_store(error),
+                    _ => Refusal::temporary(),
+                };
+                Err(self.refused(refusal.reason, crate::mx::refusal_reply(&refusal)))
             }
         }
     }

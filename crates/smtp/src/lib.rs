@@ -47,6 +47,13 @@ mod sasl;
 mod session;
 mod wire;
 
+/// The pure parsers, for the fuzz targets in `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::command::{Command, ParseError, is_address, parse_command};
+    pub use crate::data::{Decoder, Defect};
+}
+
 #[cfg(test)]
 mod tests;
 

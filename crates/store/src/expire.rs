@@ -148,6 +148,10 @@ impl Store {
                 }
             }
         }
+        let forget = now.saturating_sub(crate::DUPLICATE_WINDOW);
+        writer
+            .run(0, move |c| Box::pin(forget_digests(c, forget)))
+            .await?;
         Ok(report)
     }
 
@@ -202,6 +206,16 @@ async fn delete_inactive(c: &mut SqliteConnection, cut: Cutoffs) -> OpResult<Vec
     rows.sort_by(|a, b| a.1.cmp(&b.1));
     let touched = rows.iter().map(|(id, _)| *id).collect();
     Ok((rows.into_iter().map(|(_, a)| a).collect(), touched))
+}
+
+/// Forgets what accounts received before `before` (Unix seconds), the
+/// digests [`Store::deliver_inbound`] compares with.
+async fn forget_digests(c: &mut SqliteConnection, before: i64) -> OpResult<()> {
+    sqlx::query("DELETE FROM inbound_digests WHERE received <= ?")
+        .bind(before)
+        .execute(&mut *c)
+        .await?;
+    Ok(((), Vec::new()))
 }
 
 /// Deletes up to [`CHUNK`] messages under `rule`; returns (count, bytes).

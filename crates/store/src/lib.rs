@@ -8,7 +8,9 @@
 //! Tables (see `migrations/`): `accounts`, `mailboxes` (UIDVALIDITY, UIDNEXT),
 //! `messages` (flags as a space-separated text column, body as a BLOB, keyed
 //! by `(mailbox_id, uid)`), `user_metadata`, `server_metadata`, the outbound
-//! queue's `queue_messages` and `queue_recipients` (module `queue`) and sqlx's
+//! queue's `queue_messages` and `queue_recipients` (module `queue`),
+//! `inbound_digests` (what each account got from other relays in the last
+//! day, so that a peer's retry is not stored twice) and sqlx's
 //! `_sqlx_migrations`. Deleting an account cascades to everything it owns.
 //!
 //! # Writes: one writer, group commit
@@ -57,6 +59,7 @@ mod types;
 mod writer;
 
 pub use admin::{AccountSummary, AccountsPage, Blocked, Invite, NewInvite};
+pub use delivery::DUPLICATE_WINDOW;
 pub use expire::{ExpireReport, ExpireRules};
 pub use metadata::{DEVICE_TOKEN, DEVICE_TOKEN_LIFETIME};
 pub use queue::{
@@ -85,6 +88,8 @@ struct Inner {
     read: SqlitePool,
     /// The queue to the single writer.
     writer: writer::Writer,
+    /// The writer task, until [`Store::writer_stopped`] takes it.
+    writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Change counters and statistics shared with the writer.
     shared: Arc<writer::Shared>,
     /// Per-account quota in bytes, [`quota::UNLIMITED`] for none; read when
@@ -129,16 +134,27 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0004_admin.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "inbound digests".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0005_inbound_digests.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
 impl Store {
     /// Opens (creating and migrating) the database and starts the writer.
     pub async fn open(options: StoreOptions) -> Result<Store, StoreError> {
+        let fail = |problem| StoreError::Open {
+            path: options.path.clone(),
+            problem,
+        };
         if let Some(parent) = options.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(sqlx::Error::Io)?;
+                .map_err(|e| fail(OpenProblem::of_sqlx(&sqlx::Error::Io(e))))?;
         }
         let connect = SqliteConnectOptions::new()
             .filename(&options.path)
@@ -148,21 +164,29 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let mut write_conn = connect.connect().await?;
-        migrator().run(&mut write_conn).await?;
+        let mut write_conn = connect
+            .connect()
+            .await
+            .map_err(|e| fail(OpenProblem::of_sqlx(&e)))?;
+        migrator()
+            .run(&mut write_conn)
+            .await
+            .map_err(|e| fail(OpenProblem::of_migration(&e)))?;
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(|e| fail(OpenProblem::of_sqlx(&e)))?;
         let shared = Arc::new(writer::Shared {
             events: events::Events::default(),
             commits: Default::default(),
         });
-        let writer = writer::spawn(write_conn, options.max_batch, shared.clone());
+        let (writer, task) = writer::spawn(write_conn, options.max_batch, shared.clone());
         Ok(Store {
             inner: Arc::new(Inner {
                 read,
                 writer,
+                writer_task: std::sync::Mutex::new(Some(task)),
                 shared,
                 quota: AtomicU64::new(quota::UNLIMITED),
             }),
@@ -174,6 +198,22 @@ impl Store {
     pub async fn close(&self) {
         self.inner.writer.close().await;
         self.inner.read.close().await;
+    }
+
+    /// Waits until the writer task ends: after [`Store::close`] or when
+    /// every handle is gone, or early if it panics (the error says so).
+    /// Only the first caller waits; later calls return at once.
+    pub async fn writer_stopped(&self) -> Result<(), tokio::task::JoinError> {
+        let task = self
+            .inner
+            .writer_task
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take());
+        match task {
+            Some(task) => task.await,
+            None => Ok(()),
+        }
     }
 
     /// Committed write transactions so far (one per batch), for tests and

@@ -260,6 +260,7 @@ pub(crate) async fn deliver(
     recipients: Vec<AccountId>,
     message: NewMessage,
     quota: Option<u64>,
+    digest: Option<[u8; 32]>,
 ) -> OpResult<DeliveryReport> {
     let column = flags::encode(&flags::clean(&message.flags));
     let size = u64::try_from(message.body.len()).unwrap_or(u64::MAX);
@@ -269,7 +270,14 @@ pub(crate) async fn deliver(
         let seen = |a: &AccountId| *a == account;
         if report.delivered.iter().any(|d| d.account == account)
             || report.over_quota.iter().any(seen)
+            || report.duplicates.iter().any(seen)
         {
+            continue;
+        }
+        if let Some(digest) = &digest
+            && received_lately(c, account, digest, now).await?
+        {
+            report.duplicates.push(account);
             continue;
         }
         let inbox: Option<MailboxId> =
@@ -286,13 +294,16 @@ pub(crate) async fn deliver(
             continue;
         };
         insert_message(c, mailbox, uid, &message, &column).await?;
+        if let Some(digest) = &digest {
+            remember_received(c, account, digest, now).await?;
+        }
         report.delivered.push(Delivered {
             account,
             mailbox,
             uid,
         });
     }
-    if report.delivered.is_empty() {
+    if report.delivered.is_empty() && report.duplicates.is_empty() {
         return Err(if report.over_quota.is_empty() {
             StoreError::NoAccount
         } else {
@@ -301,6 +312,42 @@ pub(crate) async fn deliver(
     }
     let touched = report.delivered.iter().map(|d| d.account).collect();
     Ok((report, touched))
+}
+
+/// Whether `account` received a message with this digest within
+/// [`DUPLICATE_WINDOW`](crate::DUPLICATE_WINDOW) of `now`.
+async fn received_lately(
+    c: &mut SqliteConnection,
+    account: AccountId,
+    digest: &[u8; 32],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let received: Option<i64> = sqlx::query_scalar(
+        "SELECT received FROM inbound_digests WHERE account_id = ? AND digest = ?",
+    )
+    .bind(account)
+    .bind(&digest[..])
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(received.is_some_and(|at| at > now - crate::DUPLICATE_WINDOW))
+}
+
+async fn remember_received(
+    c: &mut SqliteConnection,
+    account: AccountId,
+    digest: &[u8; 32],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO inbound_digests (account_id, digest, received) VALUES (?, ?, ?) \
+         ON CONFLICT (account_id, digest) DO UPDATE SET received = excluded.received",
+    )
+    .bind(account)
+    .bind(&digest[..])
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn add_user_metadata(

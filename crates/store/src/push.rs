@@ -84,6 +84,24 @@ impl Store {
         )
     }
 
+    /// The latest pending attempt (ms), if any.
+    pub async fn last_push_attempt(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(next_attempt) FROM push_queue")
+                .fetch_one(self.db())
+                .await?,
+        )
+    }
+
+    /// Makes every notification scheduled after `latest` (ms) due at
+    /// `now`; returns how many moved. As for the outbound queue
+    /// ([`Store::pull_in_queue`]): a time beyond the longest wait was set
+    /// by a wall clock that has since been put back.
+    pub async fn pull_in_push(&self, latest: i64, now: i64) -> Result<u64, StoreError> {
+        let sql = "UPDATE push_queue SET next_attempt = ? WHERE next_attempt > ?";
+        self.pull_in(sql, latest, now).await
+    }
+
     /// The notification was delivered, or is given up: drops its row.
     pub async fn push_done(&self, account: AccountId, token: &str) -> Result<(), StoreError> {
         let token = token.to_owned();
@@ -256,6 +274,23 @@ mod tests {
         assert_eq!(due[0].attempts, 1);
         store.push_done(a, "t").await.unwrap();
         assert!(store.push_entries().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retries_set_by_a_clock_since_put_back_are_pulled_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let a = account(&store, "a@example.org").await;
+        let tokens = vec![(a, "far".to_owned()), (a, "near".to_owned())];
+        store.push_enqueue(tokens, 10).await.unwrap();
+        store.push_retry(a, "far", 1, 90_000).await.unwrap();
+        store.push_retry(a, "near", 1, 400).await.unwrap();
+        assert_eq!(store.last_push_attempt().await.unwrap(), Some(90_000));
+        assert_eq!(store.pull_in_push(1_000, 20).await.unwrap(), 1);
+        let due = store.push_due(20, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].token, "far");
+        assert_eq!(store.next_push_attempt(20).await.unwrap(), Some(400));
     }
 
     #[tokio::test]

@@ -156,6 +156,18 @@ impl Store {
         now: i64,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.due_deliveries_except(now, limit, &[]).await
+    }
+
+    /// [`Store::due_deliveries`] leaving out the domains in `skip` (those
+    /// the scheduler gives no more attempts now), so that their rows do not
+    /// use up the limit before other domains' due mail is read.
+    pub async fn due_deliveries_except(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         // Read due recipient rows in index order and group them here: the
         // cost is bounded by the rows read, not by the queue's length (a
         // GROUP BY over every due row made each scheduler round O(queue)).
@@ -163,16 +175,23 @@ impl Store {
         // is correct, just less batched.
         let rows_limit =
             i64::try_from(limit.saturating_mul(DUE_ROWS_PER_GROUP)).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+        // One placeholder per skipped domain (the scheduler skips at most
+        // a few): the statement stays a prepared one per count.
+        let placeholders = vec!["?"; skip.len()].join(", ");
+        let sql = format!(
             "SELECT r.message_id, r.domain, r.recipient, m.sender, r.attempts, m.created \
              FROM queue_recipients r JOIN queue_messages m ON m.id = r.message_id \
              WHERE r.state = 'pending' AND r.next_attempt <= ? \
-             ORDER BY r.next_attempt, r.message_id LIMIT ?",
-        )
-        .bind(now)
-        .bind(rows_limit)
-        .fetch_all(self.db())
-        .await?;
+             AND r.domain NOT IN ({placeholders}) \
+             ORDER BY r.next_attempt, r.message_id LIMIT ?"
+        );
+        let mut query =
+            sqlx::query_as::<_, (i64, String, String, String, i64, i64)>(sqlx::AssertSqlSafe(sql))
+                .bind(now);
+        for domain in skip {
+            query = query.bind(domain);
+        }
+        let rows = query.bind(rows_limit).fetch_all(self.db()).await?;
         let mut due: Vec<DueDelivery> = Vec::new();
         for (id, domain, recipient, sender, attempts, created) in rows {
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
@@ -208,6 +227,51 @@ impl Store {
         .bind(after)
         .fetch_one(self.db())
         .await?)
+    }
+
+    /// The latest pending attempt (ms), if any.
+    pub async fn last_queue_attempt(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(next_attempt) FROM queue_recipients WHERE state = 'pending'",
+        )
+        .fetch_one(self.db())
+        .await?)
+    }
+
+    /// Makes every pending attempt scheduled after `latest` (ms) due at
+    /// `now`; returns how many recipients moved. The scheduler never sets
+    /// a time further ahead than its longest backoff, so such a time was
+    /// set by a wall clock that has since been put back: waiting for it
+    /// would hold the mail back by the size of the jump.
+    pub async fn pull_in_queue(&self, latest: i64, now: i64) -> Result<u64, StoreError> {
+        let sql = "UPDATE queue_recipients SET next_attempt = ? \
+                   WHERE state = 'pending' AND next_attempt > ?";
+        self.pull_in(sql, latest, now).await
+    }
+
+    /// Runs `sql`, an UPDATE that sets `next_attempt` to its first
+    /// parameter (`now`) where it exceeds its second (`latest`); returns
+    /// how many rows moved.
+    pub(crate) async fn pull_in(
+        &self,
+        sql: &'static str,
+        latest: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .writer
+            .run(0, move |c| {
+                Box::pin(async move {
+                    let moved = sqlx::query(sql)
+                        .bind(now)
+                        .bind(latest)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected();
+                    Ok((moved, Vec::new()))
+                })
+            })
+            .await
     }
 
     /// The queued message as it is sent (DKIM-signed).
@@ -383,7 +447,7 @@ async fn record_attempt(
     if let Some((account, message)) = bounce {
         // Bounces are small and tell the sender about a failure: exempt
         // from the quota.
-        match ops::deliver(c, vec![account], message, None).await {
+        match ops::deliver(c, vec![account], message, None, None).await {
             Ok((_, accounts)) => touched = accounts,
             // The sender's account is gone: nobody to tell.
             Err(StoreError::NoAccount) => {}
@@ -453,6 +517,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn skipped_domains_leave_the_limit_to_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let body = bytes::Bytes::from_static(b"Subject: s\r\n\r\nbody\r\n");
+        for at in [1000, 1001, 1002] {
+            let rcpts = [rcpt("a@stuck.test")];
+            store.enqueue(None, &rcpts, body.clone(), at).await.unwrap();
+        }
+        store
+            .enqueue(None, &[rcpt("b@fine.test")], body, 1003)
+            .await
+            .unwrap();
+        let first = store.due_deliveries(2000, 2).await.unwrap();
+        assert!(first.iter().all(|d| d.domain == "stuck.test"));
+        let skip = ["stuck.test".to_owned()];
+        let due = store.due_deliveries_except(2000, 2, &skip).await.unwrap();
+        let domains: Vec<&str> = due.iter().map(|d| d.domain.as_str()).collect();
+        assert_eq!(domains, ["fine.test"]);
+    }
+
+    #[tokio::test]
     async fn outcomes_are_kept_until_no_recipient_is_pending() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir).await;
@@ -500,6 +585,41 @@ mod tests {
         assert!(store.queue_entries().await.unwrap().is_empty());
         assert_eq!(store.queued_body(id).await.unwrap(), None);
         assert_eq!(store.next_queue_attempt(0).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn only_attempts_beyond_the_horizon_are_pulled_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir).await;
+        let rcpts = [rcpt("a@x.test"), rcpt("b@x.test"), rcpt("c@y.test")];
+        let id = store
+            .enqueue(None, &rcpts, bytes::Bytes::from_static(b"m"), 0)
+            .await
+            .unwrap();
+        let retry = |at| AttemptOutcome::Retry {
+            at,
+            error: "451 busy".into(),
+        };
+        // Scheduled an hour ahead of a clock that has since gone back by
+        // two hours: now is 1_000, the jump left them at 10_000_000 ms.
+        let outcomes = vec![
+            ("a@x.test".into(), retry(10_000_000)),
+            ("b@x.test".into(), retry(3_000)),
+            ("c@y.test".into(), AttemptOutcome::Delivered),
+        ];
+        store.record_attempt(id, outcomes, None).await.unwrap();
+        assert_eq!(store.last_queue_attempt().await.unwrap(), Some(10_000_000));
+        assert_eq!(store.pull_in_queue(5_000, 1_000).await.unwrap(), 1);
+        let at: Vec<_> = store
+            .queue_entries()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.recipient, e.next_attempt))
+            .collect();
+        assert!(at.contains(&("a@x.test".into(), 1_000)), "{at:?}");
+        assert!(at.contains(&("b@x.test".into(), 3_000)), "{at:?}");
+        assert_eq!(store.pull_in_queue(5_000, 1_000).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::events::Events;
 use crate::{AccountId, StoreError};
@@ -47,7 +48,7 @@ trait Job: Send {
     /// touched accounts, or `None` if it failed (and must be rolled back).
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Option<Touched>>;
     /// Answers the caller once the batch is committed (or failed).
-    fn answer(self: Box<Self>, commit: Result<(), String>);
+    fn answer(self: Box<Self>, commit: Result<(), BatchError>);
     /// Bytes of message data the job writes (for the batch bound).
     fn bytes(&self) -> usize;
 }
@@ -80,11 +81,12 @@ where
         })
     }
 
-    fn answer(self: Box<Self>, commit: Result<(), String>) {
+    fn answer(self: Box<Self>, commit: Result<(), BatchError>) {
         let result = match (commit, self.result) {
             (_, Some(Err(e))) => Err(e),
             (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(cause), _) => Err(batch_failed(cause)),
+            (Err(BatchError::DiskFull), _) => Err(StoreError::DiskFull),
+            (Err(BatchError::Failed(cause)), _) => Err(StoreError::Batch(cause)),
             (Ok(()), None) => Err(StoreError::Closed),
         };
         // The caller may have gone away (connection dropped): nothing to do.
@@ -96,8 +98,21 @@ where
     }
 }
 
-fn batch_failed(cause: String) -> StoreError {
-    StoreError::internal(format!("batch transaction failed: {cause}"))
+/// Why a batch transaction failed, as every job of it hears.
+#[derive(Debug, Clone)]
+pub(crate) enum BatchError {
+    DiskFull,
+    Failed(String),
+}
+
+impl From<&sqlx::Error> for BatchError {
+    fn from(error: &sqlx::Error) -> Self {
+        if crate::types::is_disk_full(error) {
+            BatchError::DiskFull
+        } else {
+            BatchError::Failed(error.to_string())
+        }
+    }
 }
 
 /// Messages to the writer task.
@@ -152,12 +167,17 @@ pub(crate) struct Shared {
 }
 
 /// Starts the writer task; it ends when every handle is dropped or on close.
-pub(crate) fn spawn(conn: SqliteConnection, max_batch: usize, shared: Arc<Shared>) -> Writer {
+/// The handle lets the owner see it end ([`crate::Store::writer_stopped`]).
+pub(crate) fn spawn(
+    conn: SqliteConnection,
+    max_batch: usize,
+    shared: Arc<Shared>,
+) -> (Writer, JoinHandle<()>) {
     let max_batch = max_batch.max(1);
     // Bounded queue: callers wait (back-pressure) instead of piling up bodies.
     let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
-    tokio::spawn(writer_loop(conn, rx, max_batch, shared));
-    Writer { tx }
+    let task = tokio::spawn(writer_loop(conn, rx, max_batch, shared));
+    (Writer { tx }, task)
 }
 
 async fn writer_loop(
@@ -209,7 +229,7 @@ async fn commit_batch(conn: &mut SqliteConnection, mut batch: Vec<Box<dyn Job>>,
     } else {
         shared.commits.fetch_add(1, Ordering::Relaxed);
     }
-    let commit = outcome.map_err(|e| e.to_string());
+    let commit = outcome.map_err(|e| BatchError::from(&e));
     for job in batch {
         job.answer(commit.clone());
     }

@@ -120,8 +120,32 @@ impl Smtp {
         self.reply().await
     }
 
-    async fn reply(&mut self) -> Result<(u16, String)> {
+    /// `MAIL FROM`, `RCPT TO` and `DATA`; fails unless each is accepted,
+    /// so that the message may follow.
+    pub async fn begin_data(&mut self, from: &str, to: &str) -> Result<()> {
+        for (command, want) in [
+            (format!("MAIL FROM:<{from}>"), 250),
+            (format!("RCPT TO:<{to}>"), 250),
+            ("DATA".to_owned(), 354),
+        ] {
+            let (code, text) = self.command(&command).await?;
+            if code != want {
+                return Err(format!("{command}: {code} {text}").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next (possibly multi-line) reply.
+    pub async fn reply(&mut self) -> Result<(u16, String)> {
         read_reply(&mut self.stream).await
+    }
+
+    /// Writes raw bytes (part of a DATA transfer, say) and flushes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
+        Ok(())
     }
 
     /// Submits a message; returns the final reply to DATA (or the first
@@ -137,9 +161,7 @@ impl Wire for Smtp {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await?;
-        Ok(())
+        Smtp::write(self, bytes).await
     }
 
     async fn reply(&mut self) -> Result<(u16, String)> {
@@ -291,6 +313,24 @@ impl Imap {
         Ok(line)
     }
 
+    /// The Message-ID of every message in INBOX, one entry per stored
+    /// copy (a message stored twice is listed twice).
+    pub async fn inbox_message_ids(&mut self) -> Result<Vec<String>> {
+        self.command("SELECT INBOX").await?;
+        let lines = self
+            .command("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            .await?;
+        // Each FETCH line carries its header literal: "Message-ID: <id>\r\n".
+        Ok(lines
+            .iter()
+            .filter_map(|l| {
+                let start = l.to_ascii_lowercase().find("message-id:")? + "message-id:".len();
+                let value = l[start..].split("\r\n").next()?;
+                Some(value.trim().to_owned())
+            })
+            .collect())
+    }
+
     /// Starts IDLE; returns once the server sent its continuation.
     pub async fn idle(&mut self) -> Result<()> {
         self.tag += 1;
@@ -349,7 +389,19 @@ pub async fn https_post(
     path: &str,
     body: &[u8],
 ) -> Result<(u16, String)> {
-    let mut stream = connect(addr, None, tls).await?;
+    https_post_named(addr, None, tls, path, body).await
+}
+
+/// [`https_post`] to a server whose certificate names `server_name`
+/// (`None`: the address).
+pub async fn https_post_named(
+    addr: SocketAddr,
+    server_name: Option<&str>,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut stream = connect(addr, server_name, tls).await?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",

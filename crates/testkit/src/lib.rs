@@ -5,6 +5,7 @@
 //! client. Test support only, never shipped.
 
 pub mod client;
+pub mod clock;
 pub mod message;
 pub mod mx;
 pub mod relay;

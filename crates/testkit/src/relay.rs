@@ -99,6 +99,9 @@ pub struct RelayProcess {
     /// Keeps the state directory alive; removed on drop.
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Environment of the relay process and its commands (e.g. a
+    /// [`crate::clock::FakeClock`]).
+    env: Vec<(String, String)>,
     /// Where the relay listens.
     pub ports: Ports,
     /// The local address the relay listens on.
@@ -112,6 +115,11 @@ impl RelayProcess {
     /// `extra` appended verbatim) and starts `binary` with it.
     pub async fn start(binary: &Path, extra: &str) -> Result<Self> {
         Self::start_with(binary, &RelayOptions::on(Ipv4Addr::LOCALHOST, extra)).await
+    }
+
+    /// An IP-only relay on `ip` with `extra` settings, started.
+    pub async fn start_on(binary: &Path, ip: Ipv4Addr, extra: &str) -> Result<Self> {
+        Self::start_with(binary, &RelayOptions::on(ip, extra)).await
     }
 
     /// [`RelayProcess::configure`], then [`RelayProcess::launch`].
@@ -149,6 +157,7 @@ impl RelayProcess {
             binary: binary.to_owned(),
             dir,
             child: None,
+            env: Vec::new(),
             ports,
             ip,
             domain,
@@ -166,6 +175,18 @@ impl RelayProcess {
         Ok(())
     }
 
+    /// Adds environment for the process and its commands; takes effect at
+    /// the next (re)start.
+    pub fn set_env(&mut self, env: impl IntoIterator<Item = (String, String)>) {
+        self.env.extend(env);
+    }
+
+    /// The directory holding the configuration and the state directory
+    /// (scratch files of a test may go there too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Starts the process (if not running) and waits until it listens.
     pub async fn launch(&mut self) -> Result<()> {
         if self.child.is_some() {
@@ -175,6 +196,7 @@ impl RelayProcess {
             .arg("run")
             .arg("--config")
             .arg(self.config_path())
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .spawn()?;
         self.child = Some(child);
@@ -212,6 +234,34 @@ impl RelayProcess {
         }
     }
 
+    /// Sends SIGTERM (a stop request) and waits at most `limit` for the
+    /// process to exit; returns its exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.pid().ok_or("not running")?.to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !sent.success() {
+            return Err("kill -TERM failed".into());
+        }
+        self.wait_exit(limit).await
+    }
+
+    /// Waits at most `limit` for the process to exit by itself; returns
+    /// its exit status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().ok_or("not running")?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("madmail still running after {limit:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Starts the process again with the same state and ports.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill();
@@ -232,6 +282,7 @@ impl RelayProcess {
             .arg("--config")
             .arg(self.config_path())
             .args(rest)
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .output()?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -290,7 +341,12 @@ impl RelayProcess {
 
     /// The relay's self-signed certificate (PEM).
     pub fn cert_path(&self) -> PathBuf {
-        self.dir.path().join("state/tls/cert.pem")
+        self.state_dir().join("tls/cert.pem")
+    }
+
+    /// The relay's `state_dir`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The configuration file.
