@@ -16,7 +16,7 @@
 //! TLS, without and with COMPRESS=DEFLATE (module `idle`).
 
 mod federation;
-mod idle;
+pub(crate) mod idle;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -66,7 +66,7 @@ pub struct BenchOptions {
     madmail: Option<PathBuf>,
 }
 
-const PASSWORD: &str = "bench-password-1";
+pub(crate) const PASSWORD: &str = "bench-password-1";
 
 /// Per recipient: when each 250 was read, and how many of them an EXISTS
 /// has covered so far.

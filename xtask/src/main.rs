@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench|fuzz|admin-ui|trial`.
+//! Developer tasks: `cargo xtask docs|test|nix-check|dist|e2e|bench|soak|fuzz|admin-ui|trial`.
 
 mod admin_ui;
 mod bench;
@@ -8,6 +8,7 @@ mod docs;
 mod e2e;
 mod fuzz;
 mod nix;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,6 +42,9 @@ enum Task {
     E2e(e2e::E2eOptions),
     /// Submission throughput and 250-to-EXISTS latency (release build).
     Bench(bench::BenchOptions),
+    /// Steady load for `--minutes` with 10,000 idle IMAP connections; RSS,
+    /// file descriptors and latency sampled every 10 s (release build).
+    Soak(soak::SoakOptions),
     /// The libFuzzer targets of `fuzz/`: earlier findings replayed, then
     /// each target for `--seconds` (or `--runs`).
     Fuzz(fuzz::FuzzOptions),
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::E2e(options) => e2e::run(options),
         Task::Bench(options) => bench::run(&root, options),
+        Task::Soak(options) => soak::run(&root, options),
         Task::Fuzz(options) => fuzz::run(&root, &options),
     }
 }

@@ -123,7 +123,7 @@ pub struct Accounts {
     settings: Arc<Settings>,
     /// Recent successful password checks (skips the KDF on repeat logins).
     cache: Arc<cache::LoginCache>,
-    /// Bound on concurrent Argon2 runs (process-wide outside tests).
+    /// Bound on concurrent Argon2 runs, one per `Accounts` and its clones.
     kdf: Arc<password::KdfLimit>,
     /// Consecutive failures per address, for the refusal delay.
     failures: Arc<penalty::Failures>,
@@ -173,13 +173,13 @@ fn random_string(len: usize) -> String {
 
 impl Accounts {
     pub fn new(store: Store, settings: Arc<Settings>) -> Self {
-        Self::with_kdf_limit(store, settings, password::KdfLimit::global())
+        Self::with_kdf_limit(store, settings, password::KdfLimit::for_this_machine())
     }
 
     /// Like [`Accounts::new`] but with its own bound on password checks:
     /// at most `permits` at once, each login waiting at most `wait` for one
     /// (then [`LoginError::Busy`]). For tests and embedders; servers use the
-    /// process-wide bound of [`Accounts::new`].
+    /// bound [`Accounts::new`] sizes for the machine.
     pub fn with_kdf_bound(
         store: Store,
         settings: Arc<Settings>,

@@ -17,8 +17,8 @@
 //! until the KDF really ends. A caller that gets no permit within
 //! [`PERMIT_WAIT`] fails with [`HashError::Busy`] instead of queueing.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -84,12 +84,6 @@ pub(crate) struct KdfLimit {
     peak: AtomicUsize,
 }
 
-/// The process-wide limit: 2 × available cores, at least 2.
-static GLOBAL: LazyLock<Arc<KdfLimit>> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Arc::new(KdfLimit::new((2 * cores).max(2), PERMIT_WAIT))
-});
-
 impl KdfLimit {
     pub(crate) fn new(permits: usize, wait: Duration) -> Self {
         Self {
@@ -100,8 +94,11 @@ impl KdfLimit {
         }
     }
 
-    pub(crate) fn global() -> Arc<KdfLimit> {
-        Arc::clone(&GLOBAL)
+    /// The bound for this machine: 2 × available cores (at least 2) at
+    /// once, each waiting at most [`PERMIT_WAIT`].
+    pub(crate) fn for_this_machine() -> Arc<KdfLimit> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(KdfLimit::new((2 * cores).max(2), PERMIT_WAIT))
     }
 
     /// The most KDF runs seen at once.
@@ -156,7 +153,7 @@ mod tests {
     use super::*;
 
     fn limit() -> Arc<KdfLimit> {
-        KdfLimit::global()
+        KdfLimit::for_this_machine()
     }
 
     #[tokio::test]

@@ -65,14 +65,10 @@ impl Throttle {
         self.window / self.max.max(1)
     }
 
+    /// The keyed hash of `ip`'s client (`chatmail_limits::ClientKey`, the
+    /// grouping every per-client bound uses).
     fn key(&self, ip: IpAddr) -> u64 {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => self.hasher.hash_one((4u8, v4.octets())),
-            IpAddr::V6(v6) => {
-                let prefix = v6.segments();
-                self.hasher.hash_one((6u8, &prefix[..4]))
-            }
-        }
+        self.hasher.hash_one(chatmail_limits::ClientKey::of(ip))
     }
 
     /// Whether logins from `ip` are refused right now.

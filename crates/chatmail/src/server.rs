@@ -132,15 +132,18 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
     // Without the scheduler nothing leaves.
     let queue = federation.queue.clone();
     tasks.watch("queue scheduler", async move { queue.stopped().await });
-    let smtp = Arc::new(chatmail_smtp::Context {
-        settings: settings.clone(),
-        accounts: accounts.clone(),
-        tls: relay_tls.clone(),
-        mx_tls: Some(certs.mx_config()?),
-        inbound: federation.inbound.clone(),
-        queue: Some(federation.queue.clone()),
-        push,
-    });
+    // One set of SMTP limits for 465, 587, 25 and submission on 443.
+    let smtp = Arc::new(chatmail_smtp::Shared::new(Arc::new(
+        chatmail_smtp::Context {
+            settings: settings.clone(),
+            accounts: accounts.clone(),
+            tls: relay_tls.clone(),
+            mx_tls: Some(certs.mx_config()?),
+            inbound: federation.inbound.clone(),
+            queue: Some(federation.queue.clone()),
+            push,
+        },
+    )));
     let turn = Arc::new(chatmail_turn::Credentials::load_or_create(
         &settings.config.state_dir,
         settings.config.turn.credential_lifetime,
@@ -210,15 +213,17 @@ pub async fn start(settings: Settings, config_file: Option<PathBuf>) -> anyhow::
             });
         }
     }
+    // One IMAP connection pool for 993 and 143 (443 has its own).
+    let imap_slots = chatmail_imap::slots(&imap);
     for (addrs, mode, kind) in [
         (&listen.imaps, ImapMode::ImplicitTls, "imaps"),
         (&listen.imap, ImapMode::StartTls, "imap"),
     ] {
         for listener in bind(addrs).await? {
-            let (ctx, stop) = (imap.clone(), shutdown.clone());
+            let (ctx, stop, slots) = (imap.clone(), shutdown.clone(), imap_slots.clone());
             let name = listener_name(kind, &listener);
             tasks.spawn(name, async move {
-                Ok(chatmail_imap::serve(listener, mode, ctx, stop).await?)
+                Ok(chatmail_imap::serve(listener, mode, ctx, slots, stop).await?)
             });
         }
     }
@@ -426,7 +431,7 @@ fn start_push(
 fn alpn_handlers(
     settings: &Settings,
     imap: &Arc<chatmail_imap::Context>,
-    smtp: &Arc<chatmail_smtp::Context>,
+    smtp: &Arc<chatmail_smtp::Shared>,
     shutdown: &CancellationToken,
 ) -> chatmail_http::AlpnHandlers {
     let (ctx, stop) = (imap.clone(), shutdown.clone());

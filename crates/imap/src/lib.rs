@@ -59,7 +59,7 @@ use std::sync::Arc;
 use chatmail_accounts::Accounts;
 use chatmail_config::Settings;
 
-pub use server::{serve, serve_stream};
+pub use server::{serve, serve_stream, slots};
 pub use session::{Ending, Session, SessionError};
 
 /// What every connection shares.

@@ -38,15 +38,23 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the refusal BYE may take to write.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The connection pool of `limits.max_imap_connections`, a fifth per
+/// client.
+pub fn slots(ctx: &Context) -> Slots {
+    Slots::fifth_per_client(ctx.settings.limits().max_imap_connections)
+}
+
 /// Accepts connections until `shutdown` is cancelled; one task per
-/// connection. Returns after the sessions have closed (or were aborted).
+/// connection, counted in `slots` (the caller passes the same pool to the
+/// 993 and 143 listeners, sized by [`slots`]). Returns after the sessions
+/// have closed (or were aborted).
 pub async fn serve(
     listener: TcpListener,
     mode: Mode,
     ctx: Arc<Context>,
+    slots: Slots,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Slots::fifth_per_client(ctx.settings.limits().max_imap_connections);
     let acceptor = TlsAcceptor::from(ctx.tls.clone());
     let mut tasks = JoinSet::new();
     let mut next_id: u64 = 0;

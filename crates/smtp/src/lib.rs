@@ -58,7 +58,7 @@ pub mod fuzzing {
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatmail_accounts::Accounts;
@@ -108,75 +108,39 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time in-flight sessions get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// State shared by all connections of a server.
-pub(crate) struct Shared {
+/// State shared by all SMTP connections of the process (465, 587, 25 and
+/// submission over 443), built once by the caller so that every listener
+/// counts against the same limits.
+pub struct Shared {
     pub(crate) ctx: Arc<Context>,
-    /// Per-sender send rate, shared across listeners.
-    pub(crate) send_rate: Arc<Gcra<String>>,
-    /// Open connections, shared across listeners.
+    /// Per-sender send rate of `limits.max_user_send_per_minute`.
+    pub(crate) send_rate: Gcra<String>,
+    /// Open connections, a fifth of `limits.max_smtp_connections` per
+    /// client.
     pub(crate) connections: Slots,
 }
 
 impl Shared {
-    /// Fresh limiters (tests).
-    #[cfg(test)]
+    /// The limiters sized from `ctx`'s configuration.
     pub fn new(ctx: Arc<Context>) -> Self {
-        let connections = Slots::fifth_per_client(ctx.settings.limits().max_smtp_connections);
+        let limits = ctx.settings.limits();
+        let (rate, burst) = (limits.max_user_send_per_minute, limits.max_user_send_burst);
         Self {
-            send_rate: Arc::new(send_rate(&ctx)),
+            send_rate: Gcra::new(rate, burst, MAX_SENDERS),
+            connections: Slots::fifth_per_client(limits.max_smtp_connections),
             ctx,
-            connections,
         }
     }
 }
-
-/// The process-wide limiters, so that 465 and 587 count together; sized
-/// by the first caller (a process serves one configuration).
-static SEND_RATE: OnceLock<Arc<Gcra<String>>> = OnceLock::new();
-static CONNECTIONS: OnceLock<Slots> = OnceLock::new();
 
 /// Senders the send rate tracks at once; a full table refuses newcomers
 /// rather than forget active senders.
 const MAX_SENDERS: usize = 100_000;
 
-/// The per-sender rate of `limits.max_user_send_per_minute` (GCRA).
-fn send_rate(ctx: &Context) -> Gcra<String> {
-    let limits = ctx.settings.limits();
-    let (rate, burst) = (limits.max_user_send_per_minute, limits.max_user_send_burst);
-    Gcra::new(rate, burst, MAX_SENDERS)
-}
-
-fn shared_send_rate(ctx: &Context) -> Arc<Gcra<String>> {
-    Arc::clone(SEND_RATE.get_or_init(|| Arc::new(send_rate(ctx))))
-}
-
-/// The process-wide connection slots, sized by the first caller (a process
-/// serves one configuration).
-fn connections(ctx: &Context) -> Slots {
-    CONNECTIONS
-        .get_or_init(|| Slots::fifth_per_client(ctx.settings.limits().max_smtp_connections))
-        .clone()
-}
-
 /// Accepts connections until `shutdown` is cancelled; each connection is its
-/// own task (a panic or error kills only that connection); in-flight
-/// sessions are allowed to finish a short grace period.
+/// own task (a panic or error kills only that connection, and a panic is
+/// logged); in-flight sessions are allowed to finish a short grace period.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
-    mode: Mode,
-    ctx: Arc<Context>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let shared = Shared {
-        connections: connections(&ctx),
-        send_rate: shared_send_rate(&ctx),
-        ctx,
-    };
-    serve_with(listener, mode, Arc::new(shared), shutdown).await
-}
-
-/// [`serve`] with explicit shared state.
-pub(crate) async fn serve_with(
     listener: tokio::net::TcpListener,
     mode: Mode,
     shared: Arc<Shared>,
@@ -186,7 +150,11 @@ pub(crate) async fn serve_with(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined && e.is_panic() {
+                    tracing::error!("SMTP connection task panicked");
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => accept(&mut tasks, stream, peer, mode, &shared, &shutdown),
                 Err(error) => {
@@ -214,19 +182,14 @@ pub(crate) async fn serve_with(
 pub async fn serve_tls_stream<S>(
     stream: S,
     peer: IpAddr,
-    ctx: Arc<Context>,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
     slot: Arc<Slot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let _open = chatmail_metrics::connection(Protocol::Submission);
-    let deadline = login_deadline(&ctx);
-    let shared = Arc::new(Shared {
-        connections: connections(&ctx),
-        send_rate: shared_send_rate(&ctx),
-        ctx,
-    });
+    let deadline = login_deadline(&shared.ctx);
     let log = !shared.ctx.settings.config.log.no_log;
     let session = Session::new(stream, shared, true)
         .with_peer(peer)

@@ -81,7 +81,7 @@ pub(super) async fn bench(binary: &Path, options: &BenchOptions) -> anyhow::Resu
 
 /// Fails early, with the fix, when the open-file limit cannot hold the
 /// client sockets (the relay inherits the same limit).
-fn check_fd_limit(connections: usize) -> anyhow::Result<()> {
+pub(crate) fn check_fd_limit(connections: usize) -> anyhow::Result<()> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
         .lines()
@@ -138,15 +138,15 @@ async fn variant(
 }
 
 /// The relay's IMAPS listener and how to talk to it.
-struct Target {
-    addr: SocketAddr,
-    connector: TlsConnector,
-    compress: bool,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) connector: TlsConnector,
+    pub(crate) compress: bool,
 }
 
 /// Opens `count` idling sessions, spread over the accounts; from `fixed`
 /// unless it is unspecified, else spread over `127.0.0.10`, `.11`, ….
-async fn open_many(
+pub(crate) async fn open_many(
     target: &Target,
     users: &[String],
     count: usize,
@@ -185,7 +185,7 @@ fn source_address(i: usize) -> anyhow::Result<Ipv4Addr> {
 }
 
 /// VmRSS of process `pid` in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -80,6 +80,7 @@ async fn serves_implicit_tls_with_per_ip_limits_until_shutdown() {
         listener,
         crate::Mode::ImplicitTls,
         h.ctx.clone(),
+        crate::slots(&h.ctx),
         h.shutdown.clone(),
     ));
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();

@@ -37,6 +37,7 @@ async fn login_from_an_address_with_too_many_failures_is_refused_unchecked() {
         listener,
         crate::Mode::ImplicitTls,
         h.ctx.clone(),
+        crate::slots(&h.ctx),
         h.shutdown.clone(),
     ));
     let mut attacker = connect_from("127.0.0.1", address, cert.clone()).await;

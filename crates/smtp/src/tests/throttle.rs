@@ -44,7 +44,7 @@ async fn auth_from_an_address_with_too_many_failures_is_refused_unchecked() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::serve_with(
+    let server = tokio::spawn(crate::serve(
         listener,
         Mode::ImplicitTls,
         Arc::clone(&harness.shared),

@@ -80,7 +80,7 @@ async fn serve_accepts_on_loopback_and_limits_connections_per_ip() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::serve_with(
+    let server = tokio::spawn(crate::serve(
         listener,
         Mode::StartTls,
         Arc::clone(&harness.shared),
@@ -119,11 +119,16 @@ async fn serve_accepts_on_loopback_and_limits_connections_per_ip() {
 async fn established_tls_streams_get_a_session_without_second_handshake() {
     let harness = Harness::new("").await;
     let (client, server) = tokio::io::duplex(1 << 16);
-    let ctx = Arc::clone(&harness.shared.ctx);
     let peer = std::net::Ipv4Addr::LOCALHOST.into();
     let slot = harness.shared.connections.acquire(Some(peer)).unwrap();
     let shutdown = CancellationToken::new();
-    let session = crate::serve_tls_stream(server, peer, ctx, shutdown, Arc::new(slot));
+    let session = crate::serve_tls_stream(
+        server,
+        peer,
+        Arc::clone(&harness.shared),
+        shutdown,
+        Arc::new(slot),
+    );
     tokio::spawn(session);
     let mut client = Client::new(client);
     client.login(ALICE).await;
