@@ -58,27 +58,27 @@ impl Refusal {
         }
     }
 
-    pub(crate) const fn unknown_user() -> Self {
+    pub const fn unknown_user() -> Self {
         let kind = (Kind::UnknownUser, Reason::Recipient);
         Self::new(550, "5.1.1", "User unknown", kind)
     }
 
-    pub(crate) const fn no_recipients() -> Self {
+    pub const fn no_recipients() -> Self {
         let kind = (Kind::UnknownUser, Reason::Recipient);
         Self::new(554, "5.5.1", "No valid recipients", kind)
     }
 
-    pub(crate) const fn relay_denied() -> Self {
+    pub const fn relay_denied() -> Self {
         let kind = (Kind::RelayDenied, Reason::Recipient);
         Self::new(554, "5.7.1", "Relay access denied", kind)
     }
 
-    pub(crate) const fn policy() -> Self {
+    pub const fn policy() -> Self {
         let text = "Domain not allowed by the federation policy";
         Self::new(554, "5.7.1", text, (Kind::Policy, Reason::Policy))
     }
 
-    pub(crate) const fn bad_sender() -> Self {
+    pub const fn bad_sender() -> Self {
         let kind = (Kind::Content, Reason::Sender);
         Self::new(553, "5.1.7", "Bad sender address syntax", kind)
     }
@@ -94,20 +94,20 @@ impl Refusal {
         Self::new(552, "5.2.2", "Quota exceeded", (Kind::Quota, Reason::Quota))
     }
 
-    pub(crate) const fn invalid_from() -> Self {
+    pub const fn invalid_from() -> Self {
         let kind = (Kind::Content, Reason::From);
         Self::new(554, "5.7.1", "Invalid FROM header", kind)
     }
 
     /// A From address of this relay's own domain on a connection from
     /// another relay: local users submit on 465/587, never inbound.
-    pub(crate) const fn local_from() -> Self {
+    pub const fn local_from() -> Self {
         let text = "Local sender address not accepted from another relay";
         Self::new(554, "5.7.1", text, (Kind::Content, Reason::From))
     }
 
     /// An IP-literal From domain on a connection from another address.
-    pub(crate) const fn foreign_ip_literal() -> Self {
+    pub const fn foreign_ip_literal() -> Self {
         let text = "IP literal sender does not match the connecting address";
         Self::new(554, "5.7.1", text, (Kind::Content, Reason::Dkim))
     }
@@ -120,7 +120,7 @@ impl Refusal {
     }
 
     /// Too many unknown recipients from the client's address lately.
-    pub(crate) const fn probing() -> Self {
+    pub const fn probing() -> Self {
         let text = "Too many unknown recipients, try again later";
         Self::new(450, "4.7.1", text, (Kind::Temporary, Reason::Recipient))
     }
@@ -149,9 +149,33 @@ impl Refusal {
 
     /// The encryption gate's refusal, `chatmail_gate::REJECT_TEXT`
     /// (a test keeps the two equal).
-    pub(crate) const fn unencrypted() -> Self {
+    pub const fn unencrypted() -> Self {
         let text = "Encryption Needed: Invalid Unencrypted Mail";
         Self::new(523, "5.7.1", text, (Kind::Content, Reason::Unencrypted))
+    }
+
+    /// More recipients than `limits.max_recipients` (RFC 5321 §4.5.3.1.10).
+    pub const fn too_many_recipients() -> Self {
+        let kind = (Kind::Temporary, Reason::Recipient);
+        Self::new(452, "4.5.3", "Too many recipients", kind)
+    }
+
+    /// Submission: an envelope sender that is not the login's address.
+    pub const fn not_owned() -> Self {
+        let text = "Sender address rejected: not owned by user";
+        Self::new(553, "5.7.1", text, (Kind::Content, Reason::Sender))
+    }
+
+    /// Submission to a remote recipient while the outbound queue is off.
+    pub const fn no_federation() -> Self {
+        let text = "Federation not available yet: only local recipients";
+        Self::new(451, "4.7.0", text, (Kind::Temporary, Reason::Policy))
+    }
+
+    /// A bare CR or LF in DATA (the forms SMTP smuggling uses).
+    pub const fn bare_line_ending() -> Self {
+        let text = "Bare CR or LF not allowed";
+        Self::new(500, "5.5.2", text, (Kind::Content, Reason::Syntax))
     }
 
     /// True for 4xx: the sender should retry.

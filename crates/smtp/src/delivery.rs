@@ -47,14 +47,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         if transaction.addresses.len() >= max {
             // RFC 5321 §4.5.3.1.10
-            return self.refuse(Reason::Recipient, 452, "4.5.3 Too many recipients");
+            return self.refuse(&Refusal::too_many_recipients());
         }
         let Some(local) = self.shared.ctx.accounts.local_address(address) else {
             return self.handle_remote_rcpt(address);
         };
         let account = match self.shared.ctx.accounts.store().account(&local).await {
             Ok(Some(account)) => account,
-            Ok(None) => return self.refuse(Reason::Recipient, 550, "5.1.1 User unknown"),
+            Ok(None) => return self.refuse(&Refusal::unknown_user()),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "recipient lookup failed");
@@ -88,7 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
         {
             Ok(true) => Ok(()),
-            Ok(false) => Err(self.refused(Reason::Quota, quota_exceeded())),
+            Ok(false) => Err(self.refusal(&Refusal::quota_exceeded())),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "quota lookup failed");
@@ -131,10 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Ok(Flow::Continue);
         };
         let reply = match decoder.finish() {
-            Err(Defect::BareLineEnding) => self.refused(
-                Reason::Syntax,
-                Reply::line(500, "5.5.2 Bare CR or LF not allowed"),
-            ),
+            Err(Defect::BareLineEnding) => self.refusal(&Refusal::bare_line_ending()),
             Ok(()) => match spool.finish().await {
                 Ok(message) => self.accept(transaction, message).await,
                 Err(error) => self.spool_refusal(&error),
@@ -147,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// the disk is full, else `451 4.3.0`.
     fn store_failure(&self, error: &StoreError) -> Reply {
         let refusal = Refusal::of_store(error);
-        self.refused(refusal.reason, crate::mx::refusal_reply(&refusal))
+        self.refusal(&refusal)
     }
 
     /// The reply for a body that could not be taken (the texts of
@@ -159,7 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tracing::warn!(%cause, "spooling a message failed");
         }
         let refusal = Refusal::from(error);
-        self.refused(refusal.reason, crate::mx::refusal_reply(&refusal))
+        self.refusal(&refusal)
     }
 
     /// A recipient outside the local domain: queued for its relay when
@@ -169,15 +166,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
         if ctx.settings.domain.matches(domain) {
             // A malformed local part.
-            return self.refuse(Reason::Recipient, 550, "5.1.1 User unknown");
+            return self.refuse(&Refusal::unknown_user());
         }
         if ctx.queue.is_none() {
-            let text = "4.7.0 Federation not available yet: only local recipients";
-            return self.refuse(Reason::Policy, 451, text);
+            return self.refuse(&Refusal::no_federation());
         }
         if !ctx.settings.federation_allows(domain) {
-            let text = "5.7.1 Domain not allowed by the federation policy";
-            return self.refuse(Reason::Policy, 554, text);
+            return self.refuse(&Refusal::policy());
         }
         if let Some(transaction) = &mut self.transaction
             && !transaction
@@ -219,8 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.log() {
                 tracing::info!(%reason, "refused unencrypted message");
             }
-            let reply = Reply::from_full(chatmail_gate::REJECT_TEXT);
-            return self.refused(Reason::Unencrypted, reply);
+            return self.refusal(&Refusal::unencrypted());
         }
         let body = Bytes::from(clean_headers(message));
         let over_quota = match self.store_local(&transaction, body.clone()).await {
@@ -271,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(report.over_quota)
             }
             Err(StoreError::QuotaExceeded) if transaction.remote.is_empty() => {
-                Err(self.refused(Reason::Quota, quota_exceeded()))
+                Err(self.refusal(&Refusal::quota_exceeded()))
             }
             // No local copy at all, but the remote recipients get theirs.
             Err(StoreError::QuotaExceeded) => Ok(transaction.accounts.clone()),
@@ -364,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     chatmail_queue::QueueError::Store(error) => Refusal::of_store(error),
                     _ => Refusal::temporary(),
                 };
-                Err(self.refused(refusal.reason, crate::mx::refusal_reply(&refusal)))
+                Err(self.refusal(&refusal))
             }
         }
     }
@@ -387,10 +381,6 @@ fn local_recipients(transaction: &Transaction) -> impl Iterator<Item = (AccountI
 }
 
 /// RFC 3463 §3.3: X.2.2 mailbox full.
-fn quota_exceeded() -> Reply {
-    Reply::line(552, "5.2.2 Quota exceeded")
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -8,27 +8,14 @@
 //! → `Inbound::accept` }* → `QUIT`. No AUTH, no relaying.
 
 use chatmail_inbound::Refusal;
-use chatmail_metrics::{Reason, Source};
+use chatmail_metrics::Source;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::command::MailFrom;
 use crate::reply::Reply;
 use crate::session::{Flow, Session, Transaction};
 
-/// The wire form of an inbound refusal.
-pub(crate) fn refusal_reply(refusal: &Refusal) -> Reply {
-    Reply::line(
-        refusal.code,
-        format!("{} {}", refusal.enhanced, refusal.text),
-    )
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// Counts an inbound refusal and returns its wire form.
-    fn refusal(&self, refusal: &Refusal) -> Reply {
-        self.refused(refusal.reason, refusal_reply(refusal))
-    }
-
     /// `MAIL FROM` on the MX (RFC 5321 §4.1.1.2).
     pub(crate) fn handle_mx_mail(&mut self, mail: MailFrom) -> Flow {
         if !self.has_hello() {
@@ -43,8 +30,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let max = self.shared.ctx.settings.limits().max_message_size;
         if mail.size.is_some_and(|size| size > max) {
-            let text = "5.3.4 Message exceeds maximum size";
-            return self.refuse(Reason::Size, 552, text); // RFC 1870 §6
+            return self.refuse(&Refusal::too_big()); // RFC 1870 §6
         }
         // RFC 5321 §4.5.5: the null sender `<>` is legal (bounces).
         let sender = Some(mail.address.as_str()).filter(|s| !s.is_empty());
@@ -64,7 +50,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         if transaction.addresses.len() >= max {
             // RFC 5321 §4.5.3.1.10
-            return self.refuse(Reason::Recipient, 452, "4.5.3 Too many recipients");
+            return self.refuse(&Refusal::too_many_recipients());
         }
         let size = transaction.declared_size.unwrap_or(1);
         let inbound = &self.shared.ctx.inbound;

@@ -30,12 +30,6 @@ impl Reply {
         }
     }
 
-    /// Splits a complete reply line such as `chatmail_gate::REJECT_TEXT`.
-    pub fn from_full(full: &'static str) -> Self {
-        let (code, text) = full.split_once(' ').unwrap_or((full, ""));
-        Self::line(code.parse().unwrap_or(451), text)
-    }
-
     /// The wire form, CRLF terminated.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
@@ -46,6 +40,17 @@ impl Reply {
             let sep = if i == last { ' ' } else { '-' };
             out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes());
         }
+    }
+}
+
+/// The wire form of a refusal of the catalogue (`chatmail_inbound::Refusal`,
+/// shared by submission, the MX and `/mxdeliv`).
+impl From<&chatmail_inbound::Refusal> for Reply {
+    fn from(refusal: &chatmail_inbound::Refusal) -> Self {
+        Self::line(
+            refusal.code,
+            format!("{} {}", refusal.enhanced, refusal.text),
+        )
     }
 }
 
@@ -89,7 +94,7 @@ mod tests {
 
     #[test]
     fn splits_the_gate_reject_text() {
-        let reply = Reply::from_full(chatmail_gate::REJECT_TEXT);
+        let reply = Reply::from(&chatmail_inbound::Refusal::unencrypted());
         assert_eq!(wire(&reply), format!("{}\r\n", chatmail_gate::REJECT_TEXT));
     }
 }

@@ -326,9 +326,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         reply
     }
 
-    /// Counts the refusal of a message or recipient and sends `code text`.
-    pub(crate) fn refuse(&mut self, reason: Reason, code: u16, text: &'static str) -> Flow {
-        let reply = self.refused(reason, Reply::line(code, text));
+    /// Counts a refusal of the catalogue under its reason and returns its
+    /// wire form.
+    pub(crate) fn refusal(&self, refusal: &chatmail_inbound::Refusal) -> Reply {
+        self.refused(refusal.reason, Reply::from(refusal))
+    }
+
+    /// Counts a refusal of the catalogue and sends it.
+    pub(crate) fn refuse(&mut self, refusal: &chatmail_inbound::Refusal) -> Flow {
+        let reply = self.refusal(refusal);
         self.send(reply)
     }
 
@@ -418,13 +424,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(503, "5.5.1 Nested MAIL command");
         }
         if !mail.address.eq_ignore_ascii_case(&login.address) {
-            let text = "5.7.1 Sender address rejected: not owned by user";
-            return self.refuse(Reason::Sender, 553, text);
+            return self.refuse(&chatmail_inbound::Refusal::not_owned());
         }
         let limits = self.shared.ctx.settings.limits();
         if mail.size.is_some_and(|size| size > limits.max_message_size) {
-            let text = "5.3.4 Message exceeds maximum size";
-            return self.refuse(Reason::Size, 552, text); // RFC 1870 §6
+            return self.refuse(&chatmail_inbound::Refusal::too_big()); // RFC 1870 §6
         }
         let now = std::time::Instant::now();
         if !self.shared.send_rate.allow(login.address.clone(), now) {
