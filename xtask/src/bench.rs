@@ -79,17 +79,28 @@ struct Arrivals {
 
 type Book = Arc<Vec<Mutex<Arrivals>>>;
 
-pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> {
-    let binary = match &options.madmail {
-        Some(path) => path.clone(),
-        None => {
-            crate::cargo(root, &["build", "--release", "-p", "chatmail", "--locked"])?;
-            crate::target_dir(root).join("release/madmail")
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// `given`, or the release binary, built first.
+pub(crate) fn relay_binary(
+    root: &std::path::Path,
+    given: Option<&std::path::Path>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    crate::cargo(root, &["build", "--release", "-p", "chatmail", "--locked"])?;
+    Ok(crate::target_dir(root).join("release/madmail"))
+}
+
+/// The load generator's runtime.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()?)
+}
+
+pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> {
+    let binary = relay_binary(root, options.madmail.as_deref())?;
+    let runtime = runtime()?;
     if options.federation {
         return runtime.block_on(federation::bench(&binary, &options));
     }

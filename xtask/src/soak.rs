@@ -109,17 +109,23 @@ struct Sample {
 }
 
 pub fn run(root: &Path, options: SoakOptions) -> anyhow::Result<()> {
-    let binary = match &options.madmail {
-        Some(path) => path.clone(),
-        None => {
-            crate::cargo(root, &["build", "--release", "-p", "chatmail", "--locked"])?;
-            crate::target_dir(root).join("release/madmail")
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(soak(&binary, &options))
+    let binary = crate::bench::relay_binary(root, options.madmail.as_deref())?;
+    crate::bench::runtime()?.block_on(soak(&binary, &options))
+}
+
+/// Logs `user` in over IMAPS and selects INBOX.
+async fn inbox(
+    addr: std::net::SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    user: &str,
+) -> anyhow::Result<Imap> {
+    let mut imap = Imap::login(addr, tls, user, PASSWORD)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    imap.command("SELECT INBOX")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(imap)
 }
 
 async fn soak(binary: &Path, options: &SoakOptions) -> anyhow::Result<()> {
@@ -170,27 +176,14 @@ async fn soak(binary: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     );
     let mut cleaners = Vec::new();
     for rcpt in recipients.iter() {
-        let mut watcher = Imap::login(imaps, &tls, rcpt, PASSWORD)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        watcher
-            .command("SELECT INBOX")
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let mut watcher = inbox(imaps, &tls, rcpt).await?;
         watcher.idle().await.map_err(anyhow::Error::msg)?;
         let counters = counters.clone();
         tasks.spawn(async move {
             while let Ok(Some(_)) = watcher.next_line().await {}
             counters.errors.fetch_add(1, Ordering::Relaxed);
         });
-        let mut cleaner = Imap::login(imaps, &tls, rcpt, PASSWORD)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        cleaner
-            .command("SELECT INBOX")
-            .await
-            .map_err(anyhow::Error::msg)?;
-        cleaners.push(cleaner);
+        cleaners.push(inbox(imaps, &tls, rcpt).await?);
     }
     let cleaners = Arc::new(tokio::sync::Mutex::new(cleaners));
 
@@ -225,13 +218,7 @@ async fn soak(binary: &Path, options: &SoakOptions) -> anyhow::Result<()> {
     let mut probe_sender = Smtp::login(submissions, &tls, &probe.from, PASSWORD)
         .await
         .map_err(anyhow::Error::msg)?;
-    let mut probe_reader = Imap::login(imaps, &tls, &probe.to, PASSWORD)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    probe_reader
-        .command("SELECT INBOX")
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut probe_reader = inbox(imaps, &tls, &probe.to).await?;
     let probe_counters = counters.clone();
     let probe_size = options.size;
     let probe_task = tokio::spawn(async move {
@@ -420,46 +407,50 @@ async fn send_until(
     Ok(smtps)
 }
 
-/// One cleaner pass per recipient: what INBOX holds is counted and
-/// expunged by UID.
+/// One cleaner pass per recipient.
 async fn clean_all(
     cleaners: &tokio::sync::Mutex<Vec<Imap>>,
     counters: &Counters,
 ) -> anyhow::Result<()> {
     for cleaner in cleaners.lock().await.iter_mut() {
-        let found = cleaner
-            .command("UID SEARCH ALL")
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let uids: Vec<u64> = found
-            .iter()
-            .filter_map(|l| l.strip_prefix("* SEARCH"))
-            .flat_map(|l| l.split_whitespace().filter_map(|u| u.parse().ok()))
-            .collect();
-        let (Some(low), Some(high)) = (uids.iter().min(), uids.iter().max()) else {
-            continue;
-        };
-        // New mail has higher UIDs; those between are gone already.
-        let set = format!("{low}:{high}");
-        cleaner
-            .command(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let expunged = cleaner
-            .command(&format!("UID EXPUNGE {set}"))
-            .await
-            .map_err(anyhow::Error::msg)?;
-        let count = expunged
-            .iter()
-            .filter(|l| l.ends_with(" EXPUNGE\r\n"))
-            .count();
-        ensure!(
-            count == uids.len(),
-            "expunged {count} of the {} messages found",
-            uids.len()
-        );
-        counters.cleaned.fetch_add(count as u64, Ordering::Relaxed);
+        clean(cleaner, counters).await?;
     }
+    Ok(())
+}
+
+/// Counts what the selected INBOX holds and expunges it by UID.
+async fn clean(imap: &mut Imap, counters: &Counters) -> anyhow::Result<()> {
+    let found = imap
+        .command("UID SEARCH ALL")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let uids: Vec<u64> = found
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .flat_map(|l| l.split_whitespace().filter_map(|u| u.parse().ok()))
+        .collect();
+    let (Some(low), Some(high)) = (uids.iter().min(), uids.iter().max()) else {
+        return Ok(());
+    };
+    // New mail has higher UIDs; those between are gone already.
+    let set = format!("{low}:{high}");
+    imap.command(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let expunged = imap
+        .command(&format!("UID EXPUNGE {set}"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let count = expunged
+        .iter()
+        .filter(|l| l.ends_with(" EXPUNGE\r\n"))
+        .count();
+    ensure!(
+        count == uids.len(),
+        "expunged {count} of the {} messages found",
+        uids.len()
+    );
+    counters.cleaned.fetch_add(count as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -470,7 +461,7 @@ struct Probe {
 }
 
 /// Sends one message at a time to an idling reader and records the time
-/// from reading `250` to reading its `* N EXISTS`; expunges every 1,000.
+/// from reading `250` to reading its `* N EXISTS`; cleans up every 1,000.
 async fn run_probe(
     probe: &Probe,
     sender: &mut Smtp,
@@ -501,35 +492,13 @@ async fn run_probe(
         held += 1;
         if held == 1000 {
             reader.done().await.map_err(anyhow::Error::msg)?;
-            reader
-                .command("STORE 1:* +FLAGS.SILENT (\\Deleted)")
-                .await
-                .map_err(anyhow::Error::msg)?;
-            let expunged = reader
-                .command("EXPUNGE")
-                .await
-                .map_err(anyhow::Error::msg)?;
-            let count = expunged
-                .iter()
-                .filter(|l| l.ends_with(" EXPUNGE\r\n"))
-                .count();
-            counters.cleaned.fetch_add(count as u64, Ordering::Relaxed);
+            clean(reader, counters).await?;
             held = 0;
             reader.idle().await.map_err(anyhow::Error::msg)?;
         }
     }
     reader.done().await.map_err(anyhow::Error::msg)?;
-    let left = reader
-        .command("UID SEARCH ALL")
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let count = left
-        .iter()
-        .filter_map(|l| l.strip_prefix("* SEARCH"))
-        .map(|l| l.split_whitespace().count())
-        .sum::<usize>();
-    counters.cleaned.fetch_add(count as u64, Ordering::Relaxed);
-    Ok(())
+    clean(reader, counters).await
 }
 
 /// Latency quantiles in milliseconds.

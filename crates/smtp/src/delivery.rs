@@ -291,9 +291,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(sender) = self.login.as_ref().filter(|_| !over_quota.is_empty()) else {
             return;
         };
+        let quota = Refusal::quota_exceeded();
+        let diagnostic = quota.to_string();
         let failures: Vec<Failure> = local_recipients(transaction)
             .filter(|(account, _)| over_quota.contains(account))
-            .map(|(_, address)| Failure::new(address, "5.2.2", "552 5.2.2 Quota exceeded"))
+            .map(|(_, address)| Failure::new(address, quota.enhanced, &diagnostic))
             .collect();
         let domain = &self.shared.ctx.settings.domain;
         let bounce = dsn::build(domain, &sender.address, &failures, original, None);
