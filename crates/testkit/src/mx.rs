@@ -96,7 +96,8 @@ impl Mx {
         }
     }
 
-    async fn reply(&mut self) -> Result<(u16, String)> {
+    /// Reads the next (possibly multi-line) reply.
+    pub async fn reply(&mut self) -> Result<(u16, String)> {
         match &mut self.stream {
             Stream::Plain(s) => read_reply(s).await,
             Stream::Tls(s) => read_reply(s.as_mut()).await,

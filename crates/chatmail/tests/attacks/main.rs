@@ -11,6 +11,7 @@
 mod common;
 mod gate;
 mod imap;
+mod input;
 mod memory;
 mod rates;
 mod slots;
