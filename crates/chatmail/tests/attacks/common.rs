@@ -142,3 +142,18 @@ pub fn report(attack: &str, figures: &[(&str, String)]) {
     let parts: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("attack {attack}: {}", parts.join(" "));
 }
+
+/// Messages in the victim's INBOX.
+pub async fn stored(relay: &RelayProcess) -> usize {
+    let mut imap = imap(relay, VICTIM).await.unwrap();
+    let lines = imap.command("SELECT INBOX").await.unwrap();
+    lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("* ")?
+                .strip_suffix(" EXISTS\r\n")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}

@@ -65,21 +65,6 @@ async fn mxdeliv(relay: &RelayProcess, sender: Option<&str>, message: &[u8]) -> 
     format!("{status} | {body}")
 }
 
-/// Messages in the victim's INBOX.
-async fn stored(relay: &RelayProcess) -> usize {
-    let mut imap = crate::common::imap(relay, VICTIM).await.unwrap();
-    let lines = imap.command("SELECT INBOX").await.unwrap();
-    lines
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("* ")?
-                .strip_suffix(" EXISTS\r\n")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleartext_behind_a_second_content_type_is_refused() {
     let _serial = crate::common::SERIAL.lock().await;
@@ -103,7 +88,7 @@ async fn cleartext_behind_a_second_content_type_is_refused() {
         plain_code, 250,
         "the same message with one Content-Type passes"
     );
-    assert_eq!(stored(&relay).await, 1);
+    assert_eq!(crate::common::stored(&relay).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +101,7 @@ async fn forged_bounces_and_local_senders_are_refused_inbound() {
     let local = encrypted(NORMAL, VICTIM, 2048);
     let mx_local = mx_deliver(&relay, "", &local).await;
     let http_local = mxdeliv(&relay, None, &local).await;
-    let kept = stored(&relay).await;
+    let kept = crate::common::stored(&relay).await;
     report(
         "inbound-forgeries",
         &[

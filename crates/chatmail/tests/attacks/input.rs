@@ -40,21 +40,6 @@ fn smuggling(sender: &str, end: &[u8]) -> Vec<u8> {
     data
 }
 
-/// Messages in the victim's INBOX.
-async fn stored(relay: &RelayProcess) -> usize {
-    let mut imap = crate::common::imap(relay, VICTIM).await.unwrap();
-    let lines = imap.command("SELECT INBOX").await.unwrap();
-    lines
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("* ")?
-                .strip_suffix(" EXISTS\r\n")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 /// Port 25 from an attacker address, after STARTTLS.
 async fn mx(relay: &RelayProcess) -> Mx {
     let tls = tls_config(&relay.cert_path()).unwrap();
@@ -120,7 +105,7 @@ async fn smuggled_ends_of_data_never_start_a_second_transaction() {
         );
         assert_eq!(mx_code, 500, "{name} on 25: {mx_text}");
     }
-    let stored = stored(&relay).await;
+    let stored = crate::common::stored(&relay).await;
     report(
         "smtp-smuggling",
         &[
@@ -257,7 +242,10 @@ async fn oversized_lines_and_messages_get_their_reply_and_cost_little() {
         mib(before.rss_kib)
     );
     // Refused, or taken whole: never half a message.
-    assert_eq!(stored(&relay).await, usize::from(header_code == 250));
+    assert_eq!(
+        crate::common::stored(&relay).await,
+        usize::from(header_code == 250)
+    );
 }
 
 /// `multipart/encrypted` shaped, with `depth` nested multiparts or
@@ -358,7 +346,7 @@ async fn deep_and_wide_mime_and_broken_armor_are_refused_quickly() {
             .collect::<Vec<_>>(),
     );
     assert!(peak < 40.0, "peak {peak:+.1} MiB");
-    assert_eq!(stored(&relay).await, 0);
+    assert_eq!(crate::common::stored(&relay).await, 0);
     // The relay still takes a normal message afterwards.
     let normal = encrypted(NORMAL, VICTIM, 2048);
     assert_eq!(smtp.send(NORMAL, &[VICTIM], &normal).await.unwrap().0, 250);
