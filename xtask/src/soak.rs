@@ -13,8 +13,8 @@
 //! Each sample prints the relay's VmRSS, its open file descriptors, the
 //! messages accepted and refused, connection errors, idle connections
 //! still open, and the probe's latency quantiles over the window. The run
-//! fails (non-zero exit) when a message was refused or lost, a connection
-//! broke, or an idle connection was closed.
+//! fails (non-zero exit) when a message was refused, lost or stored twice,
+//! a connection broke, or an idle connection was closed.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -312,7 +312,8 @@ fn summary(
     let accepted = counters.accepted.load(Ordering::Relaxed);
     let cleaned = counters.cleaned.load(Ordering::Relaxed);
     let probes = counters.all.lock().map(|a| a.len()).unwrap_or(0) as u64;
-    let lost = (accepted).saturating_sub(cleaned);
+    let lost = accepted.saturating_sub(cleaned);
+    let extra = cleaned.saturating_sub(accepted);
     let refused = counters.refused.load(Ordering::Relaxed);
     let errors = counters.errors.load(Ordering::Relaxed);
     let idle_closed = counters.idle_closed.load(Ordering::Relaxed);
@@ -329,7 +330,7 @@ fn summary(
     println!(
         "soak: {:.1} min at {rate:.0} msg/s (capacity {capacity:.0}): {accepted} accepted \
          (probe {probes} of them), {cleaned} read back and expunged, {lost} lost, \
-         {refused} refused, {errors} connection errors, {idle_closed} idle connections closed",
+         {extra} stored twice, {refused} refused, {errors} connection errors, {idle_closed} idle connections closed",
         elapsed.as_secs_f64() / 60.0
     );
     println!(
@@ -343,7 +344,7 @@ fn summary(
         q.max_ms
     );
     ensure!(
-        lost == 0 && refused == 0 && errors == 0 && idle_closed == 0,
+        lost == 0 && extra == 0 && refused == 0 && errors == 0 && idle_closed == 0,
         "the soak saw failures"
     );
     Ok(())

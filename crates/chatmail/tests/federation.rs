@@ -159,6 +159,23 @@ fn queue_empty(relay: &RelayProcess) -> bool {
         .any(|l| l.starts_with("0 message(s),"))
 }
 
+/// Starts B to create `bob`, stops it, submits a message from `alice` on
+/// A and waits for A's first failed attempt; returns the message's id and
+/// A's queue listing.
+async fn queue_while_down(
+    a: &RelayProcess,
+    b: &mut RelayProcess,
+    alice: &str,
+    bob: &str,
+) -> (String, String) {
+    b.launch().await.unwrap();
+    create_account(b, bob).await;
+    b.kill();
+    let queued = submit_encrypted(a, alice, bob).await;
+    let list = wait_for_failed_attempt(a, bob).await;
+    (queued, list)
+}
+
 /// Polls `madmail queue list` of `relay` until it reports a failed attempt
 /// for `rcpt`; returns the listing.
 async fn wait_for_failed_attempt(relay: &RelayProcess, rcpt: &str) -> String {
@@ -250,12 +267,7 @@ async fn queues_while_the_peer_is_down_and_delivers_after_flush() {
     let mut b = relay_b(4);
     let a = relay_a(4, &b.route(true)).await;
     let (alice, bob) = (a.address("alice0001"), b.address("bob000001"));
-    b.launch().await.unwrap();
-    create_account(&b, &bob).await;
-    b.kill();
-
-    let queued = submit_encrypted(&a, &alice, &bob).await;
-    let list = wait_for_failed_attempt(&a, &bob).await;
+    let (queued, list) = queue_while_down(&a, &mut b, &alice, &bob).await;
     assert!(
         list.contains("1 message(s), 1 recipient(s) pending"),
         "{list}"
@@ -278,12 +290,7 @@ async fn queued_message_survives_sigkill_of_the_sender() {
     let mut b = relay_b(5);
     let mut a = relay_a(5, &b.route(true)).await;
     let (alice, bob) = (a.address("alice0001"), b.address("bob000001"));
-    b.launch().await.unwrap();
-    create_account(&b, &bob).await;
-    b.kill();
-
-    let queued = submit_encrypted(&a, &alice, &bob).await;
-    wait_for_failed_attempt(&a, &bob).await;
+    let (queued, _) = queue_while_down(&a, &mut b, &alice, &bob).await;
     a.kill();
     let down = a.cli(&["queue", "list"]).unwrap_err().to_string();
     assert!(down.contains("not running"), "{down}");
@@ -420,13 +427,8 @@ async fn a_clock_put_back_does_not_hold_retries_back() {
     let mut b = relay_b(9);
     let (mut a, clock) = relay_a_on_fake_clock(9, &b.route(true)).await;
     let (alice, bob) = (a.address("alice0001"), b.address("bob000001"));
-    b.launch().await.unwrap();
-    create_account(&b, &bob).await;
-    b.kill();
-
-    let queued = submit_encrypted(&a, &alice, &bob).await;
+    let (queued, _) = queue_while_down(&a, &mut b, &alice, &bob).await;
     // The retry is now due a minute ahead on A's clock.
-    wait_for_failed_attempt(&a, &bob).await;
     // A's clock was two hours fast and is corrected while A is down: the
     // stored retry time now lies two hours and a minute ahead.
     a.kill();
@@ -444,12 +446,7 @@ async fn a_clock_put_forward_makes_retries_due_without_bouncing_them() {
     let (a, clock) = relay_a_on_fake_clock(10, &b.route(true)).await;
     let (alice, bob) = (a.address("alice0001"), b.address("bob000001"));
     create_account(&a, &alice).await;
-    b.launch().await.unwrap();
-    create_account(&b, &bob).await;
-    b.kill();
-
-    let queued = submit_encrypted(&a, &alice, &bob).await;
-    wait_for_failed_attempt(&a, &bob).await;
+    let (queued, _) = queue_while_down(&a, &mut b, &alice, &bob).await;
     // B first, then the clock: the scheduler may still be finishing the
     // failed attempt, and a retry due before B listens would fail again.
     b.launch().await.unwrap();
