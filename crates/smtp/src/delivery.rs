@@ -382,7 +382,6 @@ fn local_recipients(transaction: &Transaction) -> impl Iterator<Item = (AccountI
         .zip(local.map(String::as_str))
 }
 
-/// RFC 3463 §3.3: X.2.2 mailbox full.
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
