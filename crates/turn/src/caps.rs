@@ -1,7 +1,8 @@
-//! The caps of a TURN server: allocations and TCP connections in total
-//! and per client address ([`Quotas`], IPv6 grouped by /64; over a cap a
-//! newcomer is refused, nothing is evicted), and relayed bytes per second
-//! of one allocation ([`Bucket`]).
+//! The caps of a TURN server: allocations in total and per client address
+//! ([`Quotas`], IPv6 grouped by /64; over a cap a newcomer is refused,
+//! nothing is evicted), and relayed bytes per second of one allocation
+//! ([`Bucket`]). TCP connections share a `chatmail_limits::Slots` pool
+//! instead (see the server).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use chatmail_limits::ClientKey;
 
-/// Counts of allocations (or connections), in total and per client.
+/// Counts of allocations, in total and per client.
 pub struct Quotas {
     /// At once, in total.
     max_total: usize,
@@ -19,7 +20,7 @@ pub struct Quotas {
     counts: Arc<Mutex<(usize, HashMap<ClientKey, usize>)>>,
 }
 
-/// One counted allocation or connection; dropping it gives its place back.
+/// One counted allocation; dropping it gives its place back.
 pub struct Quota {
     /// The client it is counted for.
     key: ClientKey,

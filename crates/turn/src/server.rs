@@ -23,6 +23,10 @@
 //!   reaches a client (checked again on every relayed datagram);
 //! - allocations are capped in total and per client address (IPv6 per
 //!   /64); a refused one is answered 508 (Insufficient Capacity);
+//! - TCP connections take a slot of a [`Slots`] pool (a fifth per client):
+//!   when it is full, the connection that has waited longest without an
+//!   allocation is closed to make room, so idle or trickling connections
+//!   cannot shut newcomers out; one that holds an allocation is kept;
 //! - each allocation relays at most `max_bandwidth` bytes a second (both
 //!   directions together); the excess is dropped, as UDP allows;
 //! - channels between tasks are bounded; a full one drops datagrams, it
@@ -35,6 +39,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatmail_limits::{Slot, Slots};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -175,6 +180,14 @@ struct Shared {
     quotas: Quotas,
 }
 
+/// A TCP client as the actor holds it.
+struct TcpClient {
+    /// Takes the bytes for the client.
+    writer: mpsc::Sender<Vec<u8>>,
+    /// Its place in the pool, protected once it holds an allocation.
+    slot: Arc<Slot>,
+}
+
 /// Input for an actor from its other tasks.
 enum Input {
     /// Bytes a TURN client sent over TCP.
@@ -188,7 +201,7 @@ enum Input {
     /// A TCP client connected; its writer takes the bytes for it.
     TcpOpened {
         client: SocketAddr,
-        writer: mpsc::Sender<Vec<u8>>,
+        connection: TcpClient,
     },
     /// A TCP client is gone.
     TcpClosed { client: SocketAddr },
@@ -230,7 +243,7 @@ struct Actor {
     /// Relayed addresses, by the address handed to the client.
     relays: HashMap<SocketAddr, Relay>,
     /// Writers of connected TCP clients.
-    tcp_clients: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    tcp_clients: HashMap<SocketAddr, TcpClient>,
     /// Handed to readers of relayed sockets.
     inputs: mpsc::Sender<Input>,
     /// Where the protocol's clock starts.
@@ -323,8 +336,8 @@ impl Actor {
                 from,
                 data,
             } => self.handle_peer(relayed, from, &data),
-            Input::TcpOpened { client, writer } => {
-                self.tcp_clients.insert(client, writer);
+            Input::TcpOpened { client, connection } => {
+                self.tcp_clients.insert(client, connection);
             }
             Input::TcpClosed { client } => {
                 self.tcp_clients.remove(&client);
@@ -379,7 +392,7 @@ impl Actor {
                     let _ = socket.try_send_to(&transmit.data, transmit.to);
                 }
                 None => {
-                    if let Some(writer) = self.tcp_clients.get(&transmit.to) {
+                    if let Some(TcpClient { writer, .. }) = self.tcp_clients.get(&transmit.to) {
                         let _ = writer.try_send(transmit.data);
                     }
                 }
@@ -436,6 +449,12 @@ impl Actor {
                     family,
                 } => {
                     let relayed = self.allocate(client_addr, allocation_transport, family);
+                    if relayed.is_ok()
+                        && let Some(connection) = self.tcp_clients.get(&client_addr)
+                    {
+                        // An authenticated client: its connection stays.
+                        connection.slot.protect();
+                    }
                     self.server.allocated_socket(
                         transport,
                         listen_addr,
@@ -576,7 +595,7 @@ async fn accept_tcp(
     max: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let counts = Quotas::new(max, (max / 5).max(1));
+    let slots = Slots::fifth_per_client(max);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -584,11 +603,16 @@ async fn accept_tcp(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let Ok((stream, client)) = accepted else { continue };
-                let Some(counted) = counts.acquire(client.ip()) else { continue };
+                let Ok(slot) = slots.acquire(Some(client.ip())) else { continue };
+                let slot = Arc::new(slot);
                 let inputs = inputs.clone();
                 connections.spawn(async move {
-                    serve_tcp(stream, client, inputs).await;
-                    drop(counted);
+                    tokio::select! {
+                        () = serve_tcp(stream, client, Arc::clone(&slot), inputs.clone()) => {}
+                        () = slot.evicted() => {
+                            let _ = inputs.send(Input::TcpClosed { client }).await;
+                        }
+                    }
                 });
             }
         }
@@ -596,14 +620,22 @@ async fn accept_tcp(
 }
 
 /// One TCP client: its bytes to the actor, the actor's bytes to it.
-async fn serve_tcp(stream: TcpStream, client: SocketAddr, inputs: mpsc::Sender<Input>) {
+async fn serve_tcp(
+    stream: TcpStream,
+    client: SocketAddr,
+    slot: Arc<Slot>,
+    inputs: mpsc::Sender<Input>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (sender, mut outgoing) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE);
     if inputs
         .send(Input::TcpOpened {
             client,
-            writer: sender,
+            connection: TcpClient {
+                writer: sender,
+                slot,
+            },
         })
         .await
         .is_err()

@@ -41,11 +41,12 @@ fn free_port() -> u16 {
 /// Starts a server whose peer rule allows `allowed` (loopback is denied
 /// otherwise, as on a real relay).
 async fn start(allowed: &[&str]) -> Server {
-    start_with(allowed, 10).await
+    start_with(allowed, 10, 100).await
 }
 
-/// [`start`] with at most `per_client` allocations per client address.
-async fn start_with(allowed: &[&str], per_client: usize) -> Server {
+/// [`start`] with at most `per_client` allocations per client address and
+/// `tcp_connections` TCP connections.
+async fn start_with(allowed: &[&str], per_client: usize, tcp_connections: usize) -> Server {
     let credentials = Arc::new(Credentials::from_secret(rand_secret(), 3600));
     let addr = SocketAddr::new(LOOPBACK, free_port());
     let allowed = allowed.iter().map(|net| net.parse().unwrap()).collect();
@@ -60,7 +61,7 @@ async fn start_with(allowed: &[&str], per_client: usize) -> Server {
         max_allocations: 100,
         max_allocations_per_client: per_client,
         max_bandwidth: 0,
-        max_tcp_connections: 100,
+        max_tcp_connections: tcp_connections,
     };
     let stop = CancellationToken::new();
     tokio::spawn(serve(options, credentials.clone(), stop.clone()));
@@ -115,10 +116,11 @@ struct Run {
     received: u64,
 }
 
-/// Runs the client against `server` with `username`/`password`, sending
-/// 20 messages to the peer on `peer_port`; `extra` adds flags (`-t`: TCP).
+/// Runs the client against the server at `server` with `username`/`password`, sending
+/// 20 messages to the peer on `peer_port`; `extra` adds flags or overrides
+/// those (`-t`: TCP, `-n`: messages, `-z`: milliseconds between them).
 async fn uclient(
-    server: &Server,
+    server: SocketAddr,
     username: &str,
     password: &str,
     peer_port: u16,
@@ -126,11 +128,11 @@ async fn uclient(
 ) -> Run {
     let mut command = tokio::process::Command::new("turnutils_uclient");
     command
-        .args(extra)
         .args(["-e", "127.0.0.1", "-r", &peer_port.to_string()])
         .args(["-u", username, "-w", password])
-        .args(["-p", &server.addr.port().to_string()])
+        .args(["-p", &server.port().to_string()])
         .args(["-n", "20", "-l", "120", "-z", "5", "-c"])
+        .args(extra)
         .arg("127.0.0.1")
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(30), command.output())
@@ -171,7 +173,7 @@ async fn relays_for_a_fresh_credential_over_udp_and_tcp() {
     let (_peer, peer_port) = start_peer();
     let (username, password) = server.credentials.mint_now();
     for transport in [&[][..], &["-t"][..]] {
-        let run = uclient(&server, &username, &password, peer_port, transport).await;
+        let run = uclient(server.addr, &username, &password, peer_port, transport).await;
         eprintln!(
             "{transport:?}: {}",
             run.output
@@ -194,7 +196,7 @@ async fn refuses_expired_and_foreign_credentials() {
     let expired = server.credentials.mint(1_000_000_000);
     let foreign = Credentials::from_secret([9; 32], 3600).mint_now();
     for (what, (username, password)) in [("expired", expired), ("foreign", foreign)] {
-        let run = uclient(&server, &username, &password, peer_port, &[]).await;
+        let run = uclient(server.addr, &username, &password, peer_port, &[]).await;
         eprintln!("{what}: {}", run.errors().join(" | "));
         assert_eq!(run.received, 0, "{what}: {}", run.output);
         assert!(
@@ -213,7 +215,7 @@ async fn refuses_peers_on_loopback_by_default() {
     let server = start(&[]).await;
     let (_peer, peer_port) = start_peer();
     let (username, password) = server.credentials.mint_now();
-    let run = uclient(&server, &username, &password, peer_port, &[]).await;
+    let run = uclient(server.addr, &username, &password, peer_port, &[]).await;
     eprintln!("loopback peer: {}", run.errors().join(" | "));
     assert_eq!(run.received, 0, "{}", run.output);
     assert!(
@@ -228,15 +230,61 @@ async fn caps_allocations_per_client_address() {
     if !have_coturn() {
         return;
     }
-    let server = start_with(&["127.0.0.0/8"], 2).await;
+    let server = start_with(&["127.0.0.0/8"], 2, 100).await;
     let (_peer, peer_port) = start_peer();
     let (username, password) = server.credentials.mint_now();
     // Four clients from one address: two allocations, two refused.
-    let run = uclient(&server, &username, &password, peer_port, &["-m", "4"]).await;
+    let run = uclient(server.addr, &username, &password, peer_port, &["-m", "4"]).await;
     eprintln!("four clients, cap 2: {}", run.errors().join(" | "));
     assert!(
         run.errors().iter().any(|l| l.contains("error 508")),
         "{}",
         run.output
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tcp_pool_makes_room_from_idle_connections_not_from_calls() {
+    if !have_coturn() {
+        return;
+    }
+    let server = start_with(&["127.0.0.0/8"], 10, 20).await;
+    let (_peer, peer_port) = start_peer();
+    let (username, password) = server.credentials.mint_now();
+    // A call over TCP for about 4 s...
+    let call = {
+        let addr = server.addr;
+        tokio::spawn(async move {
+            let extra = ["-t", "-n", "40", "-z", "100"];
+            uclient(addr, &username, &password, peer_port, &extra).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // ...while five addresses open three times the pool and stay silent.
+    let mut idle = Vec::new();
+    for n in 0..60u8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(
+                Ipv4Addr::new(127, 0, 3, 1 + n % 5).into(),
+                0,
+            ))
+            .unwrap();
+        if let Ok(tcp) = socket.connect(server.addr).await {
+            idle.push(tcp);
+        }
+    }
+    // A newcomer still gets its call through over TCP.
+    let (username, password) = server.credentials.mint_now();
+    let extra = ["-t", "-n", "5"];
+    let newcomer = uclient(server.addr, &username, &password, peer_port, &extra).await;
+    eprintln!(
+        "newcomer during the flood: received {} of 5",
+        newcomer.received
+    );
+    assert!(newcomer.received >= 4, "{}", newcomer.output);
+    let run = call.await.unwrap();
+    eprintln!("call during the flood: received {} of 40", run.received);
+    assert!(run.received >= 36, "{}", run.output);
+    drop(idle);
 }

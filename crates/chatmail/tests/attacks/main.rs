@@ -9,6 +9,7 @@
 //! build that predates the bounds' settings) to measure it the same way.
 
 mod common;
+mod floods;
 mod gate;
 mod imap;
 mod input;
