@@ -11,6 +11,7 @@
 mod common;
 mod floods;
 mod gate;
+mod http2;
 mod imap;
 mod input;
 mod memory;
