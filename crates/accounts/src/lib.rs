@@ -363,12 +363,17 @@ impl Accounts {
         peer: Option<IpAddr>,
     ) -> Result<Account, LoginError> {
         if let Some(ip) = peer
-            && self.throttle.is_throttled(ip, Instant::now())
+            && !self.throttle.charge(ip, Instant::now())
         {
             chatmail_metrics::login(Login::Throttled);
             return Err(LoginError::Throttled);
         }
         let result = self.verify(address, password, peer).await;
+        if let Some(ip) = peer
+            && !matches!(result, Err(LoginError::Invalid))
+        {
+            self.throttle.refund(ip);
+        }
         let outcome = match &result {
             Ok(Verified::Existing(_)) => Login::Ok,
             Ok(Verified::Created(_)) => Login::Created,
@@ -380,13 +385,7 @@ impl Accounts {
             Ok(Verified::Existing(account) | Verified::Created(account)) => {
                 self.record_day(account).await
             }
-            Err(LoginError::Invalid) => {
-                if let Some(ip) = peer {
-                    self.throttle.failed(ip, Instant::now());
-                }
-                Err(LoginError::Invalid)
-            }
-            Err(other) => Err(other),
+            Err(error) => Err(error),
         }
     }
 

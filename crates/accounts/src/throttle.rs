@@ -1,8 +1,9 @@
 //! Failed-login throttling per client address (in addition to the
 //! per-address delay of module `penalty`).
 //!
-//! Flow: every refused login adds one failure to the count of the client's
-//! address; while the count is at `max` (`limits.max_login_failures_per_ip`),
+//! Flow: every login attempt is charged as a failure to the count of the
+//! client's address before its password is checked, and refunded unless
+//! the password was wrong; while the count is at `max` (`limits.max_login_failures_per_ip`),
 //! logins from that address are refused at once with
 //! [`crate::LoginError::Throttled`]: no store lookup, no Argon2. The count
 //! drains continuously at `max` per `window`
@@ -72,32 +73,65 @@ impl Throttle {
     }
 
     /// Whether logins from `ip` are refused right now.
+    #[cfg(test)]
     pub(crate) fn is_throttled(&self, ip: IpAddr, now: Instant) -> bool {
         if self.max == 0 {
             return false;
         }
         let key = self.key(ip);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&key).is_some_and(|tat| self.over(*tat, now))
+    }
+
+    /// Whether an address whose theoretical arrival time is `tat` is
+    /// throttled at `now`.
+    fn over(&self, tat: Instant, now: Instant) -> bool {
         let tolerance = self.window.saturating_sub(self.interval());
-        entries
-            .get(&key)
-            .is_some_and(|tat| tat.saturating_duration_since(now) > tolerance)
+        tat.saturating_duration_since(now) > tolerance
     }
 
     /// Counts one failed login from `ip`.
+    #[cfg(test)]
     pub(crate) fn failed(&self, ip: IpAddr, now: Instant) {
+        let _ = self.charge(ip, now);
+    }
+
+    /// Takes one attempt from `ip`'s budget before its password is
+    /// checked, counted as a failure until [`Throttle::refund`]: `false`
+    /// (and nothing counted) while the address is throttled. Charging
+    /// first means concurrent guesses cannot all pass one check while
+    /// their hashes run.
+    pub(crate) fn charge(&self, ip: IpAddr, now: Instant) -> bool {
         if self.max == 0 {
-            return;
+            return true;
         }
         let key = self.key(ip);
         let interval = self.interval();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.get(&key).is_some_and(|tat| self.over(*tat, now)) {
+            return false;
+        }
         if entries.len() >= CAPACITY && !entries.contains_key(&key) {
             make_room(&mut entries, now);
         }
         let tat = entries.entry(key).or_insert(now);
         // Never more than one window of debt: the count is at most `max`.
         *tat = ((*tat).max(now) + interval).min(now + self.window);
+        true
+    }
+
+    /// Gives back an attempt [`Throttle::charge`] took, for a login that
+    /// did not fail on its password.
+    pub(crate) fn refund(&self, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let key = self.key(ip);
+        let interval = self.interval();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tat) = entries.get_mut(&key) {
+            *tat = tat.checked_sub(interval).unwrap_or(*tat);
+        }
     }
 
     #[cfg(test)]

@@ -1,16 +1,19 @@
-//! Cheap mass actions from one address.
+//! Cheap mass actions from one address: first logins, recipient probes,
+//! password guesses.
 //!
 //! Found before the fix: first logins created 579 accounts a minute from
 //! one address while `/new` was limited; port 25 answered any number of
 //! recipient probes. Bounds now: the configured account rate (burst 10,
-//! then 30 a minute) and unknown-recipient rate (60 a minute).
+//! then 30 a minute) and unknown-recipient rate (60 a minute); 30 failed
+//! logins per address in 10 minutes, then a temporary refusal without a
+//! password check.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chatmail_testkit::client::tls_config;
 use chatmail_testkit::mx::Mx;
 
-use crate::common::{PASSWORD, attacker, relay, report, tls_from};
+use crate::common::{PASSWORD, VICTIM, attacker, login_within, relay, report, tls_from};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_logins_from_one_address_create_accounts_at_the_configured_rate() {
@@ -51,24 +54,108 @@ async fn login_from(
     source: std::net::IpAddr,
     user: &str,
 ) -> bool {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    login_reply(relay, source, user, PASSWORD)
+        .await
+        .starts_with("OK")
+}
+
+/// A LOGIN from `source` over 993; the tagged reply after the tag.
+async fn login_reply(
+    relay: &chatmail_testkit::relay::RelayProcess,
+    source: std::net::IpAddr,
+    user: &str,
+    password: &str,
+) -> String {
     let config = tls_config(&relay.cert_path()).unwrap();
     let addr = relay.addr(relay.ports.imaps);
-    let tls = tls_from(source, addr, &config).await.unwrap();
+    login_at(&config, addr, source, user, password).await
+}
+
+/// A LOGIN from `source` to the IMAP server at `addr` over TLS.
+async fn login_at(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    source: std::net::IpAddr,
+    user: &str,
+    password: &str,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tls = tls_from(source, addr, config).await.unwrap();
     let mut tls = BufReader::new(tls);
     let mut line = String::new();
     tls.read_line(&mut line).await.unwrap();
-    let login = format!("a LOGIN \"{user}\" \"{PASSWORD}\"\r\n");
+    let login = format!("a LOGIN \"{user}\" \"{password}\"\r\n");
     tls.write_all(login.as_bytes()).await.unwrap();
     loop {
         line.clear();
         if tls.read_line(&mut line).await.unwrap() == 0 {
-            return false;
+            return "(closed)".into();
         }
         if let Some(status) = line.strip_prefix("a ") {
-            return status.starts_with("OK");
+            return status.trim_end().to_owned();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_from_one_address_is_throttled() {
+    let _serial = crate::common::SERIAL.lock().await;
+    // The defaults: 30 failures per address in 600 s.
+    let relay = relay("", "").await;
+    let cpu_before = relay.cpu_time().unwrap();
+    let started = Instant::now();
+    // Eight guessers at once, each on a new connection per guess.
+    let mut guessers = tokio::task::JoinSet::new();
+    for guesser in 0..8 {
+        let config = tls_config(&relay.cert_path()).unwrap();
+        let addr = relay.addr(relay.ports.imaps);
+        guessers.spawn(async move {
+            let mut replies = Vec::new();
+            for n in 0..25 {
+                let guess = format!("guess-{guesser}-{n:02}");
+                replies.push(login_at(&config, addr, attacker(63), VICTIM, &guess).await);
+            }
+            replies
+        });
+    }
+    let (mut checked, mut throttled) = (0, 0);
+    while let Some(replies) = guessers.join_next().await {
+        for reply in replies.unwrap() {
+            if reply.contains("[AUTHENTICATIONFAILED]") {
+                checked += 1;
+            } else if reply.contains("[UNAVAILABLE]") {
+                throttled += 1;
+            } else {
+                panic!("{reply}");
+            }
+        }
+    }
+    let took = started.elapsed();
+    let cpu = relay.cpu_time().unwrap().saturating_sub(cpu_before);
+    // The victim, from elsewhere, and a normal client are not locked out.
+    let victim = login_reply(&relay, attacker(64), VICTIM, PASSWORD).await;
+    let normal = login_within(&relay, Duration::from_secs(1)).await;
+    report(
+        "password-guessing",
+        &[
+            ("guesses", "200".into()),
+            ("checked", checked.to_string()),
+            ("throttled", throttled.to_string()),
+            ("took", format!("{took:?}")),
+            ("relay_cpu", format!("{cpu:?}")),
+            ("victim_elsewhere", format!("{victim:?}")),
+            ("normal_login", format!("{normal:?}")),
+        ],
+    );
+    // 30, then one more per 20 s.
+    let allowed = 30 + (took.as_secs() / 20) as u32 + 1;
+    assert!(
+        checked <= allowed,
+        "{checked} passwords checked in {took:?}"
+    );
+    assert!(throttled >= 200 - allowed);
+    assert!(victim.starts_with("OK"), "{victim}");
+    assert!(normal.is_ok_and(|took| took < Duration::from_secs(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
