@@ -26,18 +26,38 @@ pub struct Ports {
     pub smtp: u16,
 }
 
-/// A port on `ip` that nothing listens on (bound, then released).
-pub fn closed_port(ip: Ipv4Addr) -> Result<u16> {
-    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+/// Ports this process has handed out: a released port is not handed out
+/// again, so two helpers' ports never collide within one test binary.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<(IpAddr, u16)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Records `port` on `ip` as handed out; `false` if it was before.
+fn first_time(ip: IpAddr, port: u16) -> bool {
+    HANDED_OUT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((ip, port))
 }
 
-/// A port on `ip` free for both TCP and UDP (TURN listens on both).
+/// A port on `ip` that nothing listens on (bound, then released), never
+/// one this process handed out before.
+pub fn closed_port(ip: Ipv4Addr) -> Result<u16> {
+    loop {
+        let port = TcpListener::bind((ip, 0))?.local_addr()?.port();
+        if first_time(ip.into(), port) {
+            return Ok(port);
+        }
+    }
+}
+
+/// A port on `ip` free for both TCP and UDP (TURN listens on both), never
+/// one this process handed out before.
 pub fn free_udp_tcp_port(ip: impl Into<IpAddr>) -> Result<u16> {
     let ip = ip.into();
     loop {
         let tcp = TcpListener::bind((ip, 0))?;
         let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+        if std::net::UdpSocket::bind((ip, port)).is_ok() && first_time(ip, port) {
             return Ok(port);
         }
     }
@@ -49,15 +69,20 @@ impl Ports {
         Self::free_on(Ipv4Addr::LOCALHOST)
     }
 
-    /// Six currently free ports on the local address `ip`.
+    /// Six currently free ports on the local address `ip`, none handed
+    /// out before in this process.
     pub fn free_on(ip: impl Into<IpAddr>) -> Result<Self> {
         let ip = ip.into();
         let mut holders = Vec::new();
         let mut next = || -> Result<u16> {
-            let listener = TcpListener::bind((ip, 0))?;
-            let port = listener.local_addr()?.port();
-            holders.push(listener);
-            Ok(port)
+            loop {
+                let listener = TcpListener::bind((ip, 0))?;
+                let port = listener.local_addr()?.port();
+                holders.push(listener);
+                if first_time(ip, port) {
+                    return Ok(port);
+                }
+            }
         };
         Ok(Self {
             submissions: next()?,
