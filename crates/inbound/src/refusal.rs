@@ -178,6 +178,19 @@ impl Refusal {
         Self::new(500, "5.5.2", text, (Kind::Content, Reason::Syntax))
     }
 
+    /// Submission: the login sent more than `max_user_send_per_minute`.
+    /// The text is the reference relay's, colon included, which clients
+    /// and scripts match on (docs/specifications.md §2).
+    pub fn send_rate(address: &str) -> Self {
+        Self {
+            code: 450,
+            enhanced: "4.7.1:",
+            text: Cow::Owned(format!("Too much mail from {address}")),
+            kind: Kind::Temporary,
+            reason: Reason::Rate,
+        }
+    }
+
     /// True for 4xx: the sender should retry.
     pub fn is_temporary(&self) -> bool {
         self.code < 500

@@ -11,43 +11,37 @@ use chatmail_accounts::LoginError;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::command::Mechanism;
-use crate::reply::Reply;
+use crate::reply::{Reply, Status};
 use crate::sasl::{self, Credentials, SaslError};
-use crate::session::{Flow, Session};
+use crate::session::{Flow, Role, Session};
 use crate::wire::Line;
 
 /// Outcome of reading the client's side of an exchange.
 enum Exchange {
     Done(Credentials),
-    Failed(Reply),
+    Failed(Status),
     Closed,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Why AUTH cannot run now, if it cannot.
-    pub(crate) fn auth_refusal(&self) -> Option<Reply> {
-        if self.mx {
+    pub(crate) fn auth_refusal(&self) -> Option<Status> {
+        if self.role == Role::Mx {
             // docs/specifications.md §3: the MX takes mail for local users, never logins.
-            return Some(Reply::line(502, "5.5.1 AUTH not available on this port"));
+            return Some(Status::AuthNotOffered);
         }
         if !self.tls {
             // RFC 3207 §4 / RFC 4954 §4: no credentials in cleartext.
-            return Some(Reply::line(
-                530,
-                "5.7.0 Must issue a STARTTLS command first",
-            ));
+            return Some(Status::TlsRequired);
         }
         if !self.has_hello() {
-            return Some(Reply::line(503, "5.5.1 Send EHLO first"));
+            return Some(Status::HelloFirst);
         }
         if self.login.is_some() {
-            return Some(Reply::line(503, "5.5.1 Already authenticated")); // RFC 4954 §4
+            return Some(Status::AlreadyAuthenticated); // RFC 4954 §4
         }
-        if self.transaction.is_some() {
-            return Some(Reply::line(
-                503,
-                "5.5.1 Not allowed during a mail transaction",
-            ));
+        if self.transaction().is_some() {
+            return Some(Status::AuthDuringMail);
         }
         None
     }
@@ -63,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let credentials = match exchange {
             Exchange::Done(credentials) => credentials,
-            Exchange::Failed(reply) => return Ok(self.send(reply)),
+            Exchange::Failed(status) => return Ok(self.reply(status)),
             Exchange::Closed => return Ok(Flow::Close),
         };
         Ok(self.verify(credentials).await)
@@ -79,15 +73,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 self.login = Some(account);
                 self.logged_in();
-                self.reply(235, "2.7.0 Authentication successful")
+                self.reply(Status::AuthSucceeded)
             }
             Err(LoginError::Invalid) => {
                 if self.log() {
                     tracing::info!(user = %credentials.username, "authentication failed");
                 }
-                self.reply(535, "5.7.8 Authentication credentials invalid");
+                self.reply(Status::CredentialsInvalid);
                 if self.too_many_auth_failures() {
-                    self.reply(421, "4.7.0 Too many failed authentications");
+                    self.reply(Status::TooManyAuthFailures);
                     return Flow::Close;
                 }
                 Flow::Continue
@@ -96,19 +90,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.log() {
                     tracing::warn!(%error, "login failed temporarily");
                 }
-                self.reply(454, "4.7.0 Temporary authentication failure")
+                self.reply(Status::AuthTemporary)
             }
             // Too many password checks in flight: try again shortly.
-            Err(LoginError::Busy) => self.reply(454, "4.7.0 Server busy, try again later"),
+            Err(LoginError::Busy) => self.reply(Status::AuthBusy),
             // RFC 4954 §6: 454 is the temporary authentication failure, as
             // for Busy; the password was not checked, so 535 would be wrong.
             Err(LoginError::Throttled) => {
                 if self.log() {
                     tracing::info!("authentication refused: too many failures from this client");
                 }
-                self.reply(454, "4.7.0 Too many failed logins, try again later");
+                self.reply(Status::AuthThrottled);
                 if self.too_many_auth_failures() {
-                    self.reply(421, "4.7.0 Too many failed authentications");
+                    self.reply(Status::TooManyAuthFailures);
                     return Flow::Close;
                 }
                 Flow::Continue
@@ -120,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn exchange_plain(&mut self, initial: Option<String>) -> std::io::Result<Exchange> {
         let response = match initial {
             Some(initial) => initial,
-            None => match self.challenge("").await? {
+            None => match self.challenge(Status::EmptyPrompt).await? {
                 Some(response) => response,
                 None => return Ok(Exchange::Closed),
             },
@@ -128,7 +122,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(
             match sasl::decode(&response).and_then(|m| sasl::parse_plain(&m)) {
                 Ok(credentials) => Exchange::Done(credentials),
-                Err(error) => Exchange::Failed(sasl_error_reply(&error)),
+                Err(error) => Exchange::Failed(sasl_error_status(&error)),
             },
         )
     }
@@ -137,7 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn exchange_login(&mut self, initial: Option<String>) -> std::io::Result<Exchange> {
         let mut parts = Vec::with_capacity(2);
         let mut initial = initial;
-        for prompt in [sasl::LOGIN_USERNAME, sasl::LOGIN_PASSWORD] {
+        for prompt in [Status::UsernamePrompt, Status::PasswordPrompt] {
             let response = match initial.take() {
                 Some(response) => response,
                 None => match self.challenge(prompt).await? {
@@ -147,19 +141,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             match sasl::decode(&response).and_then(|m| sasl::parse_login_part(&m)) {
                 Ok(part) => parts.push(part),
-                Err(error) => return Ok(Exchange::Failed(sasl_error_reply(&error))),
+                Err(error) => return Ok(Exchange::Failed(sasl_error_status(&error))),
             }
         }
         let (Some(password), Some(username)) = (parts.pop(), parts.pop()) else {
-            return Ok(Exchange::Failed(sasl_error_reply(&SaslError::Malformed)));
+            return Ok(Exchange::Failed(sasl_error_status(&SaslError::Malformed)));
         };
         Ok(Exchange::Done(Credentials { username, password }))
     }
 
-    /// Sends `334 <text>` and reads the client's line; `None` if the
+    /// Sends a `334` challenge and reads the client's line; `None` if the
     /// connection ends.
-    async fn challenge(&mut self, text: &'static str) -> std::io::Result<Option<String>> {
-        self.wire.queue(&Reply::line(334, text));
+    async fn challenge(&mut self, prompt: Status) -> std::io::Result<Option<String>> {
+        self.wire.queue(&Reply::from(prompt));
         Ok(match self.next_line().await? {
             Line::Text(line) => Some(String::from_utf8_lossy(&line).into_owned()),
             Line::TooLong => Some("!".to_owned()), // not base64: fails decoding
@@ -168,10 +162,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
-fn sasl_error_reply(error: &SaslError) -> Reply {
+fn sasl_error_status(error: &SaslError) -> Status {
     match error {
-        SaslError::Cancelled => Reply::line(501, "5.0.0 Authentication cancelled"),
-        SaslError::Base64 => Reply::line(501, "5.5.2 Cannot decode response"),
-        SaslError::Malformed => Reply::line(535, "5.7.8 Authentication credentials invalid"),
+        SaslError::Cancelled => Status::AuthCancelled,
+        SaslError::Base64 => Status::CannotDecode,
+        SaslError::Malformed => Status::CredentialsInvalid,
     }
 }

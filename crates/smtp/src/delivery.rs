@@ -34,18 +34,18 @@ use chatmail_limits::{Body, SpoolError};
 
 use crate::data::{Decoder, Defect};
 use crate::message::{check_from, clean_headers};
-use crate::reply::Reply;
-use crate::session::{Flow, Session, Transaction};
+use crate::reply::{Reply, Status};
+use crate::session::{Flow, Recipient, Role, Session, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `RCPT TO` (RFC 5321 §4.1.1.3): local, existing accounts with room
     /// under their quota, or remote ones.
     pub(crate) async fn handle_rcpt(&mut self, address: &str) -> Flow {
         let max = self.shared.ctx.settings.limits().max_recipients;
-        let Some(transaction) = &self.transaction else {
-            return self.reply(503, "5.5.1 Need MAIL command"); // RFC 5321 §3.3
+        let Some(transaction) = self.transaction() else {
+            return self.reply(Status::NeedMail); // RFC 5321 §3.3
         };
-        if transaction.addresses.len() >= max {
+        if transaction.len() >= max {
             // RFC 5321 §4.5.3.1.10
             return self.refuse(&Refusal::too_many_recipients());
         }
@@ -67,13 +67,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(reply) = self.check_room(account.id, size).await {
             return self.send(reply);
         }
-        if let Some(transaction) = &mut self.transaction
-            && !transaction.accounts.contains(&account.id)
-        {
-            transaction.accounts.push(account.id);
-            transaction.addresses.push(account.address);
+        if let Some(transaction) = self.transaction_mut() {
+            let (account, address) = (account.id, account.address);
+            transaction.add(Recipient::Local { account, address });
         }
-        self.reply(250, "2.1.5 OK")
+        self.reply(Status::RecipientOk)
     }
 
     /// docs/specifications.md §5: a recipient whose mailbox cannot take
@@ -100,15 +98,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// `DATA` (RFC 5321 §4.1.1.4): reads the message, checks and stores it.
     pub(crate) async fn handle_data(&mut self) -> std::io::Result<Flow> {
-        match &self.transaction {
-            None => return Ok(self.reply(503, "5.5.1 Need MAIL command")),
+        match self.transaction() {
+            None => return Ok(self.reply(Status::NeedMail)),
             // RFC 2920 §3.1: no 354 without a valid recipient.
-            Some(t) if t.accounts.is_empty() && t.remote.is_empty() => {
-                return Ok(self.reply(554, "5.5.1 No valid recipients"));
+            Some(t) if t.is_empty() => {
+                return Ok(self.send(Reply::from(&Refusal::no_recipients())));
             }
             Some(_) => {}
         }
-        self.reply(354, "Start mail input; end with <CRLF>.<CRLF>");
+        self.reply(Status::StartData);
         let max = self.shared.ctx.settings.limits().max_message_size;
         let mut decoder = Decoder::new();
         let mut spool = self.shared.ctx.inbound.spools().begin(self.peer, max);
@@ -127,7 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !complete {
             return Ok(Flow::Close);
         }
-        let Some(transaction) = self.transaction.take() else {
+        let Some(transaction) = self.end_transaction() else {
             return Ok(Flow::Continue);
         };
         let reply = match decoder.finish() {
@@ -174,22 +172,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !ctx.settings.federation_allows(domain) {
             return self.refuse(&Refusal::policy());
         }
-        if let Some(transaction) = &mut self.transaction
-            && !transaction
-                .remote
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(address))
-        {
-            transaction.remote.push(address.to_owned());
-            transaction.addresses.push(address.to_owned());
+        if let Some(transaction) = self.transaction_mut() {
+            transaction.add(Recipient::Remote(address.to_owned()));
         }
-        self.reply(250, "2.1.5 OK")
+        self.reply(Status::RecipientOk)
     }
 
     /// Runs the message checks, stores the local copies and queues the
     /// remote ones; `250` only once both are durable.
     async fn accept(&self, transaction: Transaction, message: Body) -> Reply {
-        if self.mx {
+        if self.role == Role::Mx {
             return self.accept_inbound(transaction, &message).await;
         }
         let reply = self.accept_submission(transaction, &message).await;
@@ -206,9 +198,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(error) = check_from(message, sender) {
             return self.refused(Reason::From, Reply::line(500, error.to_string()));
         }
+        let recipients = transaction.addresses();
         let direction = chatmail_gate::Direction::Submission {
             sender,
-            recipients: &transaction.addresses,
+            recipients: &recipients,
         };
         if let Err(reason) = chatmail_gate::check(message, direction) {
             if self.log() {
@@ -227,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // After both hand-offs, so that a retried 4xx never bounces twice.
         self.bounce_over_quota(&transaction, &over_quota, &body)
             .await;
-        Reply::line(250, "2.0.0 OK")
+        Reply::from(Status::Ok)
     }
 
     /// Stores the message for the local recipients, if any; durable on
@@ -243,7 +236,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         transaction: &Transaction,
         body: Bytes,
     ) -> Result<Vec<AccountId>, Reply> {
-        if transaction.accounts.is_empty() {
+        let accounts = transaction.accounts();
+        if accounts.is_empty() {
             return Ok(Vec::new());
         }
         let size = body.len();
@@ -253,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             internal_date: unix_now(),
         };
         let store = self.shared.ctx.accounts.store();
-        match store.deliver_report(&transaction.accounts, new).await {
+        match store.deliver_report(&accounts, new).await {
             Ok(report) => {
                 self.notify(&report.delivered);
                 if self.log() {
@@ -264,11 +258,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Ok(report.over_quota)
             }
-            Err(StoreError::QuotaExceeded) if transaction.remote.is_empty() => {
+            Err(StoreError::QuotaExceeded) if accounts.len() == transaction.len() => {
                 Err(self.refusal(&Refusal::quota_exceeded()))
             }
             // No local copy at all, but the remote recipients get theirs.
-            Err(StoreError::QuotaExceeded) => Ok(transaction.accounts.clone()),
+            Err(StoreError::QuotaExceeded) => Ok(accounts),
             Err(error) => {
                 if self.log() {
                     tracing::warn!(%error, "delivery failed");
@@ -293,7 +287,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let quota = Refusal::quota_exceeded();
         let diagnostic = quota.to_string();
-        let failures: Vec<Failure> = local_recipients(transaction)
+        let failures: Vec<Failure> = transaction
+            .local()
             .filter(|(account, _)| over_quota.contains(account))
             .map(|(_, address)| Failure::new(address, quota.enhanced, &diagnostic))
             .collect();
@@ -341,11 +336,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Hands the message to the outbound queue for the remote recipients,
     /// if any; durable on `Ok`.
     async fn queue_remote(&self, transaction: &Transaction, body: Bytes) -> Result<(), Reply> {
-        let (remote, queue) = (&transaction.remote, &self.shared.ctx.queue);
-        let Some(queue) = queue.as_ref().filter(|_| !remote.is_empty()) else {
+        let remote = transaction.remote();
+        let Some(queue) = self
+            .shared
+            .ctx
+            .queue
+            .as_ref()
+            .filter(|_| !remote.is_empty())
+        else {
             return Ok(());
         };
-        match queue.submit(&transaction.mail_from, remote, body).await {
+        match queue.submit(&transaction.mail_from, &remote, body).await {
             Ok(()) => {
                 if self.log() {
                     tracing::info!(recipients = remote.len(), "message queued");
@@ -364,22 +365,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
     }
-}
-
-/// The local recipients with their addresses. `RCPT` pushes a local
-/// recipient to `accounts` and `addresses` together, and a remote one to
-/// `remote` and `addresses`, so the addresses not in `remote` line up with
-/// `accounts`.
-fn local_recipients(transaction: &Transaction) -> impl Iterator<Item = (AccountId, &str)> {
-    let local = transaction
-        .addresses
-        .iter()
-        .filter(|address| !transaction.remote.contains(address));
-    transaction
-        .accounts
-        .iter()
-        .copied()
-        .zip(local.map(String::as_str))
 }
 
 fn unix_now() -> i64 {

@@ -12,21 +12,21 @@ use chatmail_metrics::Source;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::command::MailFrom;
-use crate::reply::Reply;
-use crate::session::{Flow, Session, Transaction};
+use crate::reply::{Reply, Status};
+use crate::session::{Flow, Recipient, Session, State, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// `MAIL FROM` on the MX (RFC 5321 §4.1.1.2).
     pub(crate) fn handle_mx_mail(&mut self, mail: MailFrom) -> Flow {
         if !self.has_hello() {
-            return self.reply(503, "5.5.1 Send EHLO first");
+            return self.reply(Status::HelloFirst);
         }
         if !self.tls {
             // docs/specifications.md §3: STARTTLS required before MAIL (RFC 3207 §4).
-            return self.reply(530, "5.7.0 Must issue a STARTTLS command first");
+            return self.reply(Status::TlsRequired);
         }
-        if self.transaction.is_some() {
-            return self.reply(503, "5.5.1 Nested MAIL command");
+        if self.transaction().is_some() {
+            return self.reply(Status::NestedMail);
         }
         let max = self.shared.ctx.settings.limits().max_message_size;
         if mail.size.is_some_and(|size| size > max) {
@@ -38,17 +38,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let reply = self.refusal(&refusal);
             return self.send(reply);
         }
-        self.transaction = Some(Transaction::new(mail.address, mail.size));
-        self.reply(250, "2.1.0 OK")
+        self.state = State::Mail(Transaction::new(mail.address, mail.size));
+        self.reply(Status::SenderOk)
     }
 
     /// `RCPT TO` on the MX (RFC 5321 §4.1.1.3): local, existing accounts.
     pub(crate) async fn handle_mx_rcpt(&mut self, address: &str) -> Flow {
         let max = self.shared.ctx.settings.limits().max_recipients;
-        let Some(transaction) = &self.transaction else {
-            return self.reply(503, "5.5.1 Need MAIL command"); // RFC 5321 §3.3
+        let Some(transaction) = self.transaction() else {
+            return self.reply(Status::NeedMail); // RFC 5321 §3.3
         };
-        if transaction.addresses.len() >= max {
+        if transaction.len() >= max {
             // RFC 5321 §4.5.3.1.10
             return self.refuse(&Refusal::too_many_recipients());
         }
@@ -66,13 +66,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let reply = self.refusal(&refusal);
             return self.send(reply);
         }
-        if let Some(transaction) = &mut self.transaction
-            && !transaction.accounts.contains(&account)
-        {
-            transaction.accounts.push(account);
-            transaction.addresses.push(address.to_owned());
+        if let Some(transaction) = self.transaction_mut() {
+            let address = address.to_owned();
+            transaction.add(Recipient::Local { account, address });
         }
-        self.reply(250, "2.1.5 OK")
+        self.reply(Status::RecipientOk)
     }
 
     /// The end of DATA on the MX: the shared inbound checks, then the store.
@@ -83,12 +81,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let inbound = &self.shared.ctx.inbound;
         match inbound
-            .accept(envelope, &transaction.accounts, message)
+            .accept(envelope, &transaction.accounts(), message)
             .await
         {
             Ok(()) => {
                 chatmail_metrics::accepted(Source::Mx);
-                Reply::line(250, "2.0.0 OK")
+                Reply::from(Status::Ok)
             }
             Err(refusal) => self.refusal(&refusal),
         }

@@ -3,10 +3,13 @@
 //! Flow: greeting → `EHLO` → (`STARTTLS` → new session over TLS → `EHLO`)
 //! → `AUTH` → { `MAIL` → `RCPT`+ → `DATA` }* → `QUIT`.
 //!
-//! Connection state (hello, TLS, login) lives in [`Session`]; transaction
-//! state (sender, recipients) in [`Transaction`], dropped by `RSET`,
-//! `EHLO`, and after every `DATA`. Nothing is stored before the end of
-//! `DATA`, and `250` is sent only once the store has made it durable.
+//! Connection facts (TLS, role, login) live in [`Session`]; where the
+//! session stands in the command order is its [`State`], and a mail
+//! transaction (sender, recipients) lives in [`State::Mail`], dropped by
+//! `RSET`, `EHLO`, and after every `DATA`. Nothing is stored before the
+//! end of `DATA`, and `250` is sent only once the store has made it
+//! durable. Every reply comes from a catalogue: [`Status`] for the
+//! protocol's own, `chatmail_inbound::Refusal` for refused mail.
 //!
 //! | state            | allowed                                          |
 //! |------------------|--------------------------------------------------|
@@ -15,7 +18,7 @@
 //! | TLS, after EHLO  | AUTH                                             |
 //! | authenticated    | MAIL, then RCPT, then DATA                       |
 //!
-//! On the MX (port 25, [`Session::for_mx`]) AUTH is never offered nor
+//! On the MX ([`Role::Mx`], port 25) AUTH is never offered nor
 //! accepted, and MAIL needs TLS instead of a login (see `mx`).
 
 use std::net::IpAddr;
@@ -31,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::command::{Command, ParseError, parse_command};
-use crate::reply::Reply;
+use crate::reply::{Closing, Reply, Status, greeting};
 use crate::wire::{Line, Wire};
 
 /// How long a client may stay silent (RFC 5321 §4.5.3.2.7 suggests 5 min).
@@ -56,17 +59,49 @@ pub(crate) enum Flow {
     StartTls,
 }
 
+/// Which service a session is; the listener's `Mode` decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Ports 465 and 587: a login, then mail from the login's address.
+    Submission,
+    /// Port 25: mail from other relays for local users, no AUTH.
+    Mx,
+}
+
+/// Where a session stands in the command order (RFC 5321 §4.1.4).
+pub(crate) enum State {
+    /// Before `EHLO` or `HELO`.
+    Connected,
+    /// After `EHLO` or `HELO`, outside a mail transaction.
+    Ready,
+    /// After `MAIL`, until the end of `DATA` or `RSET`.
+    Mail(Transaction),
+}
+
+/// An accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recipient {
+    /// An account of this relay: stored at the end of `DATA`.
+    Local { account: AccountId, address: String },
+    /// Another relay's address: handed to the outbound queue (submission).
+    Remote(String),
+}
+
+impl Recipient {
+    pub(crate) fn address(&self) -> &str {
+        match self {
+            Recipient::Local { address, .. } | Recipient::Remote(address) => address,
+        }
+    }
+}
+
 /// A mail transaction in progress.
 pub(crate) struct Transaction {
     /// Envelope sender (equal to the login on submission; on the MX any
     /// address, empty for the null sender).
     pub mail_from: String,
-    /// Accepted local recipients' accounts, without duplicates.
-    pub accounts: Vec<AccountId>,
-    /// All accepted recipients' addresses, for the encryption gate.
-    pub addresses: Vec<String>,
-    /// Accepted remote recipients, for the outbound queue (submission).
-    pub remote: Vec<String>,
+    /// The accepted recipients in `RCPT` order, without duplicates.
+    recipients: Vec<Recipient>,
     /// `SIZE=` of `MAIL FROM` (RFC 1870 §6), for the quota check at `RCPT`.
     pub declared_size: Option<u64>,
 }
@@ -76,10 +111,56 @@ impl Transaction {
         Self {
             mail_from,
             declared_size,
-            accounts: Vec::new(),
-            addresses: Vec::new(),
-            remote: Vec::new(),
+            recipients: Vec::new(),
         }
+    }
+
+    /// Adds a recipient unless it is already there (the same account, or
+    /// the same remote address in any case).
+    pub(crate) fn add(&mut self, recipient: Recipient) {
+        let known = self.recipients.iter().any(|r| match (r, &recipient) {
+            (Recipient::Local { account: a, .. }, Recipient::Local { account: b, .. }) => a == b,
+            (Recipient::Remote(a), Recipient::Remote(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        });
+        if !known {
+            self.recipients.push(recipient);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.recipients.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.recipients.is_empty()
+    }
+
+    /// The local recipients: their accounts and addresses.
+    pub(crate) fn local(&self) -> impl Iterator<Item = (AccountId, &str)> {
+        self.recipients.iter().filter_map(|r| match r {
+            Recipient::Local { account, address } => Some((*account, address.as_str())),
+            Recipient::Remote(_) => None,
+        })
+    }
+
+    pub(crate) fn accounts(&self) -> Vec<AccountId> {
+        self.local().map(|(account, _)| account).collect()
+    }
+
+    /// The remote recipients' addresses, for the outbound queue.
+    pub(crate) fn remote(&self) -> Vec<String> {
+        let remote = self.recipients.iter().filter_map(|r| match r {
+            Recipient::Remote(address) => Some(address.clone()),
+            Recipient::Local { .. } => None,
+        });
+        remote.collect()
+    }
+
+    /// Every recipient's address, for the encryption gate.
+    pub(crate) fn addresses(&self) -> Vec<String> {
+        let addresses = self.recipients.iter().map(Recipient::address);
+        addresses.map(str::to_owned).collect()
     }
 }
 
@@ -89,13 +170,10 @@ pub struct Session<S> {
     pub(crate) shared: Arc<Shared>,
     /// Whether the stream is TLS (implicit, or after STARTTLS).
     pub(crate) tls: bool,
-    /// Port 25: mail from other relays, no AUTH, local recipients only.
-    pub(crate) mx: bool,
+    pub(crate) role: Role,
     /// The client's address, for the failed-login throttle; `None` for
     /// in-memory sessions.
     pub(crate) peer: Option<IpAddr>,
-    /// Whether to send the 220 greeting (not after STARTTLS).
-    greet: bool,
     idle: Duration,
     /// Until AUTH (submission) or STARTTLS (MX): when the connection is
     /// closed, however it paces its bytes.
@@ -104,32 +182,37 @@ pub struct Session<S> {
     /// protected after AUTH, evicted while it waits otherwise.
     pub(crate) slot: Option<Arc<Slot>>,
     shutdown: CancellationToken,
-    /// The EHLO/HELO argument once given.
-    hello: Option<String>,
-    /// The authenticated account.
+    pub(crate) state: State,
+    /// The authenticated account (submission); it outlives transactions
+    /// and `EHLO`.
     pub(crate) login: Option<Account>,
     pub(crate) auth_failures: u32,
-    pub(crate) transaction: Option<Transaction>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// A new session; `tls` says whether the stream is already encrypted.
+    /// A new session, greeted; `tls` says whether the stream is already
+    /// encrypted.
     pub fn new(stream: S, shared: Arc<Shared>, tls: bool) -> Self {
+        let mut session = Self::quiet(stream, shared, tls);
+        session.wire.queue(&greeting(&session.host()));
+        session
+    }
+
+    /// A session that sends no greeting.
+    fn quiet(stream: S, shared: Arc<Shared>, tls: bool) -> Self {
         Self {
             wire: Wire::new(stream),
             shared,
             tls,
-            mx: false,
+            role: Role::Submission,
             peer: None,
-            greet: true,
             idle: IDLE_TIMEOUT,
             deadline: None,
             slot: None,
             shutdown: CancellationToken::new(),
-            hello: None,
+            state: State::Connected,
             login: None,
             auth_failures: 0,
-            transaction: None,
         }
     }
 
@@ -143,10 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The session that follows a STARTTLS handshake: no greeting, and
     /// nothing known from before (RFC 3207 §4.2).
     pub fn after_starttls(stream: S, shared: Arc<Shared>) -> Self {
-        Self {
-            greet: false,
-            ..Self::new(stream, shared, true)
-        }
+        Self::quiet(stream, shared, true)
     }
 
     /// The connection must authenticate (or, on the MX, finish STARTTLS)
@@ -172,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Makes this an MX session (port 25, docs/specifications.md §3).
     pub fn for_mx(mut self) -> Self {
-        self.mx = true;
+        self.role = Role::Mx;
         self
     }
 
@@ -197,14 +277,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Runs the command loop until the session ends.
     pub async fn run(mut self) -> std::io::Result<Ending<S>> {
-        if self.greet {
-            let text = format!("{} ESMTP madmail", self.host());
-            self.wire.queue(&Reply::line(220, text));
-        }
         loop {
             let flow = match self.next_line().await? {
                 Line::Eof => Flow::Close,
-                Line::TooLong => self.reply(500, "5.5.2 Line too long"),
+                Line::TooLong => self.reply(Status::LineTooLong),
                 Line::Text(line) => {
                     let _busy = self.slot.as_ref().map(|slot| slot.busy());
                     // Evicted just before the command came: it is not run.
@@ -255,8 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match wait {
             Wait::Read(line) => line,
             Wait::Timeout => {
-                let text = format!("4.4.2 {} Timeout", self.host());
-                self.wire.queue(&Reply::line(421, text));
+                self.wire.queue(&Closing::Timeout.reply(&self.host()));
                 Ok(Line::Eof)
             }
             Wait::Evicted => {
@@ -264,8 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Line::Eof)
             }
             Wait::Shutdown => {
-                let text = format!("4.3.2 {} Service shutting down", self.host());
-                self.wire.queue(&Reply::line(421, text));
+                self.wire.queue(&Closing::ShuttingDown.reply(&self.host()));
                 Ok(Line::Eof)
             }
         }
@@ -280,11 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queues the reply of a connection evicted to make room.
     pub(crate) fn queue_evicted(&mut self) {
-        let text = format!(
-            "4.7.0 {} Too many connections, closing an idle one",
-            self.host()
-        );
-        self.wire.queue(&Reply::line(421, text));
+        self.wire.queue(&Closing::Evicted.reply(&self.host()));
     }
 
     /// Waits for `future` at most the idle timeout.
@@ -301,9 +371,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.idle
     }
 
-    /// Queues a one-line reply and continues.
-    pub(crate) fn reply(&mut self, code: u16, text: &'static str) -> Flow {
-        self.send(Reply::line(code, text))
+    /// Queues a reply of the catalogue and continues.
+    pub(crate) fn reply(&mut self, status: Status) -> Flow {
+        self.send(Reply::from(status))
     }
 
     pub(crate) fn send(&mut self, reply: Reply) -> Flow {
@@ -313,10 +383,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Where this session's messages come from, for the metrics.
     pub(crate) fn source(&self) -> Source {
-        if self.mx {
-            Source::Mx
-        } else {
-            Source::Submission
+        match self.role {
+            Role::Mx => Source::Mx,
+            Role::Submission => Source::Submission,
         }
     }
 
@@ -341,47 +410,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn handle_line(&mut self, line: &[u8]) -> std::io::Result<Flow> {
         let command = match parse_command(line) {
             Ok(command) => command,
-            Err(error) => return Ok(self.send(parse_error_reply(&error))),
+            Err(error) => return Ok(self.reply(parse_error_status(&error))),
         };
         Ok(match command {
-            Command::Ehlo(host) => self.handle_ehlo(host),
-            Command::Helo(host) => {
-                self.hello = Some(host);
-                self.transaction = None;
+            Command::Ehlo(_) => self.handle_ehlo(),
+            Command::Helo(_) => {
+                self.state = State::Ready;
                 self.send(Reply::line(250, self.host()))
             }
             Command::StartTls => self.handle_starttls(),
             Command::Auth { mechanism, initial } => {
                 if let Some(refusal) = self.auth_refusal() {
-                    self.send(refusal)
+                    self.reply(refusal)
                 } else {
                     self.handle_auth(mechanism, initial).await?
                 }
             }
-            Command::Mail(mail) if self.mx => self.handle_mx_mail(mail),
-            Command::Mail(mail) => self.handle_mail(mail),
-            Command::Rcpt(address) if self.mx => self.handle_mx_rcpt(&address).await,
-            Command::Rcpt(address) => self.handle_rcpt(&address).await,
+            Command::Mail(mail) => match self.role {
+                Role::Mx => self.handle_mx_mail(mail),
+                Role::Submission => self.handle_mail(mail),
+            },
+            Command::Rcpt(address) => match self.role {
+                Role::Mx => self.handle_mx_rcpt(&address).await,
+                Role::Submission => self.handle_rcpt(&address).await,
+            },
             Command::Data => self.handle_data().await?,
             Command::Rset => {
-                self.transaction = None; // RFC 5321 §4.1.1.5
-                self.reply(250, "2.0.0 OK")
+                self.end_transaction(); // RFC 5321 §4.1.1.5
+                self.reply(Status::Ok)
             }
-            Command::Noop => self.reply(250, "2.0.0 OK"),
-            Command::Help => self.reply(214, "2.0.0 See RFC 5321 and RFC 4954"),
-            // RFC 5321 §3.5.3: no address verification.
-            Command::Vrfy => self.reply(252, "2.0.0 Cannot VRFY user, but will accept message"),
+            Command::Noop => self.reply(Status::Ok),
+            Command::Help => self.reply(Status::Help),
+            Command::Vrfy => self.reply(Status::CannotVerify),
             Command::Quit => {
-                self.reply(221, "2.0.0 Bye");
+                self.reply(Status::Bye);
                 Flow::Close
             }
         })
     }
 
     /// EHLO (RFC 5321 §4.1.1.1): resets any transaction, lists extensions.
-    fn handle_ehlo(&mut self, host: String) -> Flow {
-        self.hello = Some(host);
-        self.transaction = None;
+    fn handle_ehlo(&mut self) -> Flow {
+        self.state = State::Ready;
         let max = self.shared.ctx.settings.limits().max_message_size;
         let mut lines = vec![
             self.host(),
@@ -392,7 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "ENHANCEDSTATUSCODES".to_owned(), // RFC 2034
         ];
         if self.tls {
-            if !self.mx {
+            if self.role == Role::Submission {
                 lines.push("AUTH PLAIN LOGIN".to_owned()); // RFC 4954; only over TLS
             }
         } else {
@@ -403,25 +473,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     fn handle_starttls(&mut self) -> Flow {
         if self.tls {
-            return self.reply(503, "5.5.1 TLS already active");
+            return self.reply(Status::TlsActive);
         }
-        if self.hello.is_none() {
-            return self.reply(503, "5.5.1 Send EHLO first");
+        if !self.has_hello() {
+            return self.reply(Status::HelloFirst);
         }
-        self.reply(220, "2.0.0 Ready to start TLS");
+        self.reply(Status::TlsReady);
         Flow::StartTls
     }
 
     /// `MAIL FROM` (RFC 5321 §4.1.1.2) and the submission sender rules.
     fn handle_mail(&mut self, mail: crate::command::MailFrom) -> Flow {
-        if self.hello.is_none() {
-            return self.reply(503, "5.5.1 Send EHLO first");
+        if !self.has_hello() {
+            return self.reply(Status::HelloFirst);
         }
         let Some(login) = &self.login else {
-            return self.reply(530, "5.7.0 Authentication required"); // RFC 4954 §6
+            return self.reply(Status::AuthRequired);
         };
-        if self.transaction.is_some() {
-            return self.reply(503, "5.5.1 Nested MAIL command");
+        if self.transaction().is_some() {
+            return self.reply(Status::NestedMail);
         }
         if !mail.address.eq_ignore_ascii_case(&login.address) {
             return self.refuse(&chatmail_inbound::Refusal::not_owned());
@@ -432,24 +502,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let now = std::time::Instant::now();
         if !self.shared.send_rate.allow(login.address.clone(), now) {
-            let text = format!("4.7.1: Too much mail from {}", login.address);
-            let reply = self.refused(Reason::Rate, Reply::line(450, text));
-            return self.send(reply);
+            let refusal = chatmail_inbound::Refusal::send_rate(&login.address);
+            return self.refuse(&refusal);
         }
-        self.transaction = Some(Transaction::new(login.address.clone(), mail.size));
-        self.reply(250, "2.1.0 OK")
+        let transaction = Transaction::new(login.address.clone(), mail.size);
+        self.state = State::Mail(transaction);
+        self.reply(Status::SenderOk)
     }
 }
 
 /// The reply for a command line that did not parse.
-fn parse_error_reply(error: &ParseError) -> Reply {
+fn parse_error_status(error: &ParseError) -> Status {
     match error {
-        ParseError::Unknown => Reply::line(500, "5.5.1 Command unrecognized"),
-        ParseError::Syntax => Reply::line(501, "5.5.4 Syntax error in parameters"),
-        ParseError::Sender => Reply::line(501, "5.1.7 Bad sender address syntax"),
-        ParseError::Recipient => Reply::line(501, "5.1.3 Bad recipient address syntax"),
-        ParseError::Parameter => Reply::line(555, "5.5.4 Unsupported parameter"),
-        ParseError::Mechanism => Reply::line(504, "5.5.4 Unrecognized authentication type"),
+        ParseError::Unknown => Status::Unrecognized,
+        ParseError::Syntax => Status::SyntaxError,
+        ParseError::Sender => Status::SenderSyntax,
+        ParseError::Recipient => Status::RecipientSyntax,
+        ParseError::Parameter => Status::UnsupportedParameter,
+        ParseError::Mechanism => Status::UnknownMechanism,
     }
 }
 
@@ -461,6 +531,32 @@ impl<S> Session<S> {
     }
 
     pub(crate) fn has_hello(&self) -> bool {
-        self.hello.is_some()
+        !matches!(self.state, State::Connected)
+    }
+
+    /// The mail transaction in progress, if any.
+    pub(crate) fn transaction(&self) -> Option<&Transaction> {
+        match &self.state {
+            State::Mail(transaction) => Some(transaction),
+            State::Connected | State::Ready => None,
+        }
+    }
+
+    pub(crate) fn transaction_mut(&mut self) -> Option<&mut Transaction> {
+        match &mut self.state {
+            State::Mail(transaction) => Some(transaction),
+            State::Connected | State::Ready => None,
+        }
+    }
+
+    /// Ends the transaction, if any, keeping the hello.
+    pub(crate) fn end_transaction(&mut self) -> Option<Transaction> {
+        if !matches!(self.state, State::Mail(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, State::Ready) {
+            State::Mail(transaction) => Some(transaction),
+            State::Connected | State::Ready => None,
+        }
     }
 }
