@@ -30,8 +30,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chatmail_inbound::{Envelope, Refusal, normalize_line_endings};
-use chatmail_metrics::{Reason, Source};
+use chatmail_inbound::{Envelope, Kind, Refusal, normalize_line_endings};
+use chatmail_metrics::Source;
 use http_body_util::BodyExt as _;
 
 use crate::Context;
@@ -50,28 +50,10 @@ pub async fn deliver(
             chatmail_metrics::accepted(Source::Mxdeliv);
             (StatusCode::OK, "250 2.0.0 OK\n").into_response()
         }
-        Err(Failure::Refused(refusal)) => {
+        Err(refusal) => {
             chatmail_metrics::refused(Source::Mxdeliv, refusal.reason);
             refused(&refusal)
         }
-        Err(Failure::BadRequest(text)) => {
-            chatmail_metrics::refused(Source::Mxdeliv, Reason::Syntax);
-            (StatusCode::BAD_REQUEST, text).into_response()
-        }
-    }
-}
-
-/// Why a request was not delivered.
-enum Failure {
-    /// The inbound checks refused it.
-    Refused(Refusal),
-    /// The request itself is malformed; the text is an SMTP reply line.
-    BadRequest(&'static str),
-}
-
-impl From<Refusal> for Failure {
-    fn from(refusal: Refusal) -> Self {
-        Failure::Refused(refusal)
     }
 }
 
@@ -82,10 +64,9 @@ async fn handle(
     client: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), Failure> {
+) -> Result<(), Refusal> {
     let inbound = &ctx.inbound;
-    let (sender, addresses) =
-        envelope(headers, ctx.settings.limits().max_recipients).map_err(Failure::BadRequest)?;
+    let (sender, addresses) = envelope(headers, ctx.settings.limits().max_recipients)?;
     inbound.check_sender(sender.as_deref())?;
     let mut accounts = Vec::with_capacity(addresses.len());
     for address in &addresses {
@@ -96,12 +77,12 @@ async fn handle(
     }
     let max = ctx.settings.limits().max_message_size;
     if content_length(headers).is_some_and(|length| length > max) {
-        return Err(Refusal::too_big().into());
+        return Err(Refusal::too_big());
     }
     let mut spool = inbound.spools().begin(client, max);
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Failure::BadRequest("451 4.4.2 Body not received"))?;
+        let frame = frame.map_err(|_| Refusal::body_not_received())?;
         if let Some(data) = frame.data_ref() {
             spool.write(data).await.map_err(|e| Refusal::from(&e))?;
         }
@@ -118,12 +99,9 @@ async fn handle(
 }
 
 /// The envelope of a request: the `X-Mail-From` sender (`None`: the null
-/// sender) and the `X-Mail-To` recipients, at most `max`; else the SMTP
-/// reply line that refuses it.
-pub fn envelope(
-    headers: &HeaderMap,
-    max: usize,
-) -> Result<(Option<String>, Vec<String>), &'static str> {
+/// sender) and the `X-Mail-To` recipients, at most `max`; else the
+/// refusal of the request (HTTP 400, whatever its SMTP code).
+pub fn envelope(headers: &HeaderMap, max: usize) -> Result<(Option<String>, Vec<String>), Refusal> {
     Ok((sender(headers)?, recipients(headers, max)?))
 }
 
@@ -136,33 +114,37 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The `X-Mail-From` address; `None` when absent or empty (null sender).
-fn sender(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+fn sender(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     let mut values = headers.get_all("x-mail-from").iter();
     let (first, None) = (values.next(), values.next()) else {
-        return Err("501 5.5.4 More than one X-Mail-From");
+        return Err(Refusal::two_senders());
     };
     let Some(value) = first else {
         return Ok(None);
     };
-    let address = address(value).ok_or("501 5.1.7 Bad X-Mail-From")?;
+    let address = address(value).ok_or(Refusal::bad_sender_header())?;
     Ok(Some(address).filter(|a| !a.is_empty()))
 }
 
 /// The `X-Mail-To` addresses, at least one and at most `max`.
-fn recipients(headers: &HeaderMap, max: usize) -> Result<Vec<String>, &'static str> {
+fn recipients(headers: &HeaderMap, max: usize) -> Result<Vec<String>, Refusal> {
     let values = headers.get_all("x-mail-to");
     let mut addresses = Vec::new();
     for value in values {
         if addresses.len() >= max {
-            return Err("452 4.5.3 Too many recipients");
+            // A request is not retried piecemeal: 400, not 503.
+            return Err(Refusal {
+                kind: Kind::Malformed,
+                ..Refusal::too_many_recipients()
+            });
         }
         match address(value) {
             Some(address) if !address.is_empty() => addresses.push(address),
-            _ => return Err("501 5.1.3 Bad X-Mail-To"),
+            _ => return Err(Refusal::bad_recipient_header()),
         }
     }
     if addresses.is_empty() {
-        return Err("554 5.5.1 No X-Mail-To recipient");
+        return Err(Refusal::no_recipient_header());
     }
     Ok(addresses)
 }
@@ -392,12 +374,21 @@ mod tests {
     #[tokio::test]
     async fn refuses_requests_without_recipients_with_400() {
         let h = Harness::new("").await;
-        let (status, _) = h.post(Some(CAROL), &[], h.sign(&encrypted())).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        let (status, _) = h
+        let (status, body) = h.post(Some(CAROL), &[], h.sign(&encrypted())).await;
+        let expected = (
+            StatusCode::BAD_REQUEST,
+            "554 5.5.1 No X-Mail-To recipient\n",
+        );
+        assert_eq!((status, body.as_str()), expected);
+        let (status, body) = h
             .post(Some(CAROL), &["not an address"], h.sign(&encrypted()))
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let expected = (StatusCode::BAD_REQUEST, "501 5.1.3 Bad X-Mail-To\n");
+        assert_eq!((status, body.as_str()), expected);
+        let too_many = vec![BOB; 1001];
+        let (status, body) = h.post(Some(CAROL), &too_many, h.sign(&encrypted())).await;
+        let expected = (StatusCode::BAD_REQUEST, "452 4.5.3 Too many recipients\n");
+        assert_eq!((status, body.as_str()), expected);
     }
 
     #[tokio::test]

@@ -25,6 +25,9 @@ pub enum Kind {
     Quota,
     /// Try again later (DNS or store failure).
     Temporary,
+    /// The `/mxdeliv` request itself is malformed (its envelope headers,
+    /// a body cut short).
+    Malformed,
 }
 
 /// One refusal: the SMTP reply and its kind.
@@ -191,21 +194,51 @@ impl Refusal {
         }
     }
 
+    /// `/mxdeliv`: more than one `X-Mail-From` header.
+    pub const fn two_senders() -> Self {
+        let kind = (Kind::Malformed, Reason::Syntax);
+        Self::new(501, "5.5.4", "More than one X-Mail-From", kind)
+    }
+
+    /// `/mxdeliv`: an `X-Mail-From` that is no address.
+    pub const fn bad_sender_header() -> Self {
+        let kind = (Kind::Malformed, Reason::Syntax);
+        Self::new(501, "5.1.7", "Bad X-Mail-From", kind)
+    }
+
+    /// `/mxdeliv`: an `X-Mail-To` that is no address.
+    pub const fn bad_recipient_header() -> Self {
+        let kind = (Kind::Malformed, Reason::Syntax);
+        Self::new(501, "5.1.3", "Bad X-Mail-To", kind)
+    }
+
+    /// `/mxdeliv`: no `X-Mail-To` header at all.
+    pub const fn no_recipient_header() -> Self {
+        let kind = (Kind::Malformed, Reason::Syntax);
+        Self::new(554, "5.5.1", "No X-Mail-To recipient", kind)
+    }
+
+    /// `/mxdeliv`: the body ended in a broken stream.
+    pub const fn body_not_received() -> Self {
+        let kind = (Kind::Malformed, Reason::Syntax);
+        Self::new(451, "4.4.2", "Body not received", kind)
+    }
+
     /// True for 4xx: the sender should retry.
     pub fn is_temporary(&self) -> bool {
         self.code < 500
     }
 
-    /// The `/mxdeliv` status (docs/specifications.md §6): 400 content or
-    /// quota (with the SMTP text), 403 policy, 404 no local recipient, 413
-    /// too large; 503 for temporary failures (the
+    /// The `/mxdeliv` status (docs/specifications.md §6): 400 content,
+    /// quota or a malformed request (with the SMTP text), 403 policy, 404
+    /// no local recipient, 413 too large; 503 for temporary failures (the
     /// sender retries, as after an SMTP 4xx).
     pub fn http_status(&self) -> u16 {
         match self.kind {
             Kind::UnknownUser | Kind::RelayDenied => 404,
             Kind::Policy => 403,
             Kind::TooBig => 413,
-            Kind::Content | Kind::Quota => 400,
+            Kind::Content | Kind::Quota | Kind::Malformed => 400,
             Kind::Temporary => 503,
         }
     }
