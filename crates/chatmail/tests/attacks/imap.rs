@@ -230,3 +230,67 @@ async fn search_with_a_long_needle_over_a_long_header_is_quick() {
     );
     assert!(slowest < Duration::from_secs(1), "SEARCH took {slowest:?}");
 }
+
+/// Literals announced larger than anything the relay takes, before and
+/// after login: refused with `NO [TOOBIG]` before the `+` that would ask
+/// for them (RFC 7889), so not a byte of them is read or buffered, and the
+/// session goes on. A non-synchronizing literal (`{n+}`, not advertised)
+/// of that size ends the connection instead: its bytes follow unasked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_literals_are_refused_before_they_are_sent() {
+    let _serial = crate::common::SERIAL.lock().await;
+    let relay = relay("", "").await;
+    let before = baseline_memory(&relay).await;
+    let mut tls = connect(&relay, 46).await;
+    let started = Instant::now();
+    tls.write_all(b"a LOGIN {2000000000}\r\n").await.unwrap();
+    let (_, login) = until_tagged(&mut tls, "a").await;
+    let (_, noop) = command(&mut tls, "b", "NOOP").await;
+    let (_, ok) = command(&mut tls, "c", &format!("LOGIN \"{VICTIM}\" \"{PASSWORD}\"")).await;
+    assert!(ok.contains(" OK"), "{ok}");
+    tls.write_all(b"d APPEND INBOX {40000000}\r\n")
+        .await
+        .unwrap();
+    let (_, append) = until_tagged(&mut tls, "d").await;
+    let (_, select) = command(&mut tls, "e", "SELECT INBOX").await;
+    let took = started.elapsed();
+    // Non-synchronizing: the literal's bytes come right behind the line.
+    tls.write_all(b"f APPEND INBOX {40000000+}\r\n")
+        .await
+        .unwrap();
+    let unasked = vec![b'a'; 1 << 20];
+    let mut written = 0usize;
+    while written < 40_000_000 {
+        let write = tls.write_all(&unasked);
+        match tokio::time::timeout(Duration::from_secs(5), write).await {
+            Ok(Ok(())) => written += unasked.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let (_, plus) = until_tagged(&mut tls, "f").await;
+    let login_normal = login_within(&relay, Duration::from_secs(1)).await;
+    let after = relay.memory().unwrap();
+    let growth = mib(after.hwm_kib.saturating_sub(before.rss_kib));
+    report(
+        "imap-oversized-literals",
+        &[
+            ("login_literal", format!("{:?}", login.trim_end())),
+            ("noop_after", format!("{:?}", noop.trim_end())),
+            ("append_literal", format!("{:?}", append.trim_end())),
+            ("select_after", format!("{:?}", select.trim_end())),
+            ("answered_in", format!("{took:?}")),
+            ("non_sync_literal", format!("{:?}", plus.trim_end())),
+            ("non_sync_bytes_taken", written.to_string()),
+            ("peak_growth_mib", format!("{growth:.1}")),
+            ("login", format!("{login_normal:?}")),
+        ],
+    );
+    assert!(login.starts_with("a NO [TOOBIG]"), "{login}");
+    assert!(noop.starts_with("b OK"), "{noop}");
+    assert!(append.starts_with("d NO [TOOBIG]"), "{append}");
+    assert!(select.starts_with("e OK"), "{select}");
+    assert!(!plus.starts_with("f OK"), "{plus}");
+    assert!(written < 40_000_000, "all of the unasked literal taken");
+    assert!(growth < 40.0, "peak +{growth:.1} MiB");
+    assert!(login_normal.is_ok_and(|took| took < Duration::from_secs(1)));
+}
