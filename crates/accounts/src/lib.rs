@@ -111,7 +111,7 @@ impl From<password::HashError> for LoginError {
     fn from(e: password::HashError) -> Self {
         match e {
             password::HashError::Busy => LoginError::Busy,
-            other => LoginError::Temporary(StoreError::internal(other.to_string())),
+            other => LoginError::Temporary(StoreError::internal(other)),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 use sqlx::SqliteConnection;
 
+use crate::error::{During, Operation};
 use crate::writer::OpResult;
 use crate::{AccountId, Created, Store, StoreError, ops};
 
@@ -175,7 +176,9 @@ impl Store {
         let (address, reason) = (address.to_owned(), reason.to_owned());
         self.inner
             .writer
-            .run(0, move |c| Box::pin(block(c, address, reason, now)))
+            .run(Operation::Block, 0, move |c| {
+                Box::pin(block(c, address, reason, now))
+            })
             .await
     }
     /// Unblocks `address`; returns whether it was blocked.
@@ -183,7 +186,7 @@ impl Store {
         let address = address.to_owned();
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::Unblock, 0, move |c| {
                 Box::pin(async move {
                     let done = sqlx::query("DELETE FROM blocklist WHERE address = ?")
                         .bind(&address)
@@ -199,7 +202,8 @@ impl Store {
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT address, reason, created FROM blocklist ORDER BY address")
                 .fetch_all(self.db())
-                .await?;
+                .await
+                .during(Operation::Blocklist)?;
         Ok(rows
             .into_iter()
             .map(|(address, reason, created)| Blocked {
@@ -216,7 +220,7 @@ impl Store {
     pub async fn create_invite(&self, invite: NewInvite, now: i64) -> Result<Invite, StoreError> {
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::CreateInvite, 0, move |c| {
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO invites (token, max_uses, expires, comment, created) \
@@ -246,7 +250,10 @@ impl Store {
     /// Every invite token, the newest first.
     pub async fn invites(&self) -> Result<Vec<Invite>, StoreError> {
         let sql = concat!(select_invites!(), " ORDER BY created DESC, token");
-        let rows: Vec<InviteRow> = sqlx::query_as(sql).fetch_all(self.db()).await?;
+        let rows: Vec<InviteRow> = sqlx::query_as(sql)
+            .fetch_all(self.db())
+            .await
+            .during(Operation::Invites)?;
         Ok(rows.into_iter().map(invite_of).collect())
     }
     /// One invite token.
@@ -255,7 +262,8 @@ impl Store {
         let row: Option<InviteRow> = sqlx::query_as(sql)
             .bind(token)
             .fetch_optional(self.db())
-            .await?;
+            .await
+            .during(Operation::Invite)?;
         Ok(row.map(invite_of))
     }
     /// Deletes an invite token (and its reservations); returns whether it
@@ -264,7 +272,7 @@ impl Store {
         let token = token.to_owned();
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::DeleteInvite, 0, move |c| {
                 Box::pin(async move {
                     let done = sqlx::query("DELETE FROM invites WHERE token = ?")
                         .bind(&token)
@@ -287,7 +295,7 @@ impl Store {
         let (address, token) = (address.to_owned(), token.to_owned());
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::ReserveInvite, 0, move |c| {
                 Box::pin(reserve(c, address, token, now, expires))
             })
             .await
@@ -307,7 +315,7 @@ impl Store {
         let (address, hash) = (address.to_owned(), password_hash.to_owned());
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::CreateFirstLogin, 0, move |c| {
                 Box::pin(create_first_login(c, address, hash, now, open))
             })
             .await
@@ -328,7 +336,8 @@ impl Store {
             sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE address LIKE ? ESCAPE '\\'")
                 .bind(&pattern)
                 .fetch_one(self.db())
-                .await?;
+                .await
+                .during(Operation::AccountSummaries)?;
         // The page is chosen first, so usage is summed for its rows only.
         let sql = concat!(
             select_summaries!(),
@@ -340,7 +349,8 @@ impl Store {
             .bind(sql_int(limit))
             .bind(sql_int(offset))
             .fetch_all(self.db())
-            .await?;
+            .await
+            .during(Operation::AccountSummaries)?;
         let accounts = rows.into_iter().map(summary_of).collect();
         Ok(AccountsPage {
             total: bytes_of(total),
@@ -356,7 +366,8 @@ impl Store {
         let row: Option<SummaryRow> = sqlx::query_as(sql)
             .bind(address)
             .fetch_optional(self.db())
-            .await?;
+            .await
+            .during(Operation::AccountSummary)?;
         Ok(row.map(summary_of))
     }
     /// Sets the account's own quota (`None`: back to the default); returns
@@ -369,7 +380,7 @@ impl Store {
         let address = address.to_owned();
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::SetAccountQuota, 0, move |c| {
                 Box::pin(async move {
                     let done = sqlx::query("UPDATE accounts SET quota = ? WHERE address = ?")
                         .bind(bytes.map(sql_int))
@@ -386,12 +397,11 @@ impl Store {
 
     /// A setting the operator changed at run time.
     pub async fn admin_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM admin_settings WHERE key = ?")
-                .bind(key)
-                .fetch_optional(self.db())
-                .await?,
-        )
+        sqlx::query_scalar("SELECT value FROM admin_settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(self.db())
+            .await
+            .during(Operation::AdminSetting)
     }
     /// Stores (or, with `None`, forgets) a setting changed at run time.
     pub async fn set_admin_setting(
@@ -402,7 +412,7 @@ impl Store {
         let (key, value) = (key.to_owned(), value.map(str::to_owned));
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::SetAdminSetting, 0, move |c| {
                 Box::pin(async move {
                     match value {
                         Some(value) => {

@@ -4,7 +4,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::{AccountId, Delivered, DeliveryReport, MailboxId, NewMessage, Store, StoreError, ops};
+use crate::{
+    AccountId, Delivered, DeliveryReport, MailboxId, NewMessage, Operation, Store, StoreError, ops,
+};
 
 /// How long (seconds) [`Store::deliver_inbound`] remembers what an account
 /// received, to recognise a peer's retry of a delivery it already made. A
@@ -42,7 +44,7 @@ impl Store {
         let quota = self.quota();
         self.inner
             .writer
-            .run(bytes, move |c| {
+            .run(Operation::Deliver, bytes, move |c| {
                 Box::pin(ops::deliver(c, recipients, message, quota, None))
             })
             .await
@@ -65,7 +67,7 @@ impl Store {
         let quota = self.quota();
         self.inner
             .writer
-            .run(bytes, move |c| {
+            .run(Operation::DeliverInbound, bytes, move |c| {
                 Box::pin(ops::deliver(c, recipients, message, quota, Some(digest)))
             })
             .await
@@ -78,7 +80,7 @@ impl Store {
         let quota = self.quota();
         self.inner
             .writer
-            .run(bytes, move |c| {
+            .run(Operation::Append, bytes, move |c| {
                 Box::pin(ops::append(c, mailbox, message, quota))
             })
             .await

@@ -22,6 +22,7 @@
 
 use sqlx::SqliteConnection;
 
+use crate::error::{During, Operation};
 use crate::writer::OpResult;
 use crate::{AccountId, Store, StoreError};
 
@@ -129,14 +130,18 @@ impl Store {
         let writer = &self.inner.writer;
         let mut report = ExpireReport {
             accounts: writer
-                .run(0, move |c| Box::pin(delete_inactive(c, cut)))
+                .run(Operation::Expire, 0, move |c| {
+                    Box::pin(delete_inactive(c, cut))
+                })
                 .await?,
             ..ExpireReport::default()
         };
         for rule in [Rule::Old, Rule::Large] {
             loop {
                 let (count, bytes) = writer
-                    .run(0, move |c| Box::pin(delete_chunk(c, cut, rule)))
+                    .run(Operation::Expire, 0, move |c| {
+                        Box::pin(delete_chunk(c, cut, rule))
+                    })
                     .await?;
                 match rule {
                     Rule::Old => report.old_messages += count,
@@ -150,7 +155,9 @@ impl Store {
         }
         let forget = now.saturating_sub(crate::DUPLICATE_WINDOW);
         writer
-            .run(0, move |c| Box::pin(forget_digests(c, forget)))
+            .run(Operation::Expire, 0, move |c| {
+                Box::pin(forget_digests(c, forget))
+            })
             .await?;
         Ok(report)
     }
@@ -168,7 +175,8 @@ impl Store {
         )
         .bind(cut.inactive_day)
         .fetch_all(self.db())
-        .await?;
+        .await
+        .during(Operation::ExpireDryRun)?;
         let mut report = ExpireReport {
             accounts,
             ..ExpireReport::default()
@@ -180,7 +188,10 @@ impl Store {
                 condition(rule)
             );
             let query = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
-            let (count, bytes) = bind_cutoffs(query, cut, rule).fetch_one(self.db()).await?;
+            let (count, bytes) = bind_cutoffs(query, cut, rule)
+                .fetch_one(self.db())
+                .await
+                .during(Operation::ExpireDryRun)?;
             let count = u64::try_from(count).unwrap_or(0);
             match rule {
                 Rule::Old => report.old_messages = count,
@@ -274,7 +285,9 @@ mod tests {
         store
             .inner
             .writer
-            .run(0, move |c| Box::pin(update_created_day(c, account, day)))
+            .run(Operation::RecordLogin, 0, move |c| {
+                Box::pin(update_created_day(c, account, day))
+            })
             .await
             .unwrap();
     }

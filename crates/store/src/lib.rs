@@ -34,6 +34,12 @@
 //! Reads use a separate pool; WAL lets them run beside the writer, and a read
 //! started after a write was answered sees it.
 //!
+//! # Errors
+//! Every public method fails with [`StoreError`]. A database failure names
+//! the [`Operation`] that failed and carries an opaque [`DatabaseError`]; a
+//! failed batch transaction reaches each of its jobs as
+//! [`StoreError::Batch`] with the one shared cause (module `error`).
+//!
 //! # Change events
 //! [`Store::subscribe`] gives a `watch` receiver per account; the writer
 //! bumps it after each commit that changed the account's mail.
@@ -45,6 +51,7 @@
 
 pub mod admin;
 mod delivery;
+mod error;
 mod events;
 pub mod expire;
 mod flags;
@@ -60,6 +67,7 @@ mod writer;
 
 pub use admin::{AccountSummary, AccountsPage, Blocked, Invite, NewInvite};
 pub use delivery::DUPLICATE_WINDOW;
+pub use error::{DatabaseError, OpenProblem, Operation, StoreError};
 pub use expire::{ExpireReport, ExpireRules};
 pub use metadata::{DEVICE_TOKEN, DEVICE_TOKEN_LIFETIME};
 pub use queue::{
@@ -76,6 +84,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, SqlSafeStr};
+
+use crate::error::During;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -230,7 +240,9 @@ impl Store {
 
     /// Looks up an account by address (lower-cased by the caller).
     pub async fn account(&self, address: &str) -> Result<Option<Account>, StoreError> {
-        Ok(read::account(self.db(), address).await?)
+        read::account(self.db(), address)
+            .await
+            .during(Operation::Account)
     }
     /// Creates an account with its INBOX, unless it exists; safe under
     /// concurrent calls for the same address (exactly one `New`).
@@ -244,7 +256,9 @@ impl Store {
         // `ON CONFLICT DO NOTHING`: the second caller finds the first's row.
         self.inner
             .writer
-            .run(0, move |c| Box::pin(ops::create_account(c, address, hash)))
+            .run(Operation::CreateAccount, 0, move |c| {
+                Box::pin(ops::create_account(c, address, hash))
+            })
             .await
     }
     /// Deletes an account and all its mail. Returns whether it existed.
@@ -252,18 +266,22 @@ impl Store {
         let address = address.to_owned();
         self.inner
             .writer
-            .run(0, move |c| Box::pin(ops::delete_account(c, address)))
+            .run(Operation::DeleteAccount, 0, move |c| {
+                Box::pin(ops::delete_account(c, address))
+            })
             .await
     }
     /// All accounts, ordered by address.
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        Ok(read::accounts(self.db()).await?)
+        read::accounts(self.db()).await.during(Operation::Accounts)
     }
     /// Records a login on `day` (Unix day).
     pub async fn record_login(&self, account: AccountId, day: i64) -> Result<(), StoreError> {
         self.inner
             .writer
-            .run(0, move |c| Box::pin(ops::record_login(c, account, day)))
+            .run(Operation::RecordLogin, 0, move |c| {
+                Box::pin(ops::record_login(c, account, day))
+            })
             .await
     }
 
@@ -271,7 +289,9 @@ impl Store {
 
     /// The account's mailboxes, ordered by name.
     pub async fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>, StoreError> {
-        Ok(read::mailboxes(self.db(), account).await?)
+        read::mailboxes(self.db(), account)
+            .await
+            .during(Operation::Mailboxes)
     }
     /// Finds a mailbox by name; `INBOX` is case-insensitive (RFC 3501 §5.1).
     pub async fn mailbox(
@@ -279,7 +299,9 @@ impl Store {
         account: AccountId,
         name: &str,
     ) -> Result<Option<MailboxInfo>, StoreError> {
-        Ok(read::mailbox(self.db(), account, name).await?)
+        read::mailbox(self.db(), account, name)
+            .await
+            .during(Operation::Mailbox)
     }
     /// Creates a mailbox with a fresh UIDVALIDITY; well-known names get
     /// their special use (RFC 6154). Fails with
@@ -292,7 +314,9 @@ impl Store {
         let name = name.to_owned();
         self.inner
             .writer
-            .run(0, move |c| Box::pin(ops::create_mailbox(c, account, name)))
+            .run(Operation::CreateMailbox, 0, move |c| {
+                Box::pin(ops::create_mailbox(c, account, name))
+            })
             .await
     }
     /// Deletes a mailbox with its messages. `INBOX` cannot be deleted
@@ -302,7 +326,9 @@ impl Store {
         let name = name.to_owned();
         self.inner
             .writer
-            .run(0, move |c| Box::pin(ops::delete_mailbox(c, account, name)))
+            .run(Operation::DeleteMailbox, 0, move |c| {
+                Box::pin(ops::delete_mailbox(c, account, name))
+            })
             .await
     }
     /// Messages of a mailbox with `uid > after_uid`, ascending by UID.
@@ -311,11 +337,13 @@ impl Store {
         mailbox: MailboxId,
         after_uid: u32,
     ) -> Result<Vec<MessageMeta>, StoreError> {
-        Ok(read::messages(self.db(), mailbox, after_uid).await?)
+        read::messages(self.db(), mailbox, after_uid)
+            .await
+            .during(Operation::Messages)
     }
     /// All UIDs of a mailbox, ascending (cheap: no flags).
     pub async fn uids(&self, mailbox: MailboxId) -> Result<Vec<u32>, StoreError> {
-        Ok(read::uids(self.db(), mailbox).await?)
+        read::uids(self.db(), mailbox).await.during(Operation::Uids)
     }
     /// The raw message.
     pub async fn body(
@@ -323,9 +351,10 @@ impl Store {
         mailbox: MailboxId,
         uid: u32,
     ) -> Result<Option<bytes::Bytes>, StoreError> {
-        Ok(read::body(self.db(), mailbox, uid)
-            .await?
-            .map(bytes::Bytes::from))
+        let body = read::body(self.db(), mailbox, uid)
+            .await
+            .during(Operation::Body)?;
+        Ok(body.map(bytes::Bytes::from))
     }
     /// Changes flags; returns the new flags of each changed message.
     ///
@@ -343,7 +372,7 @@ impl Store {
         let (uids, flags) = (uids.to_vec(), flags.to_vec());
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::SetFlags, 0, move |c| {
                 Box::pin(messages::set_flags(c, mailbox, uids, op, flags))
             })
             .await
@@ -358,7 +387,9 @@ impl Store {
         let uids = uids.map(<[u32]>::to_vec);
         self.inner
             .writer
-            .run(0, move |c| Box::pin(messages::expunge(c, mailbox, uids)))
+            .run(Operation::Expunge, 0, move |c| {
+                Box::pin(messages::expunge(c, mailbox, uids))
+            })
             .await
     }
     /// Copies messages; returns (source uid, new uid) pairs. Fails with
@@ -373,7 +404,7 @@ impl Store {
         let (uids, quota) = (uids.to_vec(), self.quota());
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::Copy, 0, move |c| {
                 Box::pin(messages::copy(c, from, uids, to, quota))
             })
             .await
@@ -388,14 +419,16 @@ impl Store {
         let uids = uids.to_vec();
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::Move, 0, move |c| {
                 Box::pin(messages::move_messages(c, from, uids, to))
             })
             .await
     }
     /// Bytes stored for an account (quota).
     pub async fn usage(&self, account: AccountId) -> Result<u64, StoreError> {
-        Ok(read::usage(self.db(), account).await?)
+        read::usage(self.db(), account)
+            .await
+            .during(Operation::Usage)
     }
 
     // --- metadata (RFC 5464) ---
@@ -406,7 +439,9 @@ impl Store {
         account: AccountId,
         key: &str,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(read::user_metadata(self.db(), account, key).await?)
+        read::user_metadata(self.db(), account, key)
+            .await
+            .during(Operation::UserMetadata)
     }
     /// Adds a per-account metadata value (adding an existing value refreshes
     /// it). At most 64 values are kept per key; the oldest go first.
@@ -419,7 +454,7 @@ impl Store {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::AddUserMetadata, 0, move |c| {
                 Box::pin(ops::add_user_metadata(c, account, key, value))
             })
             .await

@@ -4,15 +4,15 @@
 
 use sqlx::SqliteConnection;
 
+use crate::error::OpError;
 use crate::ops::allocate_uid;
 use crate::read;
 use crate::writer::OpResult;
 use crate::{AccountId, FlagOp, MailboxId, StoreError, flags};
 
-async fn owner(c: &mut SqliteConnection, mailbox: MailboxId) -> Result<AccountId, StoreError> {
-    read::mailbox_account(&mut *c, mailbox)
-        .await?
-        .ok_or(StoreError::NoMailbox)
+async fn owner(c: &mut SqliteConnection, mailbox: MailboxId) -> Result<AccountId, OpError> {
+    let account = read::mailbox_account(&mut *c, mailbox).await?;
+    account.ok_or(StoreError::NoMailbox.into())
 }
 
 fn sorted(mut uids: Vec<u32>) -> Vec<u32> {

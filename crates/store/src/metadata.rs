@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::error::{During, Operation};
 use crate::{AccountId, Store, StoreError};
 
 /// The per-account metadata key of Delta Chat's push device tokens.
@@ -43,7 +44,8 @@ impl Store {
         .bind(key)
         .bind(since)
         .fetch_all(self.db())
-        .await?;
+        .await
+        .during(Operation::LiveUserMetadata)?;
         Ok(values)
     }
 }

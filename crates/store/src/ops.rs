@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::SqliteConnection;
 
+use crate::error::OpError;
 use crate::read::{self, canonical_name};
 use crate::writer::OpResult;
 use crate::{
@@ -47,7 +48,7 @@ fn special_use(name: &str) -> Option<&'static str> {
         .map(|(_, u)| *u)
 }
 
-async fn next_uidvalidity(c: &mut SqliteConnection) -> Result<u32, StoreError> {
+async fn next_uidvalidity(c: &mut SqliteConnection) -> Result<u32, sqlx::Error> {
     let last: Option<String> =
         sqlx::query_scalar("SELECT value FROM server_metadata WHERE key = ?")
             .bind(UIDVALIDITY_KEY)
@@ -71,7 +72,7 @@ async fn insert_mailbox(
     c: &mut SqliteConnection,
     account: AccountId,
     name: &str,
-) -> Result<MailboxInfo, StoreError> {
+) -> Result<MailboxInfo, OpError> {
     let name = canonical_name(name).to_owned();
     let special_use = special_use(&name).map(str::to_owned);
     let uidvalidity = next_uidvalidity(c).await?;
@@ -145,17 +146,17 @@ pub(crate) async fn record_login(
         .execute(&mut *c)
         .await?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::NoAccount);
+        return Err(StoreError::NoAccount.into());
     }
     Ok(((), Vec::new()))
 }
 
-async fn account_exists(c: &mut SqliteConnection, account: AccountId) -> Result<(), StoreError> {
+async fn account_exists(c: &mut SqliteConnection, account: AccountId) -> Result<(), OpError> {
     let found: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE id = ?")
         .bind(account)
         .fetch_optional(&mut *c)
         .await?;
-    found.map(|_| ()).ok_or(StoreError::NoAccount)
+    found.map(|_| ()).ok_or(StoreError::NoAccount.into())
 }
 
 pub(crate) async fn create_mailbox(
@@ -176,7 +177,7 @@ pub(crate) async fn delete_mailbox(
 ) -> OpResult<()> {
     let name = canonical_name(&name);
     if name == "INBOX" {
-        return Err(StoreError::NoMailbox);
+        return Err(StoreError::NoMailbox.into());
     }
     let done = sqlx::query("DELETE FROM mailboxes WHERE account_id = ? AND name = ?")
         .bind(account)
@@ -184,7 +185,7 @@ pub(crate) async fn delete_mailbox(
         .execute(&mut *c)
         .await?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::NoMailbox);
+        return Err(StoreError::NoMailbox.into());
     }
     Ok(((), vec![account]))
 }
@@ -194,7 +195,7 @@ pub(crate) async fn delete_mailbox(
 pub(crate) async fn allocate_uid(
     c: &mut SqliteConnection,
     mailbox: MailboxId,
-) -> Result<Option<(u32, AccountId)>, StoreError> {
+) -> Result<Option<(u32, AccountId)>, sqlx::Error> {
     let row: Option<(u32, AccountId)> = sqlx::query_as(
         "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = ? AND uidnext < 4294967295 \
          RETURNING uidnext - 1, account_id",
@@ -211,7 +212,7 @@ async fn insert_message(
     uid: u32,
     message: &NewMessage,
     flags_column: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO messages (mailbox_id, uid, flags, size, internal_date, body) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -240,7 +241,7 @@ pub(crate) async fn append(
         .ok_or(StoreError::NoMailbox)?;
     let size = u64::try_from(message.body.len()).unwrap_or(u64::MAX);
     if !quota::make_room(c, account, size, quota, unix_now()).await? {
-        return Err(StoreError::QuotaExceeded);
+        return Err(StoreError::QuotaExceeded.into());
     }
     let (uid, account) = allocate_uid(c, mailbox)
         .await?
@@ -304,11 +305,12 @@ pub(crate) async fn deliver(
         });
     }
     if report.delivered.is_empty() && report.duplicates.is_empty() {
-        return Err(if report.over_quota.is_empty() {
+        let refusal = if report.over_quota.is_empty() {
             StoreError::NoAccount
         } else {
             StoreError::QuotaExceeded
-        });
+        };
+        return Err(refusal.into());
     }
     let touched = report.delivered.iter().map(|d| d.account).collect();
     Ok((report, touched))

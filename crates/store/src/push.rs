@@ -16,6 +16,7 @@
 
 use sqlx::SqliteConnection;
 
+use crate::error::{During, Operation};
 use crate::writer::OpResult;
 use crate::{AccountId, Store, StoreError};
 
@@ -46,7 +47,9 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.inner
             .writer
-            .run(0, move |c| Box::pin(enqueue(c, tokens, now)))
+            .run(Operation::PushEnqueue, 0, move |c| {
+                Box::pin(enqueue(c, tokens, now))
+            })
             .await
     }
 
@@ -59,7 +62,8 @@ impl Store {
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(self.db())
-        .await?;
+        .await
+        .during(Operation::PushDue)?;
         Ok(rows.into_iter().map(entry_of).collect())
     }
 
@@ -70,27 +74,26 @@ impl Store {
              ORDER BY account_id, token",
         )
         .fetch_all(self.db())
-        .await?;
+        .await
+        .during(Operation::PushEntries)?;
         Ok(rows.into_iter().map(entry_of).collect())
     }
 
     /// The earliest attempt strictly after `after` (ms), if any.
     pub async fn next_push_attempt(&self, after: i64) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MIN(next_attempt) FROM push_queue WHERE next_attempt > ?")
-                .bind(after)
-                .fetch_one(self.db())
-                .await?,
-        )
+        sqlx::query_scalar("SELECT MIN(next_attempt) FROM push_queue WHERE next_attempt > ?")
+            .bind(after)
+            .fetch_one(self.db())
+            .await
+            .during(Operation::NextPushAttempt)
     }
 
     /// The latest pending attempt (ms), if any.
     pub async fn last_push_attempt(&self) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT MAX(next_attempt) FROM push_queue")
-                .fetch_one(self.db())
-                .await?,
-        )
+        sqlx::query_scalar("SELECT MAX(next_attempt) FROM push_queue")
+            .fetch_one(self.db())
+            .await
+            .during(Operation::LastPushAttempt)
     }
 
     /// Makes every notification scheduled after `latest` (ms) due at
@@ -99,7 +102,7 @@ impl Store {
     /// by a wall clock that has since been put back.
     pub async fn pull_in_push(&self, latest: i64, now: i64) -> Result<u64, StoreError> {
         let sql = "UPDATE push_queue SET next_attempt = ? WHERE next_attempt > ?";
-        self.pull_in(sql, latest, now).await
+        self.pull_in(Operation::PullInPush, sql, latest, now).await
     }
 
     /// The notification was delivered, or is given up: drops its row.
@@ -107,7 +110,7 @@ impl Store {
         let token = token.to_owned();
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::PushDone, 0, move |c| {
                 Box::pin(async move {
                     delete_row(c, account, &token).await?;
                     Ok(((), Vec::new()))
@@ -127,7 +130,7 @@ impl Store {
         let token = token.to_owned();
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::PushRetry, 0, move |c| {
                 Box::pin(async move {
                     sqlx::query(
                         "UPDATE push_queue SET attempts = ?, next_attempt = ? \
@@ -156,7 +159,7 @@ impl Store {
         let (key, token) = (key.to_owned(), token.to_owned());
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(Operation::PushTokenGone, 0, move |c| {
                 Box::pin(async move {
                     sqlx::query(
                         "DELETE FROM user_metadata WHERE account_id = ? AND key = ? AND value = ?",
@@ -202,7 +205,7 @@ async fn delete_row(
     c: &mut SqliteConnection,
     account: AccountId,
     token: &str,
-) -> Result<(), StoreError> {
+) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM push_queue WHERE account_id = ? AND token = ?")
         .bind(account)
         .bind(token)

@@ -17,6 +17,7 @@
 
 use sqlx::SqliteConnection;
 
+use crate::error::{During, OpError, Operation};
 use crate::writer::OpResult;
 use crate::{AccountId, NewMessage, Store, StoreError, ops};
 
@@ -143,7 +144,7 @@ impl Store {
         let recipients = recipients.to_vec();
         self.inner
             .writer
-            .run(body.len(), move |c| {
+            .run(Operation::Enqueue, body.len(), move |c| {
                 Box::pin(enqueue(c, sender, recipients, body, now))
             })
             .await
@@ -191,7 +192,11 @@ impl Store {
         for domain in skip {
             query = query.bind(domain);
         }
-        let rows = query.bind(rows_limit).fetch_all(self.db()).await?;
+        let rows = query
+            .bind(rows_limit)
+            .fetch_all(self.db())
+            .await
+            .during(Operation::DueDeliveries)?;
         let mut due: Vec<DueDelivery> = Vec::new();
         for (id, domain, recipient, sender, attempts, created) in rows {
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
@@ -220,22 +225,22 @@ impl Store {
 
     /// The earliest pending attempt strictly after `after` (ms), if any.
     pub async fn next_queue_attempt(&self, after: i64) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        sqlx::query_scalar(
             "SELECT MIN(next_attempt) FROM queue_recipients \
              WHERE state = 'pending' AND next_attempt > ?",
         )
         .bind(after)
         .fetch_one(self.db())
-        .await?)
+        .await
+        .during(Operation::NextQueueAttempt)
     }
 
     /// The latest pending attempt (ms), if any.
     pub async fn last_queue_attempt(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MAX(next_attempt) FROM queue_recipients WHERE state = 'pending'",
-        )
-        .fetch_one(self.db())
-        .await?)
+        sqlx::query_scalar("SELECT MAX(next_attempt) FROM queue_recipients WHERE state = 'pending'")
+            .fetch_one(self.db())
+            .await
+            .during(Operation::LastQueueAttempt)
     }
 
     /// Makes every pending attempt scheduled after `latest` (ms) due at
@@ -246,21 +251,22 @@ impl Store {
     pub async fn pull_in_queue(&self, latest: i64, now: i64) -> Result<u64, StoreError> {
         let sql = "UPDATE queue_recipients SET next_attempt = ? \
                    WHERE state = 'pending' AND next_attempt > ?";
-        self.pull_in(sql, latest, now).await
+        self.pull_in(Operation::PullInQueue, sql, latest, now).await
     }
 
     /// Runs `sql`, an UPDATE that sets `next_attempt` to its first
-    /// parameter (`now`) where it exceeds its second (`latest`); returns
-    /// how many rows moved.
+    /// parameter (`now`) where it exceeds its second (`latest`), as
+    /// `operation`; returns how many rows moved.
     pub(crate) async fn pull_in(
         &self,
+        operation: Operation,
         sql: &'static str,
         latest: i64,
         now: i64,
     ) -> Result<u64, StoreError> {
         self.inner
             .writer
-            .run(0, move |c| {
+            .run(operation, 0, move |c| {
                 Box::pin(async move {
                     let moved = sqlx::query(sql)
                         .bind(now)
@@ -280,7 +286,8 @@ impl Store {
             sqlx::query_scalar("SELECT body FROM queue_messages WHERE id = ?")
                 .bind(id)
                 .fetch_optional(self.db())
-                .await?;
+                .await
+                .during(Operation::QueuedBody)?;
         Ok(body.map(bytes::Bytes::from))
     }
 
@@ -297,7 +304,7 @@ impl Store {
         let bytes = bounce.as_ref().map_or(0, |(_, m)| m.body.len());
         self.inner
             .writer
-            .run(bytes, move |c| {
+            .run(Operation::RecordAttempt, bytes, move |c| {
                 Box::pin(record_attempt(c, id, outcomes, bounce))
             })
             .await
@@ -312,7 +319,8 @@ impl Store {
              ORDER BY m.id, r.recipient",
         )
         .fetch_all(self.db())
-        .await?;
+        .await
+        .during(Operation::QueueEntries)?;
         Ok(rows.into_iter().map(entry_of).collect())
     }
 
@@ -322,7 +330,8 @@ impl Store {
             "SELECT COUNT(DISTINCT message_id), COUNT(*) FROM queue_recipients WHERE state = 'pending'",
         )
         .fetch_one(self.db())
-        .await?;
+        .await
+        .during(Operation::QueueCounts)?;
         Ok(QueueCounts {
             messages: u64::try_from(messages).unwrap_or(0),
             recipients: u64::try_from(recipients).unwrap_or(0),
@@ -333,7 +342,7 @@ impl Store {
     pub async fn queue_flush(&self) -> Result<u64, StoreError> {
         self.inner
             .writer
-            .run(0, |c| {
+            .run(Operation::QueueFlush, 0, |c| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "UPDATE queue_recipients SET next_attempt = 0 WHERE state = 'pending'",
@@ -350,7 +359,7 @@ impl Store {
     pub async fn queue_purge(&self) -> Result<u64, StoreError> {
         self.inner
             .writer
-            .run(0, |c| {
+            .run(Operation::QueuePurge, 0, |c| {
                 Box::pin(async move {
                     let done = sqlx::query("DELETE FROM queue_messages")
                         .execute(&mut *c)
@@ -450,7 +459,7 @@ async fn record_attempt(
         match ops::deliver(c, vec![account], message, None, None).await {
             Ok((_, accounts)) => touched = accounts,
             // The sender's account is gone: nobody to tell.
-            Err(StoreError::NoAccount) => {}
+            Err(OpError::Refused(StoreError::NoAccount)) => {}
             Err(e) => return Err(e),
         }
     }

@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 
 use sqlx::{Executor, Sqlite, SqliteConnection};
 
+use crate::error::{During, OpError, Operation};
 use crate::ops::unix_now;
 use crate::{AccountId, Store, StoreError, read};
 
@@ -65,13 +66,16 @@ impl Store {
     /// `SIZE=` of `MAIL FROM`, or 1 when unknown); the delivery itself
     /// checks again inside its transaction.
     pub async fn has_room(&self, account: AccountId, size: u64) -> Result<bool, StoreError> {
-        let mut c = self.db().acquire().await?;
-        let Some(quota) = crate::admin::effective_quota(&mut c, account, self.quota()).await?
-        else {
-            return Ok(true);
+        let default = self.quota();
+        let room = async {
+            let mut c = self.db().acquire().await?;
+            let Some(quota) = crate::admin::effective_quota(&mut c, account, default).await? else {
+                return Ok(true);
+            };
+            let recent = recent_usage(&mut *c, account, unix_now()).await?;
+            Ok::<_, sqlx::Error>(recent.saturating_add(size) <= quota)
         };
-        let recent = recent_usage(&mut *c, account, unix_now()).await?;
-        Ok(recent.saturating_add(size) <= quota)
+        room.await.during(Operation::HasRoom)
     }
 }
 
@@ -101,7 +105,7 @@ pub(crate) async fn make_room(
     size: u64,
     quota: Option<u64>,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<bool, sqlx::Error> {
     let Some(quota) = crate::admin::effective_quota(c, account, quota).await? else {
         return Ok(true);
     };
@@ -125,7 +129,7 @@ async fn trim(
     account: AccountId,
     need: u64,
     now: i64,
-) -> Result<u64, StoreError> {
+) -> Result<u64, sqlx::Error> {
     let mut freed = 0u64;
     while freed < need {
         let rows: Vec<(i64, u32, i64)> = sqlx::query_as(
@@ -163,12 +167,12 @@ pub(crate) async fn check_after(
     c: &mut SqliteConnection,
     account: AccountId,
     quota: Option<u64>,
-) -> Result<(), StoreError> {
+) -> Result<(), OpError> {
     let Some(quota) = crate::admin::effective_quota(c, account, quota).await? else {
         return Ok(());
     };
     if read::usage(&mut *c, account).await? > quota {
-        return Err(StoreError::QuotaExceeded);
+        return Err(StoreError::QuotaExceeded.into());
     }
     Ok(())
 }

@@ -13,7 +13,9 @@
 //! - a caller is answered only after the commit holding its write returned,
 //!   so "stored" means durable;
 //! - a failing job rolls back to its savepoint and fails alone; only a
-//!   failing `BEGIN`/`COMMIT` fails the whole batch;
+//!   failing `BEGIN`, savepoint or `COMMIT` fails the whole batch, and then
+//!   every job of it hears the same cause ([`StoreError::Batch`], each
+//!   naming its own operation);
 //! - the writer owns the only connection that writes, so writes never meet
 //!   `SQLITE_BUSY` from each other and run in arrival order.
 
@@ -26,6 +28,7 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::error::{DatabaseError, OpError, Operation};
 use crate::events::Events;
 use crate::{AccountId, StoreError};
 
@@ -36,7 +39,7 @@ pub(crate) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 pub(crate) type Touched = Vec<AccountId>;
 
 /// What a write operation returns inside the transaction.
-pub(crate) type OpResult<T> = Result<(T, Touched), StoreError>;
+pub(crate) type OpResult<T> = Result<(T, Touched), OpError>;
 
 /// Message bytes after which a batch takes no further job, so that one
 /// transaction (and the WAL it grows) stays moderate with large messages.
@@ -47,16 +50,19 @@ trait Job: Send {
     /// Runs inside the batch; keeps its result until the commit. Returns the
     /// touched accounts, or `None` if it failed (and must be rolled back).
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Option<Touched>>;
-    /// Answers the caller once the batch is committed (or failed).
-    fn answer(self: Box<Self>, commit: Result<(), BatchError>);
+    /// Answers the caller once the batch is committed (or failed, with the
+    /// cause every job of the batch shares).
+    fn answer(self: Box<Self>, commit: Result<(), Arc<DatabaseError>>);
     /// Bytes of message data the job writes (for the batch bound).
     fn bytes(&self) -> usize;
 }
 
 struct Pending<T, F> {
+    /// The public operation, named in the caller's error.
+    operation: Operation,
     op: Option<F>,
     bytes: usize,
-    result: Option<Result<T, StoreError>>,
+    result: Option<Result<T, OpError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -81,13 +87,15 @@ where
         })
     }
 
-    fn answer(self: Box<Self>, commit: Result<(), BatchError>) {
+    fn answer(self: Box<Self>, commit: Result<(), Arc<DatabaseError>>) {
+        let operation = self.operation;
         let result = match (commit, self.result) {
-            (_, Some(Err(e))) => Err(e),
+            (_, Some(Err(e))) => Err(e.during(operation)),
             (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(BatchError::DiskFull), _) => Err(StoreError::DiskFull),
-            (Err(BatchError::Failed(cause)), _) => Err(StoreError::Batch(cause)),
-            (Ok(()), None) => Err(StoreError::Closed),
+            (Err(cause), _) => Err(StoreError::Batch { operation, cause }),
+            (Ok(()), None) => Err(StoreError::internal(
+                "the writer committed a batch without running one of its jobs",
+            )),
         };
         // The caller may have gone away (connection dropped): nothing to do.
         let _ = self.reply.send(result);
@@ -95,23 +103,6 @@ where
 
     fn bytes(&self) -> usize {
         self.bytes
-    }
-}
-
-/// Why a batch transaction failed, as every job of it hears.
-#[derive(Debug, Clone)]
-pub(crate) enum BatchError {
-    DiskFull,
-    Failed(String),
-}
-
-impl From<&sqlx::Error> for BatchError {
-    fn from(error: &sqlx::Error) -> Self {
-        if crate::types::is_disk_full(error) {
-            BatchError::DiskFull
-        } else {
-            BatchError::Failed(error.to_string())
-        }
     }
 }
 
@@ -129,15 +120,21 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Queues `op`, which writes about `bytes` of message data, and waits
-    /// until its batch is committed.
-    pub(crate) async fn run<T, F>(&self, bytes: usize, op: F) -> Result<T, StoreError>
+    /// Queues `op`, the body of the public `operation` that writes about
+    /// `bytes` of message data, and waits until its batch is committed.
+    pub(crate) async fn run<T, F>(
+        &self,
+        operation: Operation,
+        bytes: usize,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, OpResult<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Pending {
+            operation,
             op: Some(op),
             bytes,
             result: None,
@@ -229,7 +226,7 @@ async fn commit_batch(conn: &mut SqliteConnection, mut batch: Vec<Box<dyn Job>>,
     } else {
         shared.commits.fetch_add(1, Ordering::Relaxed);
     }
-    let commit = outcome.map_err(|e| BatchError::from(&e));
+    let commit = outcome.map_err(|e| Arc::new(DatabaseError::new(e)));
     for job in batch {
         job.answer(commit.clone());
     }
@@ -258,4 +255,113 @@ async fn run_batch(
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::*;
+
+    /// A connection to an empty database with a parent and a child table.
+    async fn connection() -> SqliteConnection {
+        let options: SqliteConnectOptions = "sqlite::memory:".parse().unwrap();
+        let mut conn = options.foreign_keys(true).connect().await.unwrap();
+        for sql in [
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+            "CREATE TABLE child (parent INTEGER REFERENCES parent (id))",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        conn
+    }
+
+    async fn execute(
+        c: &mut SqliteConnection,
+        statements: &'static [&'static str],
+    ) -> OpResult<()> {
+        for sql in statements.iter().copied() {
+            sqlx::query(sql).execute(&mut *c).await?;
+        }
+        Ok(((), Vec::new()))
+    }
+
+    /// A job of `operation` running `statements`, and where it is answered.
+    fn job(
+        operation: Operation,
+        statements: &'static [&'static str],
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<(), StoreError>>) {
+        pending(operation, move |c| Box::pin(execute(c, statements)))
+    }
+
+    fn pending<F>(
+        operation: Operation,
+        op: F,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<(), StoreError>>)
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, OpResult<()>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            operation,
+            op: Some(op),
+            bytes: 0,
+            result: None,
+            reply,
+        };
+        (Box::new(pending), answer)
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_reaches_every_job_of_the_batch_with_one_cause() {
+        let mut conn = connection().await;
+        let shared = Shared {
+            events: Events::default(),
+            commits: AtomicU64::new(0),
+        };
+        // Each job succeeds in its savepoint; the deferred foreign key
+        // check fails the COMMIT of the batch.
+        let (orphan, orphan_answer) = job(
+            Operation::Append,
+            &[
+                "PRAGMA defer_foreign_keys = ON",
+                "INSERT INTO child VALUES (1)",
+            ],
+        );
+        let (parent, parent_answer) =
+            job(Operation::CreateMailbox, &["INSERT INTO parent VALUES (2)"]);
+        commit_batch(&mut conn, vec![orphan, parent], &shared).await;
+
+        let first = orphan_answer.await.unwrap().unwrap_err();
+        let second = parent_answer.await.unwrap().unwrap_err();
+        let (
+            StoreError::Batch {
+                operation: Operation::Append,
+                cause: one,
+            },
+            StoreError::Batch {
+                operation: Operation::CreateMailbox,
+                cause: other,
+            },
+        ) = (&first, &second)
+        else {
+            panic!("not batch failures of their operations: {first:?}, {second:?}");
+        };
+        assert!(Arc::ptr_eq(one, other), "the cause is shared");
+        assert!(one.to_string().contains("FOREIGN KEY"), "{one}");
+        assert!(
+            first
+                .to_string()
+                .starts_with("store: append: batch transaction failed: "),
+            "{first}"
+        );
+        assert!(!first.is_disk_full());
+        assert_eq!(shared.commits.load(Ordering::Relaxed), 0);
+        let parents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM parent")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(parents, 0, "the batch was rolled back");
+    }
 }
