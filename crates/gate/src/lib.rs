@@ -11,8 +11,10 @@
 //! 3. anything else may still be one of the [`exceptions`]: SecureJoin
 //!    (both directions), Autocrypt Setup Message (submission), bounce
 //!    (inbound, and only from the null envelope sender);
-//! 4. otherwise [`Rejected`], whose text names the failed rule for the log.
-//!    The client only ever sees [`REJECT_TEXT`].
+//! 4. otherwise [`Rejected`], whose variant is the failed rule (the MIME,
+//!    armor and packet variants carry the typed cause of those modules,
+//!    an exception that was claimed but broken wins over them); its
+//!    `Display` is for the log. The client only ever sees [`REJECT_TEXT`].
 //!
 //! Invariants: nothing is decrypted; every step is linear in the input;
 //! a panic inside a third-party parser becomes a rejection, never a crash.
@@ -58,10 +60,52 @@ pub enum Accepted {
     Bounce,
 }
 
-/// Why a message was refused (for the log; the client sees one text).
+/// Why a message was refused, for the log; the client only ever sees
+/// [`REJECT_TEXT`]. No variant carries message content, only rule names,
+/// tags, counts and offsets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejected(pub String);
+pub enum Rejected {
+    /// The input is over [`MAX_MESSAGE_SIZE`] and was not parsed.
+    #[error("message of {len} octets larger than the gate's size cap")]
+    TooLarge { len: usize },
+    /// The armor given to [`check_armor`] is over [`MAX_MESSAGE_SIZE`].
+    #[error("armor of {len} octets larger than the gate's size cap")]
+    ArmorTooLarge { len: usize },
+    /// mail-parser found no message in the input.
+    #[error("not an RFC 5322 message")]
+    NotMessage,
+    /// A part carries a structural header twice (step 1 of [`check`]).
+    #[error("more than one {name} header in one part")]
+    RepeatedHeader { name: &'static str },
+    /// The MIME structure is not that of an encrypted message (rules 1-4).
+    /// This and the next two are reported only when no exception is claimed.
+    #[error(transparent)]
+    Mime(mime::MimeError),
+    /// The armor of the encrypted payload is malformed (rule 4).
+    #[error(transparent)]
+    Armor(armor::ArmorError),
+    /// The packet sequence inside the armor is not an encrypted message
+    /// (rule 5).
+    #[error("packets: {0}")]
+    Packets(packets::PacketError),
+    /// The message claims an exception but breaks its rules.
+    #[error(transparent)]
+    Exception(exceptions::ExceptionError),
+    /// A third-party parser panicked while reading the message.
+    #[error("parser panicked")]
+    ParserPanicked,
+    /// The OpenPGP packet parser panicked while reading the armor.
+    #[error("packet parser panicked")]
+    PacketParserPanicked,
+}
+
+impl Rejected {
+    /// Whether a parser panicked: a finding for the fuzzers and the
+    /// no-panic tests, never a verdict on the message itself.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::ParserPanicked | Self::PacketParserPanicked)
+    }
+}
 
 /// The SMTP reply text for every refusal.
 pub const REJECT_TEXT: &str = "523 5.7.1 Encryption Needed: Invalid Unencrypted Mail";
@@ -73,34 +117,34 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// Checks a raw RFC 5322 message.
 pub fn check(message: &[u8], direction: Direction<'_>) -> Result<Accepted, Rejected> {
     if message.len() > MAX_MESSAGE_SIZE {
-        return Err(reject("message larger than the gate's size cap"));
+        return Err(Rejected::TooLarge { len: message.len() });
     }
     // The parsers below are third-party code fed with hostile input: a bug
     // there must cost one message, not the connection or the process.
     catch_unwind(AssertUnwindSafe(|| check_parsed(message, direction)))
-        .unwrap_or_else(|_| Err(reject("parser panicked")))
+        .unwrap_or(Err(Rejected::ParserPanicked))
 }
 
 /// Checks the ASCII-armored OpenPGP message of a `multipart/encrypted`
 /// payload (rules 4 and 5): armor syntax, then the packet sequence.
 pub fn check_armor(armor: &[u8], direction: Direction<'_>) -> Result<(), Rejected> {
     if armor.len() > MAX_MESSAGE_SIZE {
-        return Err(reject("armor larger than the gate's size cap"));
+        return Err(Rejected::ArmorTooLarge { len: armor.len() });
     }
     catch_unwind(|| {
-        let data = armor::decode(armor, direction).map_err(reject)?;
-        packets::check(&data).map_err(|e| reject(format!("packets: {e}")))
+        let data = armor::decode(armor, direction).map_err(Rejected::Armor)?;
+        packets::check(&data).map_err(Rejected::Packets)
     })
-    .unwrap_or_else(|_| Err(reject("packet parser panicked")))
+    .unwrap_or(Err(Rejected::PacketParserPanicked))
 }
 
 fn check_parsed(raw: &[u8], direction: Direction<'_>) -> Result<Accepted, Rejected> {
     let Some(message) = MessageParser::default().parse(raw) else {
-        return Err(reject("not an RFC 5322 message"));
+        return Err(Rejected::NotMessage);
     };
     // Two readers of one message must never see different structures.
     if let Some(name) = mime::repeated_structural_header(&message) {
-        return Err(reject(format!("more than one {name} header in one part")));
+        return Err(Rejected::RepeatedHeader { name });
     }
     let cause = match encrypted(&message, direction) {
         Ok(()) => return Ok(Accepted::Encrypted),
@@ -115,7 +159,7 @@ fn check_parsed(raw: &[u8], direction: Direction<'_>) -> Result<Accepted, Reject
 
 /// Rules 1-5 of docs/specifications.md §2.
 fn encrypted(message: &Message<'_>, direction: Direction<'_>) -> Result<(), Rejected> {
-    let armored = mime::encrypted_payload(message).map_err(reject)?;
+    let armored = mime::encrypted_payload(message).map_err(Rejected::Mime)?;
     check_armor(armored, direction)
 }
 
@@ -124,7 +168,7 @@ fn exception(
     message: &Message<'_>,
     direction: Direction<'_>,
 ) -> Result<Option<Accepted>, Rejected> {
-    if exceptions::is_securejoin(message).map_err(reject)? {
+    if exceptions::is_securejoin(message).map_err(Rejected::Exception)? {
         return Ok(Some(Accepted::SecureJoin));
     }
     let accepted = match direction {
@@ -137,10 +181,6 @@ fn exception(
         }
     };
     Ok(accepted)
-}
-
-fn reject(cause: impl std::fmt::Display) -> Rejected {
-    Rejected(cause.to_string())
 }
 
 #[cfg(test)]
@@ -161,10 +201,7 @@ mod tests {
                 recipients: &["bob000001@example.org".to_owned()],
             },
         };
-        assert_eq!(
-            check(message, direction),
-            Err(Rejected("parser panicked".into()))
-        );
+        assert_eq!(check(message, direction), Err(Rejected::ParserPanicked));
     }
 
     const INBOUND: Direction<'static> = Direction::Inbound { null_sender: false };
@@ -182,9 +219,11 @@ mod tests {
 
     #[test]
     fn rejection_cause_never_quotes_the_message() {
-        let Err(Rejected(cause)) = check(PLAIN, INBOUND) else {
+        let Err(rejected) = check(PLAIN, INBOUND) else {
             panic!("plain text accepted");
         };
+        assert_eq!(rejected, Rejected::Mime(mime::MimeError::NotEncrypted));
+        let cause = rejected.to_string();
         assert!(!cause.contains("secret"), "{cause}");
         assert!(!cause.is_empty());
     }
@@ -198,16 +237,20 @@ mod tests {
         };
         assert_eq!(check(raw, sub), Ok(Accepted::SecureJoin));
         let spam = b"Secure-Join: vc-request\r\n\r\nbuy now\r\n";
-        let cause = check(spam, INBOUND).map_err(|r| r.0);
         assert_eq!(
-            cause,
-            Err("Secure-Join body does not match its header".into())
+            check(spam, INBOUND),
+            Err(Rejected::Exception(
+                exceptions::ExceptionError::SecureJoinBody
+            ))
         );
     }
 
     #[test]
     fn rejects_input_that_is_not_a_message() {
-        assert!(check(b"", INBOUND).is_err());
-        assert!(check_armor(b"", INBOUND).is_err());
+        assert_eq!(check(b"", INBOUND), Err(Rejected::NotMessage));
+        assert_eq!(
+            check_armor(b"", INBOUND),
+            Err(Rejected::Armor(armor::ArmorError::MissingBegin))
+        );
     }
 }

@@ -5,7 +5,8 @@ mod common;
 
 use std::io::Write as _;
 
-use chatmail_gate::Accepted;
+use chatmail_gate::packets::PacketError;
+use chatmail_gate::{Accepted, Rejected};
 use common::{fixture, inbound, split_packets, with_packets};
 use sequoia_openpgp::cert::{CertBuilder, CipherSuite};
 use sequoia_openpgp::policy::StandardPolicy;
@@ -70,6 +71,10 @@ fn rejects_seipd_v2_with_trailing_octet() -> Result<()> {
     let mut data = symmetric_v2()?;
     data.push(0);
     let eml = with_packets(&fixture("encrypted.eml"), &data);
-    assert!(inbound(&eml).is_err_and(|r| r.0.contains("junk after the SEIPD")));
+    let got = inbound(&eml);
+    assert!(
+        matches!(got, Err(Rejected::Packets(PacketError::JunkAfterSeipd(1)))),
+        "{got:?}"
+    );
     Ok(())
 }
