@@ -2,6 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// A `mail_domain` (or static route key) that is neither a DNS name nor an
+/// IPv4 address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is neither a domain name nor an IPv4 address")]
+pub struct MailDomainError {
+    /// The text as given, without surrounding blanks.
+    pub text: String,
+}
+
 /// The domain part of every local address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailDomain {
@@ -13,7 +22,7 @@ pub enum MailDomain {
 
 impl MailDomain {
     /// Parses the `mail_domain` setting.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, MailDomainError> {
         let text = text.trim();
         let bare = text.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<Ipv4Addr>() {
@@ -27,9 +36,9 @@ impl MailDomain {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
-            return Err(format!(
-                "`{text}` is neither a domain name nor an IPv4 address"
-            ));
+            return Err(MailDomainError {
+                text: text.to_owned(),
+            });
         }
         Ok(Self::Name(name))
     }
@@ -118,6 +127,9 @@ mod tests {
         assert!(d.matches("chat.example.org"));
         assert!(!d.wants_self_signed());
         assert!(MailDomain::parse("_x.test").unwrap().wants_self_signed());
-        assert!(MailDomain::parse("bad domain").is_err());
+        assert_eq!(
+            MailDomain::parse(" bad domain ").map_err(|e| e.to_string()),
+            Err("`bad domain` is neither a domain name nor an IPv4 address".into())
+        );
     }
 }

@@ -15,7 +15,7 @@ pub mod secret;
 
 use std::path::{Path, PathBuf};
 
-pub use domain::MailDomain;
+pub use domain::{MailDomain, MailDomainError};
 pub use live::{Service, Setting, SettingError};
 pub use schema::{Config, TlsMode};
 
@@ -356,7 +356,7 @@ fn validate(config: &Config) -> Vec<Problem> {
         })
     };
     if let Err(e) = MailDomain::parse(&config.mail_domain) {
-        bad("mail_domain", e);
+        bad("mail_domain", e.to_string());
     }
     let admin_path = &config.admin.path;
     let reserved = ["/", "/new", "/mxdeliv", "/relay"];
