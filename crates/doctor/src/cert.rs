@@ -222,6 +222,24 @@ fn issuer(
     })
 }
 
+/// Why a chain does not lead to a web PKI root; the text goes into the
+/// finding.
+#[derive(Debug, thiserror::Error)]
+enum TrustError {
+    /// The built-in root store could not be turned into a verifier.
+    #[error("no web PKI roots")]
+    NoRoots,
+    #[error("`{name}` is not a valid TLS name: {source}")]
+    Name {
+        name: String,
+        #[source]
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    /// The verifier refused the chain (unknown issuer, bad signature...).
+    #[error("{0}")]
+    Refused(#[source] rustls::Error),
+}
+
 /// `Err` with the reason when the chain is not trusted; names are left
 /// to [`names`] and dates to [`validity`].
 fn trust(
@@ -229,22 +247,27 @@ fn trust(
     chain: &[CertificateDer],
     cert: &X509Certificate,
     now: i64,
-) -> Result<(), String> {
-    let verifier = WEB_PKI.as_ref().ok_or("no web PKI roots")?;
+) -> Result<(), TrustError> {
+    let verifier = WEB_PKI.as_ref().ok_or(TrustError::NoRoots)?;
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     let at = now.clamp(not_before, not_after.max(not_before)).max(0) as u64;
     let at = UnixTime::since_unix_epoch(Duration::from_secs(at));
     let name = match &settings.domain {
         MailDomain::Ip(ip) => ServerName::IpAddress(std::net::IpAddr::V4(*ip).into()),
-        MailDomain::Name(name) => ServerName::try_from(name.clone()).map_err(|e| e.to_string())?,
+        MailDomain::Name(name) => {
+            ServerName::try_from(name.clone()).map_err(|source| TrustError::Name {
+                name: name.clone(),
+                source,
+            })?
+        }
     };
     match verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], at) {
         Ok(_) => Ok(()),
         Err(rustls::Error::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         )) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(TrustError::Refused(e)),
     }
 }
 
