@@ -28,14 +28,35 @@ use crate::PushError;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the notification server answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Outcome {
     /// 200: the device was notified.
     Delivered,
     /// 410: the token is no longer valid; forget it.
     Gone,
     /// Anything else (status or transport failure): try again later.
-    Failed(String),
+    Failed(PostError),
+}
+
+/// Why a notification was not delivered; the worker logs it and retries.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PostError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("request: {0}")]
+    Request(#[source] hyper::http::Error),
+    #[error("`{host}` is not a valid TLS name")]
+    TlsName { host: String },
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The HTTP/1.1 handshake or the request failed.
+    #[error("HTTP: {0}")]
+    Http(#[source] hyper::Error),
+    /// The server answered, with neither 200 nor 410.
+    #[error("status {0}")]
+    Status(StatusCode),
 }
 
 /// Posts tokens to one notification URL.
@@ -57,7 +78,10 @@ impl Client {
         url: &str,
         extra_roots: &[CertificateDer<'static>],
     ) -> Result<Self, PushError> {
-        let bad = |why: &str| PushError::Url(format!("{url}: {why}"));
+        let bad = |reason| PushError::Url {
+            url: url.to_owned(),
+            reason,
+        };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
@@ -88,51 +112,50 @@ impl Client {
     /// Posts `token` and classifies the answer.
     pub(crate) async fn post(&self, token: &str) -> Outcome {
         match tokio::time::timeout(TIMEOUT, self.exchange(token)).await {
-            Err(_) => Outcome::Failed(format!("no answer within {TIMEOUT:?}")),
+            Err(_) => Outcome::Failed(PostError::Timeout(TIMEOUT)),
             Ok(Err(cause)) => Outcome::Failed(cause),
             Ok(Ok(StatusCode::OK)) => Outcome::Delivered,
             Ok(Ok(StatusCode::GONE)) => Outcome::Gone,
-            Ok(Ok(status)) => Outcome::Failed(format!("status {status}")),
+            Ok(Ok(status)) => Outcome::Failed(PostError::Status(status)),
         }
     }
 
-    async fn exchange(&self, token: &str) -> Result<StatusCode, String> {
+    async fn exchange(&self, token: &str) -> Result<StatusCode, PostError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(PostError::Connect)?;
         let request = Request::post(&self.path)
             .header(hyper::header::HOST, &self.authority)
             .body(Full::new(Bytes::copy_from_slice(token.as_bytes())))
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(PostError::Request)?;
         match &self.tls {
             None => send(tcp, request).await,
             Some(connector) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .map_err(|_| format!("`{}` is not a valid TLS name", self.host))?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                let name =
+                    ServerName::try_from(self.host.clone()).map_err(|_| PostError::TlsName {
+                        host: self.host.clone(),
+                    })?;
+                let stream = connector.connect(name, tcp).await.map_err(PostError::Tls)?;
                 send(stream, request).await
             }
         }
     }
 }
 
-async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Result<StatusCode, String>
+async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Result<StatusCode, PostError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(PostError::Http)?;
     // Ends when the exchange is over and the sender is dropped.
     let connection = tokio::spawn(connection);
     let status = sender
         .send_request(request)
         .await
         .map(|response| response.status())
-        .map_err(|e| format!("HTTP: {e}"));
+        .map_err(PostError::Http);
     drop(sender);
     connection.abort();
     status
@@ -146,7 +169,7 @@ fn connector(extra: &[CertificateDer<'static>]) -> Result<TlsConnector, PushErro
     roots.add_parsable_certificates(extra.iter().cloned());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| PushError::Tls(e.to_string()))?
+        .map_err(PushError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -177,8 +200,14 @@ mod tests {
 
     #[test]
     fn refuses_urls_it_cannot_post_to() {
-        assert!(Client::new("ftp://example.org/notify", &[]).is_err());
-        assert!(Client::new("/notify", &[]).is_err());
-        assert!(Client::new("not a url", &[]).is_err());
+        let reason = |url| match Client::new(url, &[]) {
+            Err(PushError::Url { reason, .. }) => reason,
+            Err(PushError::Tls(_)) => "TLS",
+            Ok(_) => "accepted",
+        };
+        let scheme = "scheme must be http or https";
+        assert_eq!(reason("ftp://example.org/notify"), scheme);
+        assert_eq!(reason("/notify"), scheme);
+        assert_eq!(reason("not a url"), "not a URL");
     }
 }

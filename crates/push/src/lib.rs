@@ -44,10 +44,12 @@ const CHANNEL: usize = 4096;
 /// Failures when starting push.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("notification URL {0}")]
-    Url(String),
+    /// `[push] url` cannot be posted to.
+    #[error("notification URL {url}: {reason}")]
+    Url { url: String, reason: &'static str },
+    /// rustls refused the client configuration.
     #[error("TLS setup: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
 }
 
 /// How notifications are sent.

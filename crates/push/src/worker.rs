@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, Outcome};
+use crate::client::{Client, Outcome, PostError};
 use crate::{DEVICE_TOKEN, MAX_IN_FLIGHT, PushOptions};
 
 /// Longest sleep between looks at the queue (also the pause after a store
@@ -177,20 +177,20 @@ impl Worker {
     }
 
     /// Schedules the next attempt after 8^n units, or gives up at the cap.
-    async fn retry(&self, entry: &PushEntry, cause: &str) -> Result<(), StoreError> {
+    async fn retry(&self, entry: &PushEntry, cause: &PostError) -> Result<(), StoreError> {
         let attempts = entry.attempts.saturating_add(1);
         let now = now_ms();
         match next_attempt(&self.options, entry.created, attempts, now) {
             Some(at) => {
                 chatmail_metrics::push(Metric::Retry);
-                tracing::debug!(attempts, cause, "notification failed, will retry");
+                tracing::debug!(attempts, %cause, "notification failed, will retry");
                 self.store
                     .push_retry(entry.account, &entry.token, attempts, at)
                     .await
             }
             None => {
                 chatmail_metrics::push(Metric::GivenUp);
-                tracing::info!(attempts, cause, "notification given up");
+                tracing::info!(attempts, %cause, "notification given up");
                 self.store.push_done(entry.account, &entry.token).await
             }
         }
