@@ -26,7 +26,7 @@ mod targets;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use shadowsocks::config::{ServerAddr, ServerConfig};
+use shadowsocks::config::{ServerAddr, ServerConfig, ServerConfigError};
 
 pub use server::{Options, Server, bind};
 pub use shadowsocks::crypto::CipherKind;
@@ -43,6 +43,13 @@ pub fn password(secret: &[u8; 32], method: CipherKind) -> String {
     }
 }
 
+/// Why no `ss://` link could be made: the password does not fit the
+/// cipher (a Shadowsocks 2022 cipher wants the base64 of a key of its
+/// length, see [`password`]).
+#[derive(Debug, thiserror::Error)]
+#[error("proxy password does not fit the cipher: {0}")]
+pub struct LinkError(#[from] ServerConfigError);
+
 /// The SIP002 `ss://` link for a proxy at `host:port`, labelled `remark`.
 pub fn link(
     host: &str,
@@ -50,12 +57,12 @@ pub fn link(
     method: CipherKind,
     password: &str,
     remark: &str,
-) -> Result<String, String> {
+) -> Result<String, LinkError> {
     let addr = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerAddr::SocketAddr((ip, port).into()),
         Err(_) => ServerAddr::DomainName(host.to_owned(), port),
     };
-    let mut config = ServerConfig::new(addr, password, method).map_err(|e| e.to_string())?;
+    let mut config = ServerConfig::new(addr, password, method)?;
     config.set_remarks(remark);
     Ok(config.to_url())
 }
@@ -75,6 +82,13 @@ mod tests {
         assert_eq!(parsed.password(), pw);
         assert_eq!(parsed.addr().to_string(), "relay.example:8388");
         assert_eq!(parsed.remarks(), Some("relay.example"));
+    }
+
+    #[test]
+    fn a_2022_cipher_refuses_a_password_that_is_no_key() {
+        let method = CipherKind::AEAD2022_BLAKE3_AES_128_GCM;
+        let got = link("relay.example", 8388, method, "not base64!", "x");
+        assert!(matches!(got, Err(LinkError(_))), "{got:?}");
     }
 
     #[test]
