@@ -83,8 +83,10 @@ impl Report {
 /// Why a transport could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// rustls refused the client configuration (protocol versions of the
+    /// crypto provider).
     #[error("TLS setup: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
 }
 
 /// Delivers to other relays; cheap to clone.
@@ -110,7 +112,24 @@ enum Step {
     /// The attempt is over.
     Done(Report),
     /// Nothing delivered, for a temporary reason: try the next host.
-    Next(String),
+    Next(HopError),
+}
+
+/// Why one host gave no final answer. The text is logged, and the last
+/// host's becomes the text of the temporary outcome.
+#[derive(Debug, thiserror::Error)]
+enum HopError {
+    /// The peer's temporary refusal, as it wrote it (`451 4.3.0 ...`).
+    #[error("{0}")]
+    Refused(String),
+    /// No TCP connection to the SMTP port.
+    #[error("SMTP: {0}")]
+    Connect(#[source] route::ConnectError),
+    #[error(transparent)]
+    TlsName(#[from] tls::NameError),
+    /// The SMTP session ended before the transaction ran.
+    #[error("SMTP: {0}")]
+    Smtp(#[source] smtp::SmtpError),
 }
 
 /// One message and its envelope.
@@ -166,16 +185,17 @@ impl Transport {
             recipients,
             body: Bytes::copy_from_slice(message),
         };
-        let mut last = String::from("no MX host could be tried");
+        let mut last = None;
         for hop in &hops {
             match self.try_hop(hop, &message).await {
                 Step::Done(report) => return report,
                 Step::Next(cause) => {
                     tracing::debug!(domain, host = hop.host, "temporary failure: {cause}");
-                    last = cause;
+                    last = Some(cause);
                 }
             }
         }
+        let last = last.map_or_else(|| "no MX host could be tried".to_owned(), |c| c.to_string());
         let cause = format!(
             "451 4.4.1 {}: {last}",
             hops.last().map_or(domain, |h| &h.host)
@@ -210,7 +230,7 @@ impl Transport {
                 mxdeliv::Reply::Permanent(text) => {
                     return Step::Done(Report::all(recipients, None, Outcome::Permanent(text)));
                 }
-                mxdeliv::Reply::Temporary(text) => return Step::Next(text),
+                mxdeliv::Reply::Temporary(text) => return Step::Next(HopError::Refused(text)),
                 mxdeliv::Reply::Unavailable(cause) => {
                     tracing::debug!(host = hop.host, "falling back to SMTP: {cause}");
                     tried_https = Some(port);
@@ -233,11 +253,11 @@ impl Transport {
         let recipients = message.recipients;
         let tcp = match self.inner.dialer.connect(&hop.host, hop.smtp_port).await {
             Ok(tcp) => tcp,
-            Err(cause) => return Step::Next(format!("SMTP: {cause}")),
+            Err(cause) => return Step::Next(HopError::Connect(cause)),
         };
         let name = match tls::server_name(&hop.host) {
             Ok(name) => name,
-            Err(cause) => return Step::Next(cause),
+            Err(cause) => return Step::Next(cause.into()),
         };
         let helo = self.inner.settings.domain.address_part();
         let envelope = smtp::Envelope {
@@ -249,7 +269,7 @@ impl Transport {
         let tls = self.inner.connectors.smtp(any_certificate);
         match smtp::deliver(tcp, tls, name, &envelope).await {
             smtp::Attempt::Done(outcomes) => finish_smtp(recipients, outcomes),
-            smtp::Attempt::Temporary(cause) => Step::Next(cause),
+            smtp::Attempt::Temporary(cause) => Step::Next(HopError::Smtp(cause)),
             smtp::Attempt::Permanent(text) => {
                 Step::Done(Report::all(recipients, None, Outcome::Permanent(text)))
             }
@@ -261,7 +281,7 @@ impl Transport {
 fn finish_smtp(recipients: &[String], outcomes: Vec<Outcome>) -> Step {
     let all_temporary = outcomes.iter().all(|o| matches!(o, Outcome::Temporary(_)));
     if all_temporary && let Some(Outcome::Temporary(text)) = outcomes.first() {
-        return Step::Next(text.clone());
+        return Step::Next(HopError::Refused(text.clone()));
     }
     let delivered = outcomes.contains(&Outcome::Delivered);
     Step::Done(Report {

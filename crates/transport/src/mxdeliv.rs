@@ -39,7 +39,7 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_TEXT: usize = 512;
 
 /// What the peer's `/mxdeliv` answered.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Reply {
     /// 200: every recipient has the message.
     Delivered,
@@ -48,7 +48,39 @@ pub(crate) enum Reply {
     /// The peer refused the message for now.
     Temporary(String),
     /// No usable answer: try SMTP on the same host.
-    Unavailable(String),
+    Unavailable(MxdelivError),
+}
+
+/// Why `/mxdeliv` gave no usable answer; the text names the step that
+/// failed and is only logged, since SMTP is tried next.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MxdelivError {
+    #[error("/mxdeliv: no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("/mxdeliv: {0}")]
+    Connect(#[from] route::ConnectError),
+    #[error("/mxdeliv: {0}")]
+    TlsName(#[from] tls::NameError),
+    #[error("/mxdeliv: TLS with {host} port {port}: {source}")]
+    Tls {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP/1.1 handshake, the request or the reply body failed.
+    #[error("/mxdeliv: HTTP: {0}")]
+    Http(#[source] hyper::Error),
+    /// An envelope address is not a valid header value.
+    #[error("/mxdeliv: an address cannot be sent in a header")]
+    Header,
+    #[error("/mxdeliv: cannot build the request: {0}")]
+    Request(#[source] hyper::http::Error),
+    #[error("/mxdeliv: reply body longer than {MAX_BODY} bytes")]
+    BodyTooLong,
+    /// A status that is neither success nor a refusal of the message.
+    #[error("/mxdeliv answered HTTP {0}")]
+    Status(StatusCode),
 }
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -87,13 +119,13 @@ impl Client {
     /// Posts one message and classifies the answer.
     pub(crate) async fn post(&self, post: &Post<'_>) -> Reply {
         match timeout(TIMEOUT, self.exchange(post)).await {
-            Err(_) => Reply::Unavailable(format!("/mxdeliv: no answer within {TIMEOUT:?}")),
-            Ok(Err(cause)) => Reply::Unavailable(format!("/mxdeliv: {cause}")),
+            Err(_) => Reply::Unavailable(MxdelivError::Timeout(TIMEOUT)),
+            Ok(Err(cause)) => Reply::Unavailable(cause),
             Ok(Ok((status, body))) => classify(status, &body),
         }
     }
 
-    async fn exchange(&self, post: &Post<'_>) -> Result<(StatusCode, Vec<u8>), String> {
+    async fn exchange(&self, post: &Post<'_>) -> Result<(StatusCode, Vec<u8>), MxdelivError> {
         let key = (
             post.host.to_ascii_lowercase(),
             post.port,
@@ -108,30 +140,38 @@ impl Client {
                 // The peer closed the idle connection before reading the
                 // request: send it again on a new one.
                 Err(failure) if failure.retry => {
-                    tracing::debug!(host = post.host, "idle connection closed: {}", failure.text);
+                    tracing::debug!(
+                        host = post.host,
+                        "idle connection closed: {}",
+                        failure.error
+                    );
                 }
-                Err(failure) => return Err(failure.text),
+                Err(failure) => return Err(failure.error),
             }
         }
         let mut sender = self.open(post).await?;
         let answer = send(&mut sender, request(post)?)
             .await
-            .map_err(|f| f.text)?;
+            .map_err(|f| f.error)?;
         self.checkin(key, sender);
         Ok(answer)
     }
 
-    async fn open(&self, post: &Post<'_>) -> Result<Sender, String> {
+    async fn open(&self, post: &Post<'_>) -> Result<Sender, MxdelivError> {
         let tcp = self.dialer.connect(post.host, post.port).await?;
         let name = tls::server_name(post.host)?;
         let connector = self.connectors.https(post.any_certificate);
         let stream = connector
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|source| MxdelivError::Tls {
+                host: post.host.to_owned(),
+                port: post.port,
+                source,
+            })?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("HTTP: {e}"))?;
+            .map_err(MxdelivError::Http)?;
         // Ends when the connection closes or its sender is dropped.
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -175,7 +215,7 @@ impl Client {
     }
 }
 
-fn request(post: &Post<'_>) -> Result<Request<Full<Bytes>>, String> {
+fn request(post: &Post<'_>) -> Result<Request<Full<Bytes>>, MxdelivError> {
     let authority = match (post.host.contains(':'), post.port) {
         (true, 443) => format!("[{}]", post.host),
         (true, port) => format!("[{}]:{port}", post.host),
@@ -191,7 +231,7 @@ fn request(post: &Post<'_>) -> Result<Request<Full<Bytes>>, String> {
     }
     builder
         .body(Full::new(post.message.clone()))
-        .map_err(|e| format!("cannot build the request: {e}"))
+        .map_err(MxdelivError::Request)
 }
 
 fn from_header() -> HeaderName {
@@ -202,14 +242,13 @@ fn to_header() -> HeaderName {
     HeaderName::from_static("x-mail-to")
 }
 
-fn header_value(address: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_bytes(address.as_bytes())
-        .map_err(|_| "an address cannot be sent in a header".to_owned())
+fn header_value(address: &str) -> Result<HeaderValue, MxdelivError> {
+    HeaderValue::from_bytes(address.as_bytes()).map_err(|_| MxdelivError::Header)
 }
 
 /// Why an exchange failed.
 struct Failure {
-    text: String,
+    error: MxdelivError,
     /// The connection closed before the request was processed, so sending
     /// it again on a new connection cannot deliver it twice.
     retry: bool,
@@ -222,7 +261,7 @@ async fn send(
 ) -> Result<(StatusCode, Vec<u8>), Failure> {
     let failed = |retry: bool| {
         move |e: hyper::Error| Failure {
-            text: format!("HTTP: {e}"),
+            error: MxdelivError::Http(e),
             retry,
         }
     };
@@ -238,8 +277,10 @@ async fn send(
         let frame = frame.map_err(failed(false))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > MAX_BODY {
-                let text = format!("reply body longer than {MAX_BODY} bytes");
-                return Err(Failure { text, retry: false });
+                return Err(Failure {
+                    error: MxdelivError::BodyTooLong,
+                    retry: false,
+                });
             }
             bytes.extend_from_slice(&data);
         }
@@ -263,7 +304,7 @@ fn classify(status: StatusCode, body: &[u8]) -> Reply {
         // temporary (e.g. `451 4.7.1`).
         400 if text.starts_with('4') => Reply::Temporary(text),
         400 | 403 | 404 | 413 => Reply::Permanent(or_default(text)),
-        _ => Reply::Unavailable(format!("/mxdeliv answered HTTP {status}")),
+        _ => Reply::Unavailable(MxdelivError::Status(status)),
     }
 }
 
@@ -285,16 +326,16 @@ mod tests {
     #[test]
     fn statuses_map_to_replies() {
         let ok = StatusCode::OK;
-        assert_eq!(classify(ok, b""), Reply::Delivered);
+        assert!(matches!(classify(ok, b""), Reply::Delivered));
         let bad = StatusCode::BAD_REQUEST;
-        assert_eq!(
+        assert!(matches!(
             classify(bad, b"554 5.7.1 No valid DKIM signature found\r\n"),
-            Reply::Permanent("554 5.7.1 No valid DKIM signature found".into())
-        );
-        assert_eq!(
+            Reply::Permanent(t) if t == "554 5.7.1 No valid DKIM signature found"
+        ));
+        assert!(matches!(
             classify(bad, b"451 4.7.1 later"),
-            Reply::Temporary("451 4.7.1 later".into())
-        );
+            Reply::Temporary(t) if t == "451 4.7.1 later"
+        ));
         assert!(
             matches!(classify(StatusCode::NOT_FOUND, b""), Reply::Permanent(t) if t.contains("404"))
         );
@@ -304,12 +345,16 @@ mod tests {
         ));
         assert!(matches!(
             classify(StatusCode::BAD_GATEWAY, b""),
-            Reply::Unavailable(_)
+            Reply::Unavailable(MxdelivError::Status(StatusCode::BAD_GATEWAY))
         ));
-        assert!(matches!(
-            classify(StatusCode::METHOD_NOT_ALLOWED, b""),
-            Reply::Unavailable(_)
-        ));
+        let Reply::Unavailable(cause) = classify(StatusCode::METHOD_NOT_ALLOWED, b"") else {
+            panic!("405 is not a refusal of the message");
+        };
+        // The text the SMTP fallback's log line shows.
+        assert_eq!(
+            cause.to_string(),
+            "/mxdeliv answered HTTP 405 Method Not Allowed"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chatmail_config::Settings;
 use hickory_resolver::TokioResolver;
+use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, Record};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -133,6 +134,31 @@ fn hosts_from(answers: &[Record], domain: &str) -> Result<Vec<String>, Outcome> 
     Ok(hosts)
 }
 
+/// Why no TCP connection to a peer host could be opened; the text names
+/// the host, the port and the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+    /// The last address tried refused or failed.
+    #[error("cannot connect to {host} port {port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The last address tried did not answer within [`CONNECT_TIMEOUT`].
+    #[error("connecting to {host} port {port} timed out")]
+    Timeout { host: String, port: u16 },
+}
+
 /// Opens TCP connections to peer hosts: resolves names, tries the
 /// addresses in turn, and sends from the relay's own address when its mail
 /// domain is an IP literal, since a peer accepts an IP-literal From only
@@ -155,26 +181,34 @@ impl Dialer {
 
     /// Opens a TCP connection to `host:port` (`TCP_NODELAY` set: requests
     /// and replies are small and must not wait for delayed ACKs).
-    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, String> {
+    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
         let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => self
                 .resolver
                 .lookup_ip(format!("{host}."))
                 .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .map_err(|source| ConnectError::Resolve {
+                    host: host.to_owned(),
+                    source,
+                })?
                 .iter()
                 .take(MAX_ADDRESSES)
                 .collect(),
         };
-        let mut last = format!("{host} has no address");
+        let host = || host.to_owned();
+        let mut last = ConnectError::NoAddress { host: host() };
         for ip in addresses {
             let address = SocketAddr::new(ip, port);
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.dial(address)).await {
+            last = match tokio::time::timeout(CONNECT_TIMEOUT, self.dial(address)).await {
                 Ok(Ok(stream)) => return Ok(stream),
-                Ok(Err(e)) => last = format!("cannot connect to {host} port {port}: {e}"),
-                Err(_) => last = format!("connecting to {host} port {port} timed out"),
-            }
+                Ok(Err(source)) => ConnectError::Connect {
+                    host: host(),
+                    port,
+                    source,
+                },
+                Err(_) => ConnectError::Timeout { host: host(), port },
+            };
         }
         Err(last)
     }

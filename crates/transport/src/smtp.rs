@@ -42,12 +42,12 @@ const MAX_TEXT: usize = 512;
 const BLOCK: usize = 64 * 1024;
 
 /// What one SMTP delivery attempt produced.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Attempt {
     /// The transaction ran: one outcome per recipient, in order.
     Done(Vec<Outcome>),
     /// Nothing was delivered; another host may do better.
-    Temporary(String),
+    Temporary(SmtpError),
     /// The server refused the message itself (`MAIL` rejected with 5xx).
     Permanent(String),
 }
@@ -62,8 +62,9 @@ pub(crate) struct Envelope<'a> {
     pub message: &'a [u8],
 }
 
+/// Why an SMTP session ended before the transaction ran.
 #[derive(Debug, thiserror::Error)]
-enum SmtpError {
+pub(crate) enum SmtpError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
     #[error("no reply within {0:?}")]
@@ -86,7 +87,7 @@ enum SmtpError {
 
 /// One SMTP reply (RFC 5321 §4.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Reply {
+pub(crate) struct Reply {
     code: u16,
     /// The text of every line, joined by spaces, bounded.
     text: String,
@@ -136,7 +137,7 @@ pub(crate) async fn deliver(
         Err(SmtpError::Unexpected("MAIL", reply)) if reply.code >= 500 => {
             Attempt::Permanent(reply.to_string())
         }
-        Err(e) => Attempt::Temporary(format!("SMTP: {e}")),
+        Err(e) => Attempt::Temporary(e),
     }
 }
 
@@ -525,8 +526,7 @@ mod tests {
         };
         let name = crate::tls::server_name("127.0.0.1").unwrap();
         let attempt = deliver(tcp, connectors.smtp(true), name, &envelope).await;
-        let refused =
-            matches!(&attempt, Attempt::Temporary(t) if t.contains("before the TLS handshake"));
+        let refused = matches!(&attempt, Attempt::Temporary(SmtpError::EarlyData));
         assert!(refused, "{attempt:?}");
         let sent = server.await.unwrap();
         assert!(!sent.contains("MAIL"), "{sent}");

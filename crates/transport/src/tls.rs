@@ -25,12 +25,22 @@ pub(crate) fn accepts_any_certificate(domain: &str) -> bool {
     domain.starts_with('_') || domain.starts_with('[')
 }
 
+/// A peer host that is neither an IP address nor a valid DNS name, so it
+/// cannot be named in the TLS handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("`{host}` is not a valid TLS name")]
+pub(crate) struct NameError {
+    host: String,
+}
+
 /// The TLS name to present and check for `host` (a DNS name or an IP).
-pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, NameError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ServerName::IpAddress(ip.into()));
     }
-    ServerName::try_from(host.to_owned()).map_err(|_| format!("`{host}` is not a valid TLS name"))
+    ServerName::try_from(host.to_owned()).map_err(|_| NameError {
+        host: host.to_owned(),
+    })
 }
 
 /// The four client configurations: strict or lenient, HTTPS or SMTP.
@@ -50,14 +60,14 @@ impl Connectors {
         let strict = || -> Result<ClientConfig, TransportError> {
             Ok(ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
-                .map_err(|e| TransportError::Tls(e.to_string()))?
+                .map_err(TransportError::Tls)?
                 .with_root_certificates(roots.clone())
                 .with_no_client_auth())
         };
         let lenient = || -> Result<ClientConfig, TransportError> {
             Ok(ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
-                .map_err(|e| TransportError::Tls(e.to_string()))?
+                .map_err(TransportError::Tls)?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate::new(provider.clone())))
                 .with_no_client_auth())

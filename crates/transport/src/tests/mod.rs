@@ -256,15 +256,19 @@ async fn ordinary_domains_refuse_self_signed_certificates() {
 
 #[tokio::test]
 async fn unreachable_peer_is_a_temporary_failure() {
-    let transport = transport("_peer.test", Some(closed_port().await), closed_port().await);
+    let smtp_port = closed_port().await;
+    let transport = transport("_peer.test", Some(closed_port().await), smtp_port);
     let to = rcpts(&["bob@_peer.test", "carol@_peer.test"]);
     let report = transport.deliver("_peer.test", None, &to, MESSAGE).await;
     assert_eq!(report.via, None);
     assert_eq!(report.results.len(), 2);
+    // The text names the host, the port and the step that failed.
+    let want = format!("451 4.4.1 127.0.0.1: SMTP: cannot connect to 127.0.0.1 port {smtp_port}: ");
     assert!(
         report
             .results
             .iter()
-            .all(|(_, o)| matches!(o, Outcome::Temporary(_)))
+            .all(|(_, o)| matches!(o, Outcome::Temporary(t) if t.starts_with(&want))),
+        "{report:?}"
     );
 }
