@@ -16,6 +16,7 @@ use imap_codec::imap_types::auth::AuthMechanism;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::session::{Done, Flow, Handled, HandlerError, Session, State};
+use crate::status::{Closing, Status};
 
 /// How long the client may take to send the AUTHENTICATE response.
 const SASL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,21 +40,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) fn handle_capability(&mut self) -> Done {
         let caps = self.capabilities();
         self.io.line(&format!("* CAPABILITY {caps}"));
-        Done::ok("CAPABILITY completed")
+        Status::completed("CAPABILITY").into()
     }
 
     /// RFC 2971 §3.1: the server's identification.
     pub(crate) fn handle_id(&mut self) -> Done {
         self.io.line("* ID (\"name\" \"madmail\")");
-        Done::ok("ID completed")
+        Status::completed("ID").into()
     }
 
     /// RFC 3501 §6.1.3: BYE before the tagged OK.
     pub(crate) fn handle_logout(&mut self) -> Done {
-        self.io.line("* BYE Logging out");
+        self.io.status(None, &Status::bye(Closing::LoggingOut));
         Done {
+            status: Status::completed("LOGOUT"),
             flow: Flow::Logout,
-            ..Done::ok("LOGOUT completed")
         }
     }
 
@@ -61,29 +62,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// response lists nothing.
     pub(crate) fn handle_enable(&mut self) -> Done {
         self.io.line("* ENABLED");
-        Done::ok("ENABLE completed")
+        Status::completed("ENABLE").into()
     }
 
     pub(crate) fn handle_starttls(&mut self) -> Done {
         if self.tls {
-            return Done::bad("TLS is already active");
+            return Status::tls_active().into();
         }
         Done {
+            status: Status::begin_tls(),
             flow: Flow::StartTls,
-            ..Done::ok("Begin TLS negotiation now")
         }
     }
 
     pub(crate) async fn handle_login(&mut self, username: &[u8], password: &[u8]) -> Handled {
         if !self.tls {
-            return Ok(Done::no(
-                "[PRIVACYREQUIRED] LOGIN is disabled before STARTTLS",
-            ));
+            return Ok(Status::privacy_required("LOGIN").into());
         }
         let (Ok(username), Ok(password)) =
             (std::str::from_utf8(username), std::str::from_utf8(password))
         else {
-            return Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials"));
+            return Ok(Status::login_failed().into());
         };
         self.login(username, password).await
     }
@@ -94,23 +93,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         initial: Option<&[u8]>,
     ) -> Handled {
         if !self.tls {
-            return Ok(Done::no(
-                "[PRIVACYREQUIRED] AUTHENTICATE is disabled before STARTTLS",
-            ));
+            return Ok(Status::privacy_required("AUTHENTICATE").into());
         }
         if *mechanism != AuthMechanism::Plain {
-            return Ok(Done::no("[CANNOT] Unsupported authentication mechanism"));
+            return Ok(Status::unsupported_mechanism().into());
         }
         let response = match initial {
             Some(bytes) => bytes.to_vec(),
             None => match self.read_sasl_response().await? {
                 Some(bytes) => bytes,
-                None => return Ok(Done::bad("AUTHENTICATE cancelled or malformed")),
+                None => return Ok(Status::authenticate_cancelled().into()),
             },
         };
         match parse_plain(&response) {
             Some((username, password)) => self.login(&username, &password).await,
-            None => Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials")),
+            None => Ok(Status::login_failed().into()),
         }
     }
 
@@ -172,19 +169,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     slot.protect();
                 }
                 // docs/specifications.md §4: Delta Chat reads capabilities from this OK.
-                Ok(Done::ok(format!(
-                    "[CAPABILITY {AUTHENTICATED_CAPABILITIES}] Logged in"
-                )))
+                Ok(Status::logged_in(AUTHENTICATED_CAPABILITIES).into())
             }
             Err(LoginError::Invalid) => {
                 if !no_log {
                     tracing::info!(user = %username, "login failed");
                 }
-                Ok(Done::no("[AUTHENTICATIONFAILED] Invalid credentials"))
+                Ok(Status::login_failed().into())
             }
             Err(LoginError::Temporary(e)) => Err(e.into()),
             // Password checks saturated: a temporary refusal (RFC 5530 §3).
-            Err(LoginError::Busy) => Ok(Done::no("[UNAVAILABLE] Server busy, try again later")),
+            Err(LoginError::Busy) => Ok(Status::login_busy().into()),
             // Too many failures from this client address, password not
             // checked. RFC 5530 §3: UNAVAILABLE is the temporary failure
             // (the login may work later); AUTHENTICATIONFAILED would tell
@@ -193,9 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if !no_log {
                     tracing::info!("login refused: too many failures from this client");
                 }
-                Ok(Done::no(
-                    "[UNAVAILABLE] Too many failed logins, try again later",
-                ))
+                Ok(Status::throttled().into())
             }
         }
     }

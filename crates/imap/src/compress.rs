@@ -26,10 +26,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::session::{Done, Flow, Session};
+use crate::status::Status;
 
 /// Compressed bytes read from the client ahead of inflation.
 const INPUT_BUFFER: usize = 8 * 1024;
@@ -115,12 +116,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) fn handle_compress(&mut self) -> Done {
         if self.io.stream.is_compressed() {
             // RFC 4978 §3: only one COMPRESS per connection.
-            return Done::no("[COMPRESSIONACTIVE] DEFLATE active");
+            return Status::compression_active().into();
         }
         tracing::debug!("COMPRESS=DEFLATE active");
         Done {
+            status: Status::deflate_active(),
             flow: Flow::Compress,
-            ..Done::ok("DEFLATE active")
         }
     }
 }
@@ -149,7 +150,7 @@ impl Deflate {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         }
-        if status == Status::StreamEnd {
+        if status == flate2::Status::StreamEnd {
             self.finished = true;
         }
         buf.advance(produced);

@@ -5,6 +5,7 @@ use imap_codec::imap_types::command::CommandBody;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::session::{Done, Handled, Session, State};
+use crate::status::Status;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Routes a command to its handler, enforcing the state table in the
@@ -15,7 +16,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let selected = matches!(self.state, State::Selected { .. });
         match body {
             C::Capability => Ok(self.handle_capability()),
-            C::Noop | C::Check => Ok(Done::ok("NOOP completed")),
+            C::Noop | C::Check => Ok(Status::completed("NOOP").into()),
             C::Logout => Ok(self.handle_logout()),
             C::Id { .. } => Ok(self.handle_id()),
             C::StartTLS if !authenticated => Ok(self.handle_starttls()),
@@ -38,8 +39,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             C::Examine { mailbox, .. } => self.handle_select(&mailbox, true).await,
             C::Create { mailbox } => self.handle_create(&mailbox).await,
             C::Delete { mailbox } => self.handle_delete(&mailbox).await,
-            C::Subscribe { .. } => Ok(Done::ok("SUBSCRIBE completed")),
-            C::Unsubscribe { .. } => Ok(Done::ok("UNSUBSCRIBE completed")),
+            C::Subscribe { .. } => Ok(Status::completed("SUBSCRIBE").into()),
+            C::Unsubscribe { .. } => Ok(Status::completed("UNSUBSCRIBE").into()),
             C::List {
                 reference,
                 mailbox_wildcard,
@@ -125,11 +126,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 mailbox,
                 uid,
             } => self.handle_copy(&sequence_set, &mailbox, uid, true).await,
-            body => Ok(Done::bad(format!("{} is not supported", body.name()))),
+            body => Ok(Status::unsupported_command(body.name()).into()),
         }
     }
 }
 
-fn wrong_state(name: &str) -> Done {
-    Done::bad(format!("{name} is not allowed in this state"))
+fn wrong_state(name: &'static str) -> Done {
+    Status::wrong_state(name).into()
 }

@@ -29,7 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::message;
 use crate::response;
-use crate::session::{Done, Handled, Session, State};
+use crate::session::{Handled, Session, State};
+use crate::status::Status;
 
 /// Which bytes of the message a body item returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,21 @@ impl Item {
     }
 }
 
+/// Why a FETCH is refused before anything is read; the text is the one
+/// the `BAD` reply carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// ALL and FULL name ENVELOPE (and BODY).
+    #[error("FETCH item {0} is not supported")]
+    Macro(Macro),
+    /// ENVELOPE, BODYSTRUCTURE (also for BODY) and BINARY.
+    #[error("FETCH item {0} is not supported")]
+    Item(&'static str),
+    /// A MIME part number (`BODY[1]`, `BODY[1.MIME]`).
+    #[error("FETCH item BODY[<part>] is not supported")]
+    PartNumber,
+}
+
 /// Body items one FETCH may name (Delta Chat names one or two).
 pub(crate) const MAX_BODY_ITEMS: usize = 32;
 
@@ -76,24 +92,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Handled {
         let mut items = match to_items(names) {
             Ok(items) => items,
-            Err(name) => return Ok(Done::bad(format!("FETCH item {name} is not supported"))),
+            Err(error) => return Ok(Status::unsupported_fetch(&error).into()),
         };
         if items.iter().filter(|i| i.needs_body()).count() > MAX_BODY_ITEMS {
-            return Ok(Done::bad("Too many body items in one FETCH"));
+            return Ok(Status::too_many_body_items().into());
         }
         // RFC 3501 §6.4.8: UID FETCH responses always carry the UID.
         if by_uid && !items.contains(&Item::Uid) {
             items.insert(0, Item::Uid);
         }
         let State::Selected { view, .. } = &self.state else {
-            return Ok(Done::bad("No mailbox selected"));
+            return Ok(Status::no_mailbox_selected().into());
         };
         let Ok(targets) = view.resolve(set, by_uid) else {
-            return Ok(Done::bad("Invalid message sequence number"));
+            return Ok(Status::invalid_sequence().into());
         };
         let (mailbox, read_only) = (view.mailbox.id, view.read_only);
         let Some(&(_, first_uid)) = targets.first() else {
-            return Ok(Done::ok("FETCH completed"));
+            return Ok(Status::completed("FETCH").into());
         };
         let store = self.store().clone();
         let mut metas: HashMap<u32, MessageMeta> = store
@@ -166,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             fetch_end(&mut self.io.out, meta, !items.is_empty(), extra_flags);
             self.io.flush_if_large().await?;
         }
-        Ok(Done::ok("FETCH completed"))
+        Ok(Status::completed("FETCH").into())
     }
 }
 
@@ -288,13 +304,13 @@ fn slice(data: &[u8], partial: Option<(u32, u32)>) -> &[u8] {
 }
 
 /// Translates the parsed item names; `Err` names the first unsupported one.
-fn to_items(names: MacroOrMessageDataItemNames<'_>) -> Result<Vec<Item>, String> {
+fn to_items(names: MacroOrMessageDataItemNames<'_>) -> Result<Vec<Item>, FetchError> {
     match names {
         // RFC 3501 §6.4.5: FAST = (FLAGS INTERNALDATE RFC822.SIZE).
         MacroOrMessageDataItemNames::Macro(Macro::Fast) => {
             Ok(vec![Item::Flags, Item::InternalDate, Item::Size])
         }
-        MacroOrMessageDataItemNames::Macro(other) => Err(other.to_string()),
+        MacroOrMessageDataItemNames::Macro(other) => Err(FetchError::Macro(other)),
         MacroOrMessageDataItemNames::MessageDataItemNames(names) => {
             let mut items: Vec<Item> = Vec::new();
             for name in names {
@@ -310,7 +326,7 @@ fn to_items(names: MacroOrMessageDataItemNames<'_>) -> Result<Vec<Item>, String>
     }
 }
 
-fn to_item(name: MessageDataItemName<'_>) -> Result<Item, String> {
+fn to_item(name: MessageDataItemName<'_>) -> Result<Item, FetchError> {
     use MessageDataItemName as N;
     let body = |label: &str, part: Part, sets_seen: bool| Item::Body {
         label: label.to_owned(),
@@ -343,14 +359,14 @@ fn to_item(name: MessageDataItemName<'_>) -> Result<Item, String> {
                 sets_seen: !peek,
             }
         }
-        N::Envelope => return Err("ENVELOPE".into()),
-        N::Body | N::BodyStructure => return Err("BODYSTRUCTURE".into()),
-        _ => return Err("BINARY".into()),
+        N::Envelope => return Err(FetchError::Item("ENVELOPE")),
+        N::Body | N::BodyStructure => return Err(FetchError::Item("BODYSTRUCTURE")),
+        _ => return Err(FetchError::Item("BINARY")),
     })
 }
 
 /// The section text to echo and the bytes it selects.
-fn section_part(section: Option<&Section<'_>>) -> Result<(String, Part), String> {
+fn section_part(section: Option<&Section<'_>>) -> Result<(String, Part), FetchError> {
     let list = |names: &[imap_codec::imap_types::core::AString<'_>]| {
         let mut text = Vec::new();
         for (i, name) in names.iter().enumerate() {
@@ -392,7 +408,7 @@ fn section_part(section: Option<&Section<'_>>) -> Result<(String, Part), String>
                 },
             )
         }
-        Some(_) => return Err("BODY[<part>]".into()),
+        Some(_) => return Err(FetchError::PartNumber),
     })
 }
 
@@ -506,5 +522,34 @@ mod tests {
             panic!()
         };
         assert!(to_items(macro_or_item_names).is_err());
+    }
+
+    fn refusal(text: &str) -> String {
+        let command = format!("a FETCH 1 {text}\r\n");
+        let codec = imap_codec::CommandCodec::default();
+        let (_, parsed) = imap_codec::decode::Decoder::decode(&codec, command.as_bytes()).unwrap();
+        let imap_codec::imap_types::command::CommandBody::Fetch {
+            macro_or_item_names,
+            ..
+        } = parsed.body
+        else {
+            panic!()
+        };
+        to_items(macro_or_item_names).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refusals_name_the_unsupported_item() {
+        assert_eq!(refusal("ALL"), "FETCH item ALL is not supported");
+        assert_eq!(refusal("ENVELOPE"), "FETCH item ENVELOPE is not supported");
+        assert_eq!(
+            refusal("(UID BODY)"),
+            "FETCH item BODYSTRUCTURE is not supported"
+        );
+        assert_eq!(refusal("BINARY[]"), "FETCH item BINARY is not supported");
+        assert_eq!(
+            refusal("BODY.PEEK[1.MIME]"),
+            "FETCH item BODY[<part>] is not supported"
+        );
     }
 }

@@ -10,7 +10,8 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::response;
-use crate::session::{Done, Handled, Session, State};
+use crate::session::{Handled, Session, State};
+use crate::status::Status;
 
 /// Flag names as stored; `\Recent` is the server's alone (RFC 3501 §2.3.2).
 pub fn flag_names(flags: &[Flag<'_>]) -> Vec<String> {
@@ -32,13 +33,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Handled {
         let store = self.store().clone();
         let State::Selected { view, .. } = &mut self.state else {
-            return Ok(Done::bad("No mailbox selected"));
+            return Ok(Status::no_mailbox_selected().into());
         };
         if view.read_only {
-            return Ok(Done::no("[READ-ONLY] Mailbox is read-only"));
+            return Ok(Status::read_only().into());
         }
         let Ok(targets) = view.resolve(set, by_uid) else {
-            return Ok(Done::bad("Invalid message sequence number"));
+            return Ok(Status::invalid_sequence().into());
         };
         let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
         let op = match kind {
@@ -70,17 +71,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 out.extend_from_slice(b")\r\n");
             }
         }
-        Ok(Done::ok("STORE completed"))
+        Ok(Status::completed("STORE").into())
     }
 
     /// EXPUNGE (`set == None`) and UID EXPUNGE.
     pub(crate) async fn handle_expunge(&mut self, set: Option<&SequenceSet>) -> Handled {
         let store = self.store().clone();
         let State::Selected { view, .. } = &mut self.state else {
-            return Ok(Done::bad("No mailbox selected"));
+            return Ok(Status::no_mailbox_selected().into());
         };
         if view.read_only {
-            return Ok(Done::no("[READ-ONLY] Mailbox is read-only"));
+            return Ok(Status::read_only().into());
         }
         match set {
             None => {
@@ -88,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Some(set) => {
                 let Ok(targets) = view.resolve(set, true) else {
-                    return Ok(Done::bad("Invalid UID set"));
+                    return Ok(Status::invalid_uid_set().into());
                 };
                 let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
                 if !uids.is_empty() {
@@ -98,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // RFC 3501 §6.4.3: one untagged EXPUNGE per removed message.
         view.sync(&store, true, &mut self.io.out).await?;
-        Ok(Done::ok("EXPUNGE completed"))
+        Ok(Status::completed("EXPUNGE").into())
     }
 
     /// CLOSE (`expunge == true`, RFC 3501 §6.4.2: silently removes
@@ -106,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) async fn handle_close(&mut self, expunge: bool) -> Handled {
         let store = self.store().clone();
         let State::Selected { account, view, .. } = &self.state else {
-            return Ok(Done::bad("No mailbox selected"));
+            return Ok(Status::no_mailbox_selected().into());
         };
         if expunge && !view.read_only {
             store.expunge(view.mailbox.id, None).await?;
@@ -114,11 +115,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.state = State::Authenticated {
             account: account.clone(),
         };
-        Ok(Done::ok(if expunge {
-            "CLOSE completed"
-        } else {
-            "UNSELECT completed"
-        }))
+        let command = if expunge { "CLOSE" } else { "UNSELECT" };
+        Ok(Status::completed(command).into())
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::framing::FrameError;
 use crate::session::{Done, Flow, Handled, HandlerError, Session, State};
+use crate::status::Status;
 
 /// Delta Chat gives up on an IDLE after 5 minutes of silence
 /// (docs/specifications.md §4); a keepalive well inside that keeps it connected.
@@ -21,7 +22,7 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) async fn handle_idle(&mut self) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         let store = self.store().clone();
         let mut changes = store.subscribe(account.id);
@@ -41,9 +42,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     };
                     // RFC 2177 §3: anything but DONE is a protocol error.
                     return Ok(if line.trim_ascii().eq_ignore_ascii_case(b"DONE") {
-                        Done::ok("IDLE terminated")
+                        Status::idle_terminated().into()
                     } else {
-                        Done::bad("Expected DONE")
+                        Status::expected_done().into()
                     });
                 }
                 changed = changes.changed(), if watching => {
@@ -55,13 +56,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.io.flush().await?;
                 }
                 _ = tokio::time::sleep(self.keepalive) => {
-                    self.io.line("* OK Still here");
+                    self.io.status(None, &Status::still_here());
                     self.io.flush().await?;
                 }
                 _ = shutdown.cancelled() => {
                     let reason = self.ending_reason();
-                    self.io.line(&format!("* BYE {reason}"));
-                    return Ok(Done { flow: Flow::Logout, ..Done::no(reason) });
+                    self.io.status(None, &Status::bye(reason));
+                    return Ok(Done { status: Status::interrupted(reason), flow: Flow::Logout });
                 }
             }
         }

@@ -6,9 +6,10 @@
 //! connection). Each connection passes the connection limits, the TLS
 //! handshake (port 993) or STARTTLS (port 143), then a [`Session`]: read a
 //! command ([`framing`]), check the state table below, run the handler,
-//! report mailbox changes, answer. After COMPRESS DEFLATE the same session
-//! continues over a deflate layer ([`compress`]). Mail lives in `chatmail_store`; IDLE
-//! wakes on the store's change events, never by polling.
+//! report mailbox changes, answer with a typed status (`status.rs`). After
+//! COMPRESS DEFLATE the same session continues over a deflate layer
+//! ([`compress`]). Mail lives in `chatmail_store`; IDLE wakes on the
+//! store's change events, never by polling.
 //!
 //! # States and commands (RFC 3501 §3, §6)
 //! | command | not authenticated | authenticated | selected |
@@ -48,6 +49,7 @@ mod response;
 mod search;
 mod server;
 mod session;
+mod status;
 mod transfer;
 pub mod view;
 

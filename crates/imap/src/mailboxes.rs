@@ -8,7 +8,8 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::response;
-use crate::session::{Done, Handled, Session, State};
+use crate::session::{Handled, Session, State};
+use crate::status::Status;
 use crate::view::View;
 
 /// Flags the server knows; `\*` allows keywords (RFC 3501 §7.1).
@@ -33,7 +34,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         read_only: bool,
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         // RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected.
         self.state = State::Authenticated {
@@ -41,7 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let store = self.store().clone();
         let Some(info) = store.mailbox(account.id, &mailbox_name(mailbox)).await? else {
-            return Ok(Done::no("[NONEXISTENT] No such mailbox"));
+            return Ok(Status::no_such_mailbox().into());
         };
         // Subscribe before reading, so no later change goes unnoticed.
         let mut changes = store.subscribe(account.id);
@@ -57,65 +58,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         io.line(&format!("* {} EXISTS", view.exists()));
         io.line("* 0 RECENT");
         if let Some(index) = first_unseen {
-            io.line(&format!("* OK [UNSEEN {}] First unseen", index + 1));
+            io.status(None, &Status::first_unseen(index + 1));
         }
-        io.line(&format!(
-            "* OK [UIDVALIDITY {}] UIDs valid",
-            view.mailbox.uidvalidity
-        ));
-        io.line(&format!(
-            "* OK [UIDNEXT {}] Predicted next UID",
-            view.uidnext()
-        ));
-        let done = if read_only {
-            io.line("* OK [PERMANENTFLAGS ()] Read-only mailbox");
-            Done::ok("[READ-ONLY] EXAMINE completed")
+        io.status(None, &Status::uid_validity(view.mailbox.uidvalidity));
+        io.status(None, &Status::uid_next(view.uidnext()));
+        let flags = if read_only {
+            Status::no_permanent_flags()
         } else {
-            io.line(&format!(
-                "* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted"
-            ));
-            Done::ok("[READ-WRITE] SELECT completed")
+            Status::permanent_flags(SYSTEM_FLAGS)
         };
+        io.status(None, &flags);
         self.state = State::Selected {
             account,
             view,
             changes,
         };
-        Ok(done)
+        Ok(Status::selected(read_only).into())
     }
 
     pub(crate) async fn handle_create(&mut self, mailbox: &Mailbox<'_>) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         let name = mailbox_name(mailbox);
         // RFC 3501 §6.3.3: a trailing delimiter only declares the intent.
         let name = name.trim_end_matches('/');
         if name == "INBOX" {
-            return Ok(Done::no("[ALREADYEXISTS] INBOX always exists"));
+            return Ok(Status::inbox_exists().into());
         }
         if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-            return Ok(Done::no("[CANNOT] Invalid mailbox name"));
+            return Ok(Status::invalid_mailbox_name().into());
         }
         match self.store().create_mailbox(account.id, name).await {
-            Ok(_) => Ok(Done::ok("CREATE completed")),
-            Err(StoreError::MailboxExists) => Ok(Done::no("[ALREADYEXISTS] Mailbox exists")),
+            Ok(_) => Ok(Status::completed("CREATE").into()),
+            Err(StoreError::MailboxExists) => Ok(Status::mailbox_exists().into()),
             Err(e) => Err(e.into()),
         }
     }
 
     pub(crate) async fn handle_delete(&mut self, mailbox: &Mailbox<'_>) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         let name = mailbox_name(mailbox);
         // RFC 3501 §6.3.4: deleting INBOX is an error.
         if name == "INBOX" {
-            return Ok(Done::no("[CANNOT] INBOX cannot be deleted"));
+            return Ok(Status::inbox_undeletable().into());
         }
         match self.store().delete_mailbox(account.id, &name).await {
-            Ok(()) => Ok(Done::ok("DELETE completed")),
-            Err(StoreError::NoMailbox) => Ok(Done::no("[NONEXISTENT] No such mailbox")),
+            Ok(()) => Ok(Status::completed("DELETE").into()),
+            Err(StoreError::NoMailbox) => Ok(Status::no_such_mailbox().into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -124,10 +116,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         reference: &Mailbox<'_>,
         pattern: &ListMailbox<'_>,
-        verb: &str,
+        verb: &'static str,
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         let pattern: &[u8] = match pattern {
             ListMailbox::Token(token) => token.as_ref(),
@@ -142,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if verb == "LIST" {
                 self.io.line("* LIST (\\Noselect) \"/\" \"\"");
             }
-            return Ok(Done::ok(format!("{verb} completed")));
+            return Ok(Status::completed(verb).into());
         }
         let full = [reference.as_slice(), pattern].concat();
         for info in self.store().mailboxes(account.id).await? {
@@ -159,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.io.out.extend_from_slice(&line);
             self.io.out.extend_from_slice(b"\r\n");
         }
-        Ok(Done::ok(format!("{verb} completed")))
+        Ok(Status::completed(verb).into())
     }
 
     pub(crate) async fn handle_status(
@@ -168,11 +160,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         items: &[StatusDataItemName],
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         let store = self.store().clone();
         let Some(info) = store.mailbox(account.id, &mailbox_name(mailbox)).await? else {
-            return Ok(Done::no("[NONEXISTENT] No such mailbox"));
+            return Ok(Status::no_such_mailbox().into());
         };
         let messages = store.messages(info.id, 0).await?;
         let has = |m: &chatmail_store::MessageMeta, flag: &str| {
@@ -193,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     "DELETED {}",
                     messages.iter().filter(|m| has(m, "\\Deleted")).count()
                 ),
-                _ => return Ok(Done::bad("Unsupported STATUS item")),
+                _ => return Ok(Status::unsupported_status_item().into()),
             };
             values.push(value);
         }
@@ -201,7 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         response::string(&mut line, info.name.as_bytes());
         line.extend_from_slice(format!(" ({})\r\n", values.join(" ")).as_bytes());
         self.io.out.extend_from_slice(&line);
-        Ok(Done::ok("STATUS completed"))
+        Ok(Status::completed("STATUS").into())
     }
 }
 

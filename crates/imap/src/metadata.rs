@@ -24,7 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::Context;
 use crate::mailboxes::mailbox_name;
 use crate::response;
-use crate::session::{Done, Handled, Session};
+use crate::session::{Handled, Session};
+use crate::status::Status;
 
 pub use chatmail_store::DEVICE_TOKEN;
 /// Longest device token accepted (docs/specifications.md §4).
@@ -84,10 +85,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         entries: &[Entry<'_>],
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         if entries.len() > MAX_ENTRIES {
-            return Ok(Done::no("[METADATA TOOMANY] Too many entries"));
+            return Ok(Status::metadata_too_many().into());
         }
         let name = mailbox_name(mailbox);
         let mut line = b"* METADATA ".to_vec();
@@ -115,7 +116,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         line.extend_from_slice(b")\r\n");
         self.io.out.extend_from_slice(&line);
-        Ok(Done::ok("Getmetadata completed"))
+        Ok(Status::completed("Getmetadata").into())
     }
 
     pub(crate) async fn handle_setmetadata(
@@ -124,35 +125,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         values: &[EntryValue<'_>],
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         if mailbox_name(mailbox) != "INBOX" {
-            return Ok(Done::no(
-                "[METADATA NOPRIVATE] Only INBOX entries can be set",
-            ));
+            return Ok(Status::metadata_inbox_only().into());
         }
         let mut tokens = Vec::new();
         for value in values {
             if !String::from_utf8_lossy(value.entry.as_ref()).eq_ignore_ascii_case(DEVICE_TOKEN) {
-                return Ok(Done::no("[METADATA NOPRIVATE] Unsupported entry"));
+                return Ok(Status::metadata_unsupported_entry().into());
             }
             // RFC 5464 §4.3 NIL means "remove"; see the module doc.
             let Some(token) = nstring8(&value.value) else {
                 continue;
             };
             if token.len() > MAX_TOKEN {
-                return Ok(Done::no(format!(
-                    "[METADATA MAXSIZE {MAX_TOKEN}] Value too long"
-                )));
+                return Ok(Status::metadata_too_long(MAX_TOKEN).into());
             }
             match String::from_utf8(token) {
                 Ok(token) if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) => {
                     tokens.push(token)
                 }
                 _ => {
-                    return Ok(Done::bad(
-                        "Device token must be printable ASCII without spaces",
-                    ));
+                    return Ok(Status::invalid_device_token().into());
                 }
             }
         }
@@ -161,7 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .add_user_metadata(account.id, DEVICE_TOKEN, &token)
                 .await?;
         }
-        Ok(Done::ok("Setmetadata completed"))
+        Ok(Status::completed("Setmetadata").into())
     }
 
     /// RFC 9208 §4.3: the root of every mailbox is `""`.
@@ -175,14 +170,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     pub(crate) async fn handle_getquota(&mut self, root: &[u8]) -> Handled {
         if !root.is_empty() {
-            return Ok(Done::no("[NONEXISTENT] No such quota root"));
+            return Ok(Status::no_such_quota_root().into());
         }
         self.write_quota().await
     }
 
     async fn write_quota(&mut self) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         let used_kib = self.store().usage(account.id).await?.div_ceil(1024);
         // RFC 9208 §5.1: STORAGE in units of 1024 octets; the limit is the
@@ -192,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             None => "* QUOTA \"\" ()".to_owned(),
         };
         self.io.line(&line);
-        Ok(Done::ok("GETQUOTA completed"))
+        Ok(Status::completed("GETQUOTA").into())
     }
 }
 

@@ -25,7 +25,8 @@ use imap_codec::imap_types::search::SearchKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::message;
-use crate::session::{Done, Handled, Session, State};
+use crate::session::{Handled, Session, State};
+use crate::status::Status;
 use crate::view::View;
 
 /// A key this server does not evaluate.
@@ -155,13 +156,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .any(|c| c.eq_ignore_ascii_case(charset.as_ref()))
         {
             // RFC 3501 §6.4.4: unknown charset.
-            return Ok(Done::no(
-                "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset",
-            ));
+            return Ok(Status::bad_charset().into());
         }
         let store = self.store().clone();
         let State::Selected { view, .. } = &self.state else {
-            return Ok(Done::bad("No mailbox selected"));
+            return Ok(Status::no_mailbox_selected().into());
         };
         let metas = store.messages(view.mailbox.id, 0).await?;
         let needs_body = criteria.iter().any(needs_body);
@@ -191,12 +190,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             let matched = criterion.matches(&candidate);
             if scan.exceeded.get() {
-                return Ok(Done::no("[LIMIT] SEARCH scans too much text, narrow it"));
+                return Ok(Status::search_limit().into());
             }
             match matched {
                 Ok(true) => found.push(if by_uid { meta.uid } else { seq }),
                 Ok(false) => {}
-                Err(Unsupported) => return Ok(Done::bad("Unsupported SEARCH key")),
+                Err(Unsupported) => return Ok(Status::unsupported_search_key().into()),
             }
         }
         let mut line = String::from("* SEARCH");
@@ -204,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             line.push_str(&format!(" {n}"));
         }
         self.io.line(&line);
-        Ok(Done::ok("SEARCH completed"))
+        Ok(Status::completed("SEARCH").into())
     }
 }
 

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::session::{Ending, Session};
+use crate::status::{Closing, Status};
 use crate::{Context, Mode};
 
 /// Longest a TLS handshake may take, in total.
@@ -145,7 +146,9 @@ fn timed_out(what: &'static str) -> std::io::Error {
 
 async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
     let bye = async {
-        stream.write_all(b"* BYE Too many connections\r\n").await?;
+        let mut bye = Vec::new();
+        Status::bye(Closing::TooManyConnections).encode(None, &mut bye);
+        stream.write_all(&bye).await?;
         stream.shutdown().await
     };
     tokio::time::timeout(REFUSE_TIMEOUT, bye)

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Context;
 use crate::compress::Layer;
 use crate::framing::{Bounds, FrameError, Framer, Incoming, LiteralBudget};
+use crate::status::{Closing, Status};
 use crate::view::View;
 use chatmail_limits::Slot;
 
@@ -45,9 +46,6 @@ const FLUSH_AT: usize = 256 * 1024;
 /// the session forever.
 pub(crate) const UNAUTHENTICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const AUTHENTICATED_WRITE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// What a connection evicted to make room for a newcomer is told.
-pub(crate) const EVICTED_BYE: &str =
-    "* BYE [UNAVAILABLE] Too many connections, closing an idle one";
 /// How long a pending write may still take once the server shuts down
 /// (enough for a BYE to a reading client).
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
@@ -100,28 +98,17 @@ pub(crate) enum Flow {
     Compress,
 }
 
-/// A handler's tagged status (`OK ...`, `NO ...`, `BAD ...`) and the flow.
+/// A handler's tagged status and the flow.
 pub(crate) struct Done {
-    pub status: String,
+    pub status: Status,
     pub flow: Flow,
 }
 
-impl Done {
-    pub(crate) fn ok(text: impl Into<String>) -> Done {
+/// A status that lets the session go on.
+impl From<Status> for Done {
+    fn from(status: Status) -> Done {
         Done {
-            status: format!("OK {}", text.into()),
-            flow: Flow::Continue,
-        }
-    }
-    pub(crate) fn no(text: impl Into<String>) -> Done {
-        Done {
-            status: format!("NO {}", text.into()),
-            flow: Flow::Continue,
-        }
-    }
-    pub(crate) fn bad(text: impl Into<String>) -> Done {
-        Done {
-            status: format!("BAD {}", text.into()),
+            status,
             flow: Flow::Continue,
         }
     }
@@ -157,6 +144,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     pub(crate) fn line(&mut self, text: &str) {
         self.out.extend_from_slice(text.as_bytes());
         self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Appends a status response: tagged with `tag`, untagged for `None`.
+    pub(crate) fn status(&mut self, tag: Option<&str>, status: &Status) {
+        status.encode(tag, &mut self.out);
     }
 
     /// Writes out all pending output. Fails with `TimedOut` when the client
@@ -318,9 +310,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Runs the command loop until LOGOUT, STARTTLS, EOF or an error.
     pub async fn run(mut self) -> Result<Ending<S>, SessionError> {
         if self.greet {
-            let caps = self.capabilities();
-            self.io
-                .line(&format!("* OK [CAPABILITY {caps}] madmail ready"));
+            let greeting = Status::greeting(self.capabilities());
+            self.io.status(None, &greeting);
         }
         loop {
             self.io.flush().await?;
@@ -331,32 +322,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let _busy = self.slot.as_ref().map(|slot| slot.busy());
             // Evicted just before the command came: it is not run.
             if self.slot.as_ref().is_some_and(|slot| slot.is_evicted()) {
-                self.io.line(EVICTED_BYE);
+                self.io.status(None, &Status::bye(Closing::Evicted));
                 self.io.flush().await?;
                 return Ok(Ending::Closed);
             }
             let flow = match incoming {
                 Incoming::Command(command) => self.handle(*command).await?,
                 Incoming::Bad { tag } => {
-                    let tag = tag.unwrap_or_else(|| "*".into());
-                    self.io
-                        .line(&format!("{tag} BAD Syntax error or unknown command"));
+                    self.io.status(tag.as_deref(), &Status::syntax_error());
                     Flow::Continue
                 }
                 Incoming::NeedsLogin { tag } => {
-                    let tag = tag.unwrap_or_else(|| "*".into());
-                    self.io.line(&format!("{tag} BAD Log in first"));
+                    self.io.status(tag.as_deref(), &Status::log_in_first());
                     Flow::Continue
                 }
                 // RFC 7889 §4: oversize literal refused with TOOBIG.
                 Incoming::TooBig { tag } => {
-                    self.io.line(&format!("{tag} NO [TOOBIG] Literal too big"));
+                    self.io.status(Some(&tag), &Status::literal_too_big());
                     Flow::Continue
                 }
                 // RFC 5530 §3: a temporary refusal.
                 Incoming::Busy { tag } => {
-                    let reply = format!("{tag} NO [UNAVAILABLE] Server busy, try again");
-                    self.io.line(&reply);
+                    self.io.status(Some(&tag), &Status::literals_busy());
                     Flow::Continue
                 }
             };
@@ -404,40 +391,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 &mut self.io.stream, &bounds, deadline, &self.literal_budget,
             ) => result,
             _ = shutdown.cancelled() => {
-                self.io.line(&format!("* BYE {}", self.ending_reason()));
+                self.io.status(None, &Status::bye(self.ending_reason()));
                 return Ok(None);
             }
             () = evicted => {
-                self.io.line(EVICTED_BYE);
+                self.io.status(None, &Status::bye(Closing::Evicted));
                 return Ok(None);
             }
         };
         match result {
             Ok(incoming) => Ok(Some(incoming)),
             Err(FrameError::Closed) => Ok(None),
-            Err(FrameError::Timeout) if bounds.pre_login => self.bye("Login took too long"),
+            Err(FrameError::Timeout) if bounds.pre_login => self.bye(Closing::LoginTooSlow),
             // RFC 3501 §5.4: autologout timer.
-            Err(FrameError::Timeout) => self.bye("Autologout; idle for too long"),
-            Err(FrameError::LineTooLong) => self.bye("Line too long"),
-            Err(FrameError::NonSyncLiteral) => {
-                self.bye("Non-synchronizing literals are not supported")
-            }
+            Err(FrameError::Timeout) => self.bye(Closing::Autologout),
+            Err(FrameError::LineTooLong) => self.bye(Closing::LineTooLong),
+            Err(FrameError::NonSyncLiteral) => self.bye(Closing::NonSyncLiteral),
             Err(FrameError::Io(e)) => Err(e.into()),
         }
     }
 
     /// Why a cancelled shutdown token ends the session: a server stop, or
     /// the operator cutting this account.
-    pub(crate) fn ending_reason(&self) -> &'static str {
+    pub(crate) fn ending_reason(&self) -> Closing {
         match &self.registration {
-            Some(guard) if guard.disconnected() => "Account disabled by the operator",
-            _ => "Server shutting down",
+            Some(guard) if guard.disconnected() => Closing::AccountDisabled,
+            _ => Closing::ShuttingDown,
         }
     }
 
-    fn bye(&mut self, text: &str) -> Result<Option<Incoming>, SessionError> {
-        tracing::debug!(reason = text, "closing connection");
-        self.io.line(&format!("* BYE {text}"));
+    fn bye(&mut self, closing: Closing) -> Result<Option<Incoming>, SessionError> {
+        tracing::debug!(reason = closing.text(), "closing connection");
+        self.io.status(None, &Status::bye(closing));
         Ok(None)
     }
 
@@ -456,12 +441,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(done) => done,
             Err(HandlerError::Io(e)) => return Err(e.into()),
             // RFC 9208 §4.3: APPEND, COPY or MOVE beyond the quota.
-            Err(HandlerError::Store(StoreError::QuotaExceeded)) => {
-                Done::no("[OVERQUOTA] Quota exceeded")
-            }
+            Err(HandlerError::Store(StoreError::QuotaExceeded)) => Status::over_quota().into(),
             Err(HandlerError::Store(e)) => {
                 tracing::warn!(command = name, error = %e, "store failure");
-                Done::no("[UNAVAILABLE] Temporary failure, try again later")
+                Status::temporary_failure().into()
             }
         };
         if done.flow == Flow::Continue
@@ -469,7 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             tracing::warn!(error = %e, "mailbox update failed");
         }
-        self.io.line(&format!("{tag} {}", done.status));
+        self.io.status(Some(&tag), &done.status);
         Ok(done.flow)
     }
 

@@ -16,9 +16,10 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::sequence::SequenceSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::flags::{flag_names, uid_set};
+use crate::flags::flag_names;
 use crate::mailboxes::mailbox_name;
-use crate::session::{Done, Handled, Session, State};
+use crate::session::{Handled, Session, State};
+use crate::status::Status;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(crate) async fn handle_copy(
@@ -30,22 +31,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Handled {
         let store = self.store().clone();
         let State::Selected { account, view, .. } = &mut self.state else {
-            return Ok(Done::bad("No mailbox selected"));
+            return Ok(Status::no_mailbox_selected().into());
         };
         if is_move && view.read_only {
-            return Ok(Done::no("[READ-ONLY] Mailbox is read-only"));
+            return Ok(Status::read_only().into());
         }
         let Ok(targets) = view.resolve(set, by_uid) else {
-            return Ok(Done::bad("Invalid message sequence number"));
+            return Ok(Status::invalid_sequence().into());
         };
         // RFC 3501 §6.4.7: a missing target gets TRYCREATE.
         let Some(target) = store.mailbox(account.id, &mailbox_name(mailbox)).await? else {
-            return Ok(Done::no("[TRYCREATE] No such mailbox"));
+            return Ok(Status::try_create().into());
         };
         let verb = if is_move { "MOVE" } else { "COPY" };
         let uids: Vec<u32> = targets.iter().map(|t| t.1).collect();
         if uids.is_empty() {
-            return Ok(Done::ok(format!("{verb} completed")));
+            return Ok(Status::completed(verb).into());
         }
         let pairs = if is_move {
             store
@@ -55,22 +56,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             store.copy(view.mailbox.id, &uids, target.id).await?
         };
         let (sources, copies): (Vec<u32>, Vec<u32>) = pairs.into_iter().unzip();
-        let code = format!(
-            "[COPYUID {} {} {}]",
-            target.uidvalidity,
-            uid_set(&sources),
-            uid_set(&copies)
-        );
         if sources.is_empty() {
-            return Ok(Done::ok(format!("{verb} completed")));
+            return Ok(Status::completed(verb).into());
         }
         if !is_move {
-            return Ok(Done::ok(format!("{code} COPY completed")));
+            return Ok(Status::copied(target.uidvalidity, sources, copies).into());
         }
         // RFC 6851 §4.3: COPYUID in an untagged OK, then the EXPUNGEs.
-        self.io.line(&format!("* OK {code} Moved"));
+        let moved = Status::moved(target.uidvalidity, sources, copies);
+        self.io.status(None, &moved);
         view.sync(&store, true, &mut self.io.out).await?;
-        Ok(Done::ok("MOVE completed"))
+        Ok(Status::completed("MOVE").into())
     }
 
     pub(crate) async fn handle_append(
@@ -81,7 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         message: LiteralOrLiteral8<'_>,
     ) -> Handled {
         let Some(account) = self.state.account().cloned() else {
-            return Ok(Done::bad("Not authenticated"));
+            return Ok(Status::not_authenticated().into());
         };
         // The decoded command owns the literal: take it, no copy.
         let data: Vec<u8> = match message {
@@ -89,12 +85,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             LiteralOrLiteral8::Literal8(literal) => literal.data.into_owned(),
         };
         if data.len() as u64 > self.ctx.settings.limits().max_message_size {
-            return Ok(Done::no("[TOOBIG] Message too big"));
+            return Ok(Status::message_too_big().into());
         }
         let store = self.store().clone();
         // RFC 3501 §6.3.11: a missing target gets TRYCREATE.
         let Some(target) = store.mailbox(account.id, &mailbox_name(mailbox)).await? else {
-            return Ok(Done::no("[TRYCREATE] No such mailbox"));
+            return Ok(Status::try_create().into());
         };
         let recipients = [account.address.clone()];
         let direction = Direction::Submission {
@@ -103,9 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         if let Err(reason) = chatmail_gate::check(&data, direction) {
             tracing::debug!(reason = %reason, "APPEND refused by the encryption gate");
-            return Ok(Done::no(
-                "[CANNOT] Encryption Needed: Invalid Unencrypted Mail",
-            ));
+            return Ok(Status::unencrypted().into());
         }
         let internal_date = match date {
             Some(date) => date.as_ref().timestamp(),
@@ -120,9 +114,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let uid = store.append(target.id, new).await?;
         // RFC 4315 §3: APPENDUID <uidvalidity> <uid>.
-        Ok(Done::ok(format!(
-            "[APPENDUID {} {uid}] APPEND completed",
-            target.uidvalidity
-        )))
+        Ok(Status::appended(target.uidvalidity, uid).into())
     }
 }
