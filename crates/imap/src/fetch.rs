@@ -427,8 +427,9 @@ mod tests {
         }
     }
 
-    fn items(text: &str) -> Vec<Item> {
-        let command = format!("a UID FETCH 1 {text}\r\n");
+    /// The items of `FETCH 1 <text>`, or why they are refused.
+    fn parse(text: &str) -> Result<Vec<Item>, FetchError> {
+        let command = format!("a FETCH 1 {text}\r\n");
         let codec = imap_codec::CommandCodec::default();
         let (_, parsed) = imap_codec::decode::Decoder::decode(&codec, command.as_bytes()).unwrap();
         let imap_codec::imap_types::command::CommandBody::Fetch {
@@ -438,7 +439,11 @@ mod tests {
         else {
             panic!()
         };
-        to_items(macro_or_item_names).unwrap()
+        to_items(macro_or_item_names)
+    }
+
+    fn items(text: &str) -> Vec<Item> {
+        parse(text).unwrap()
     }
 
     fn fetched(items: &[Item]) -> String {
@@ -511,31 +516,11 @@ mod tests {
 
     #[test]
     fn refuses_unsupported_items() {
-        let codec = imap_codec::CommandCodec::default();
-        let (_, parsed) =
-            imap_codec::decode::Decoder::decode(&codec, b"a FETCH 1 (BODYSTRUCTURE)\r\n").unwrap();
-        let imap_codec::imap_types::command::CommandBody::Fetch {
-            macro_or_item_names,
-            ..
-        } = parsed.body
-        else {
-            panic!()
-        };
-        assert!(to_items(macro_or_item_names).is_err());
+        assert!(parse("(BODYSTRUCTURE)").is_err());
     }
 
     fn refusal(text: &str) -> String {
-        let command = format!("a FETCH 1 {text}\r\n");
-        let codec = imap_codec::CommandCodec::default();
-        let (_, parsed) = imap_codec::decode::Decoder::decode(&codec, command.as_bytes()).unwrap();
-        let imap_codec::imap_types::command::CommandBody::Fetch {
-            macro_or_item_names,
-            ..
-        } = parsed.body
-        else {
-            panic!()
-        };
-        to_items(macro_or_item_names).unwrap_err().to_string()
+        parse(text).unwrap_err().to_string()
     }
 
     #[test]

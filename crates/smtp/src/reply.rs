@@ -54,114 +54,86 @@ impl From<&chatmail_inbound::Refusal> for Reply {
     }
 }
 
-/// The replies of the protocol itself: every reply that is not the refusal
-/// of a message or a recipient (those are `chatmail_inbound::Refusal`, shared
-/// with `/mxdeliv`). Each code, enhanced code and text is written once, in
-/// [`Status::parts`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// `RSET`, `NOOP`, the end of `DATA`.
-    Ok,
-    /// `MAIL FROM` accepted.
-    SenderOk,
-    /// `RCPT TO` accepted.
-    RecipientOk,
-    Help,
-    /// RFC 5321 §3.5.3: no address verification.
-    CannotVerify,
-    Bye,
-    TlsReady,
-    StartData,
-    AuthSucceeded,
-    /// A `334` challenge of `AUTH LOGIN` for the username.
-    UsernamePrompt,
-    /// A `334` challenge of `AUTH LOGIN` for the password.
-    PasswordPrompt,
-    /// An empty `334` challenge (`AUTH PLAIN` without initial response).
-    EmptyPrompt,
-    LineTooLong,
-    Unrecognized,
-    SyntaxError,
-    SenderSyntax,
-    RecipientSyntax,
-    UnsupportedParameter,
-    UnknownMechanism,
-    TlsActive,
-    HelloFirst,
-    NestedMail,
-    NeedMail,
-    AlreadyAuthenticated,
-    AuthDuringMail,
-    /// The MX takes no logins (docs/specifications.md §3).
-    AuthNotOffered,
-    /// RFC 3207 §4: plain text before `STARTTLS`.
-    TlsRequired,
-    /// RFC 4954 §6.
-    AuthRequired,
-    CredentialsInvalid,
-    AuthCancelled,
-    CannotDecode,
-    /// RFC 4954 §6: the password could not be checked now.
-    AuthTemporary,
-    /// Too many password checks in flight.
-    AuthBusy,
-    /// Too many recent failed logins from the client's address; the
-    /// password was not checked.
-    AuthThrottled,
-    /// The connection is closed after too many failed attempts.
-    TooManyAuthFailures,
+/// Declares [`Status`] with the parts of each entry, and the list of all
+/// entries for the tests.
+macro_rules! catalogue {
+    ($($(#[$doc:meta])* $name:ident => $parts:expr,)*) => {
+        /// The replies of the protocol itself: every reply that is not the
+        /// refusal of a message or a recipient (those are
+        /// `chatmail_inbound::Refusal`, shared with `/mxdeliv`). Each code,
+        /// enhanced code and text is written once, below.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Status {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Status {
+            /// Every entry, for the checks of the catalogue.
+            #[cfg(test)]
+            pub(crate) const ALL: &[Status] = &[$(Status::$name),*];
+
+            /// The code, the enhanced status code (RFC 3463) if any, and
+            /// the text.
+            pub const fn parts(self) -> (u16, Option<&'static str>, &'static str) {
+                match self {
+                    $(Status::$name => $parts,)*
+                }
+            }
+        }
+    };
 }
 
-impl Status {
-    /// The code, the enhanced status code (RFC 3463) if any, and the text.
-    pub const fn parts(self) -> (u16, Option<&'static str>, &'static str) {
-        use Status::*;
-        match self {
-            Ok => (250, Some("2.0.0"), "OK"),
-            SenderOk => (250, Some("2.1.0"), "OK"),
-            RecipientOk => (250, Some("2.1.5"), "OK"),
-            Help => (214, Some("2.0.0"), "See RFC 5321 and RFC 4954"),
-            CannotVerify => (
-                252,
-                Some("2.0.0"),
-                "Cannot VRFY user, but will accept message",
-            ),
-            Bye => (221, Some("2.0.0"), "Bye"),
-            TlsReady => (220, Some("2.0.0"), "Ready to start TLS"),
-            StartData => (354, None, "Start mail input; end with <CRLF>.<CRLF>"),
-            AuthSucceeded => (235, Some("2.7.0"), "Authentication successful"),
-            UsernamePrompt => (334, None, crate::sasl::LOGIN_USERNAME),
-            PasswordPrompt => (334, None, crate::sasl::LOGIN_PASSWORD),
-            EmptyPrompt => (334, None, ""),
-            LineTooLong => (500, Some("5.5.2"), "Line too long"),
-            Unrecognized => (500, Some("5.5.1"), "Command unrecognized"),
-            SyntaxError => (501, Some("5.5.4"), "Syntax error in parameters"),
-            SenderSyntax => (501, Some("5.1.7"), "Bad sender address syntax"),
-            RecipientSyntax => (501, Some("5.1.3"), "Bad recipient address syntax"),
-            UnsupportedParameter => (555, Some("5.5.4"), "Unsupported parameter"),
-            UnknownMechanism => (504, Some("5.5.4"), "Unrecognized authentication type"),
-            TlsActive => (503, Some("5.5.1"), "TLS already active"),
-            HelloFirst => (503, Some("5.5.1"), "Send EHLO first"),
-            NestedMail => (503, Some("5.5.1"), "Nested MAIL command"),
-            NeedMail => (503, Some("5.5.1"), "Need MAIL command"),
-            AlreadyAuthenticated => (503, Some("5.5.1"), "Already authenticated"),
-            AuthDuringMail => (503, Some("5.5.1"), "Not allowed during a mail transaction"),
-            AuthNotOffered => (502, Some("5.5.1"), "AUTH not available on this port"),
-            TlsRequired => (530, Some("5.7.0"), "Must issue a STARTTLS command first"),
-            AuthRequired => (530, Some("5.7.0"), "Authentication required"),
-            CredentialsInvalid => (535, Some("5.7.8"), "Authentication credentials invalid"),
-            AuthCancelled => (501, Some("5.0.0"), "Authentication cancelled"),
-            CannotDecode => (501, Some("5.5.2"), "Cannot decode response"),
-            AuthTemporary => (454, Some("4.7.0"), "Temporary authentication failure"),
-            AuthBusy => (454, Some("4.7.0"), "Server busy, try again later"),
-            AuthThrottled => (
-                454,
-                Some("4.7.0"),
-                "Too many failed logins, try again later",
-            ),
-            TooManyAuthFailures => (421, Some("4.7.0"), "Too many failed authentications"),
-        }
-    }
+catalogue! {
+    /// `RSET`, `NOOP`, the end of `DATA`.
+    Ok => (250, Some("2.0.0"), "OK"),
+    /// `MAIL FROM` accepted.
+    SenderOk => (250, Some("2.1.0"), "OK"),
+    /// `RCPT TO` accepted.
+    RecipientOk => (250, Some("2.1.5"), "OK"),
+    Help => (214, Some("2.0.0"), "See RFC 5321 and RFC 4954"),
+    /// RFC 5321 §3.5.3: no address verification.
+    CannotVerify => (252, Some("2.0.0"), "Cannot VRFY user, but will accept message"),
+    Bye => (221, Some("2.0.0"), "Bye"),
+    TlsReady => (220, Some("2.0.0"), "Ready to start TLS"),
+    StartData => (354, None, "Start mail input; end with <CRLF>.<CRLF>"),
+    AuthSucceeded => (235, Some("2.7.0"), "Authentication successful"),
+    /// A `334` challenge of `AUTH LOGIN` for the username.
+    UsernamePrompt => (334, None, crate::sasl::LOGIN_USERNAME),
+    /// A `334` challenge of `AUTH LOGIN` for the password.
+    PasswordPrompt => (334, None, crate::sasl::LOGIN_PASSWORD),
+    /// An empty `334` challenge (`AUTH PLAIN` without initial response).
+    EmptyPrompt => (334, None, ""),
+    LineTooLong => (500, Some("5.5.2"), "Line too long"),
+    Unrecognized => (500, Some("5.5.1"), "Command unrecognized"),
+    SyntaxError => (501, Some("5.5.4"), "Syntax error in parameters"),
+    SenderSyntax => (501, Some("5.1.7"), "Bad sender address syntax"),
+    RecipientSyntax => (501, Some("5.1.3"), "Bad recipient address syntax"),
+    UnsupportedParameter => (555, Some("5.5.4"), "Unsupported parameter"),
+    UnknownMechanism => (504, Some("5.5.4"), "Unrecognized authentication type"),
+    TlsActive => (503, Some("5.5.1"), "TLS already active"),
+    HelloFirst => (503, Some("5.5.1"), "Send EHLO first"),
+    NestedMail => (503, Some("5.5.1"), "Nested MAIL command"),
+    NeedMail => (503, Some("5.5.1"), "Need MAIL command"),
+    AlreadyAuthenticated => (503, Some("5.5.1"), "Already authenticated"),
+    AuthDuringMail => (503, Some("5.5.1"), "Not allowed during a mail transaction"),
+    /// The MX takes no logins (docs/specifications.md §3).
+    AuthNotOffered => (502, Some("5.5.1"), "AUTH not available on this port"),
+    /// RFC 3207 §4: plain text before `STARTTLS`.
+    TlsRequired => (530, Some("5.7.0"), "Must issue a STARTTLS command first"),
+    /// RFC 4954 §6.
+    AuthRequired => (530, Some("5.7.0"), "Authentication required"),
+    CredentialsInvalid => (535, Some("5.7.8"), "Authentication credentials invalid"),
+    AuthCancelled => (501, Some("5.0.0"), "Authentication cancelled"),
+    CannotDecode => (501, Some("5.5.2"), "Cannot decode response"),
+    /// RFC 4954 §6: the password could not be checked now.
+    AuthTemporary => (454, Some("4.7.0"), "Temporary authentication failure"),
+    /// Too many password checks in flight.
+    AuthBusy => (454, Some("4.7.0"), "Server busy, try again later"),
+    /// Too many recent failed logins from the client's address; the
+    /// password was not checked.
+    AuthThrottled => (454, Some("4.7.0"), "Too many failed logins, try again later"),
+    /// The connection is closed after too many failed attempts.
+    TooManyAuthFailures => (421, Some("4.7.0"), "Too many failed authentications"),
 }
 
 impl From<Status> for Reply {
@@ -239,51 +211,9 @@ mod tests {
         assert_eq!(wire(&reply), "500 Invalid FROM <a??250 ok> for <b>\r\n");
     }
 
-    /// Every entry of the catalogue, for the checks below.
-    const ALL: [Status; 35] = {
-        use Status::*;
-        [
-            Ok,
-            SenderOk,
-            RecipientOk,
-            Help,
-            CannotVerify,
-            Bye,
-            TlsReady,
-            StartData,
-            AuthSucceeded,
-            UsernamePrompt,
-            PasswordPrompt,
-            EmptyPrompt,
-            LineTooLong,
-            Unrecognized,
-            SyntaxError,
-            SenderSyntax,
-            RecipientSyntax,
-            UnsupportedParameter,
-            UnknownMechanism,
-            TlsActive,
-            HelloFirst,
-            NestedMail,
-            NeedMail,
-            AlreadyAuthenticated,
-            AuthDuringMail,
-            AuthNotOffered,
-            TlsRequired,
-            AuthRequired,
-            CredentialsInvalid,
-            AuthCancelled,
-            CannotDecode,
-            AuthTemporary,
-            AuthBusy,
-            AuthThrottled,
-            TooManyAuthFailures,
-        ]
-    };
-
     #[test]
     fn every_status_has_a_matching_enhanced_class() {
-        for status in ALL {
+        for &status in Status::ALL {
             let (code, enhanced, _) = status.parts();
             assert!((200..600).contains(&code), "{status:?}");
             // RFC 3463 §2: the class digit is the reply code's first digit.
