@@ -14,9 +14,14 @@
 //!
 //! With `--idle`, the relay's memory per idle IMAP connection in IDLE over
 //! TLS, without and with COMPRESS=DEFLATE (module `idle`).
+//!
+//! With `--target`, the same two phases run against a server already
+//! running, madmail or another one, with the accounts of a credentials
+//! file (module `target`); the peak RSS is then that of `--pid`, if given.
 
 mod federation;
 pub(crate) mod idle;
+mod target;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -64,6 +69,21 @@ pub struct BenchOptions {
     /// The relay binary (default: build the release binary).
     #[arg(long)]
     madmail: Option<PathBuf>,
+    /// A server already running instead of a relay started by the bench:
+    /// `IP:SMTPS_PORT,IMAPS_PORT` (implicit TLS on both).
+    #[arg(long, requires_all = ["credentials", "ca"])]
+    target: Option<target::Target>,
+    /// With `--target`: one `address password` per line, the senders first,
+    /// then the recipients.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// With `--target`: the PEM certificate (or CA) the target's TLS
+    /// certificate chains to; it must name the target's IP address.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// With `--target`: the server's process, whose peak RSS is reported.
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 pub(crate) const PASSWORD: &str = "bench-password-1";
@@ -99,6 +119,9 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> {
+    if options.target.is_some() {
+        return runtime()?.block_on(bench_target(&options));
+    }
     let binary = relay_binary(root, options.madmail.as_deref())?;
     let runtime = runtime()?;
     if options.federation {
@@ -110,6 +133,7 @@ pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> 
     runtime.block_on(bench(binary, options))
 }
 
+/// The bench against a relay it starts (accounts created on first login).
 async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
     let limits = "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n\
          new_accounts_per_minute = 0\n";
@@ -117,12 +141,64 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let tls = tls_config(&relay.cert_path()).map_err(anyhow::Error::msg)?;
-    let recipients: Vec<String> = (0..options.recipients)
-        .map(|n| format!("rcpt{n:05}@[127.0.0.1]"))
-        .collect();
-    let book: Book = Arc::new((0..options.recipients).map(|_| Mutex::default()).collect());
-    for (index, rcpt) in recipients.iter().enumerate() {
-        let mut imap = Imap::login(relay.addr(relay.ports.imaps), &tls, rcpt, PASSWORD)
+    let account = |address: String| target::Account {
+        address,
+        password: PASSWORD.to_owned(),
+    };
+    let load = Load {
+        target: target::Target {
+            submissions: relay.addr(relay.ports.submissions),
+            imaps: relay.addr(relay.ports.imaps),
+        },
+        tls,
+        senders: (0..options.senders)
+            .map(|n| account(format!("send{n:05}@[127.0.0.1]")))
+            .collect(),
+        recipients: (0..options.recipients)
+            .map(|n| account(format!("rcpt{n:05}@[127.0.0.1]")))
+            .collect(),
+        pid: relay.pid(),
+    };
+    run_load(load, &options).await
+}
+
+/// The bench against `--target`.
+async fn bench_target(options: &BenchOptions) -> anyhow::Result<()> {
+    let (Some(target), Some(credentials), Some(ca)) =
+        (options.target, &options.credentials, &options.ca)
+    else {
+        anyhow::bail!("--target needs --credentials and --ca");
+    };
+    let (senders, recipients) =
+        target::read_accounts(credentials, options.senders, options.recipients)?;
+    let tls = tls_config(ca).map_err(anyhow::Error::msg)?;
+    let load = Load {
+        target,
+        tls,
+        senders,
+        recipients,
+        pid: options.pid,
+    };
+    run_load(load, options).await
+}
+
+/// The server under load and the accounts that load it.
+struct Load {
+    target: target::Target,
+    tls: Arc<rustls::ClientConfig>,
+    senders: Vec<target::Account>,
+    recipients: Vec<target::Account>,
+    /// The server's process, for its peak RSS.
+    pid: Option<u32>,
+}
+
+/// Both phases against `load`.
+async fn run_load(load: Load, options: &BenchOptions) -> anyhow::Result<()> {
+    let tls = &load.tls;
+    let recipients: Vec<String> = load.recipients.iter().map(|r| r.address.clone()).collect();
+    let book: Book = Arc::new((0..recipients.len()).map(|_| Mutex::default()).collect());
+    for (index, rcpt) in load.recipients.iter().enumerate() {
+        let mut imap = Imap::login(load.target.imaps, tls, &rcpt.address, &rcpt.password)
             .await
             .map_err(anyhow::Error::msg)?;
         imap.command("SELECT INBOX")
@@ -132,12 +208,12 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
         tokio::spawn(watch(imap, book.clone(), index));
     }
     let mut smtps = Vec::new();
-    for n in 0..options.senders {
-        let from = format!("send{n:05}@[127.0.0.1]");
-        let smtp = Smtp::login(relay.addr(relay.ports.submissions), &tls, &from, PASSWORD)
+    for sender in &load.senders {
+        let (from, password) = (&sender.address, &sender.password);
+        let smtp = Smtp::login(load.target.submissions, tls, from, password)
             .await
             .map_err(anyhow::Error::msg)?;
-        smtps.push((from, smtp));
+        smtps.push((from.clone(), smtp));
     }
     let recipients = Arc::new(recipients);
 
@@ -156,7 +232,7 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     clear_latencies(&book)?;
 
-    let (per_sender, interval) = paced(&options);
+    let (per_sender, interval) = paced(options);
     send_phase(
         smtps,
         &recipients,
@@ -176,7 +252,7 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
         q.p99.as_secs_f64() * 1e3,
         q.max.as_secs_f64() * 1e3
     );
-    if let Some(pid) = relay.pid() {
+    if let Some(pid) = load.pid {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let hwm = status
             .lines()
