@@ -258,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Ok(report.over_quota)
             }
-            Err(StoreError::QuotaExceeded) if accounts.len() == transaction.len() => {
+            Err(StoreError::QuotaExceeded) if !transaction.has_remote() => {
                 Err(self.refusal(&Refusal::quota_exceeded()))
             }
             // No local copy at all, but the remote recipients get theirs.

@@ -144,6 +144,12 @@ impl Transaction {
         })
     }
 
+    /// Whether any recipient is another relay's.
+    pub(crate) fn has_remote(&self) -> bool {
+        let remote = |r: &Recipient| matches!(r, Recipient::Remote(_));
+        self.recipients.iter().any(remote)
+    }
+
     pub(crate) fn accounts(&self) -> Vec<AccountId> {
         self.local().map(|(account, _)| account).collect()
     }
@@ -551,12 +557,12 @@ impl<S> Session<S> {
 
     /// Ends the transaction, if any, keeping the hello.
     pub(crate) fn end_transaction(&mut self) -> Option<Transaction> {
-        if !matches!(self.state, State::Mail(_)) {
-            return None;
-        }
         match std::mem::replace(&mut self.state, State::Ready) {
             State::Mail(transaction) => Some(transaction),
-            State::Connected | State::Ready => None,
+            other => {
+                self.state = other;
+                None
+            }
         }
     }
 }
