@@ -18,9 +18,14 @@
 //! With `--target`, the same two phases run against a server already
 //! running, madmail or another one, with the accounts of a credentials
 //! file (module `target`); the peak RSS is then that of `--pid`, if given.
+//!
+//! With `--peers`, the same load runs against madmail and then against
+//! Postfix + Dovecot set up as the chatmail relay runs them (module
+//! `peers`), and the figures are printed side by side with their ratios.
 
 mod federation;
 pub(crate) mod idle;
+mod peers;
 mod target;
 
 use std::path::PathBuf;
@@ -84,6 +89,10 @@ pub struct BenchOptions {
     /// With `--target`: the server's process, whose peak RSS is reported.
     #[arg(long)]
     pid: Option<u32>,
+    /// Madmail and then Postfix + Dovecot (installed from Debian's packages
+    /// if missing) under the identical load, side by side.
+    #[arg(long, conflicts_with_all = ["target", "federation", "idle"])]
+    peers: bool,
 }
 
 pub(crate) const PASSWORD: &str = "bench-password-1";
@@ -95,6 +104,8 @@ struct Arrivals {
     acked: Vec<Instant>,
     latencies: Vec<Duration>,
     seen: usize,
+    /// When the last EXISTS arrived.
+    last_seen: Option<Instant>,
 }
 
 type Book = Arc<Vec<Mutex<Arrivals>>>;
@@ -124,6 +135,10 @@ pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> 
     }
     let binary = relay_binary(root, options.madmail.as_deref())?;
     let runtime = runtime()?;
+    if options.peers {
+        peers::install()?;
+        return runtime.block_on(side_by_side(binary, &options));
+    }
     if options.federation {
         return runtime.block_on(federation::bench(&binary, &options));
     }
@@ -135,9 +150,14 @@ pub fn run(root: &std::path::Path, options: BenchOptions) -> anyhow::Result<()> 
 
 /// The bench against a relay it starts (accounts created on first login).
 async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
+    madmail(&binary, &options).await.map(drop)
+}
+
+/// The load against a madmail relay the bench starts.
+async fn madmail(binary: &std::path::Path, options: &BenchOptions) -> anyhow::Result<Figures> {
     let limits = "[limits]\nmax_user_send_per_minute = 100000000\nmax_user_send_burst = 100000000\n\
          new_accounts_per_minute = 0\n";
-    let relay = RelayProcess::start(&binary, limits)
+    let relay = RelayProcess::start(binary, limits)
         .await
         .map_err(anyhow::Error::msg)?;
     let tls = tls_config(&relay.cert_path()).map_err(anyhow::Error::msg)?;
@@ -159,7 +179,153 @@ async fn bench(binary: PathBuf, options: BenchOptions) -> anyhow::Result<()> {
             .collect(),
         pid: relay.pid(),
     };
-    run_load(load, &options).await
+    let pids: Vec<u32> = relay.pid().into_iter().collect();
+    run_load(load, options, &|| pids.clone()).await
+}
+
+/// Madmail, then Postfix + Dovecot, under the same load; one table.
+async fn side_by_side(binary: PathBuf, options: &BenchOptions) -> anyhow::Result<()> {
+    println!("== madmail ({})", load_average());
+    let ours = madmail(&binary, options).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let root = std::env::temp_dir().join("madmail-bench-peers");
+    let accounts = peers::accounts(options.senders + options.recipients, PASSWORD);
+    let peer = peers::Peers::start(&root, &accounts).await?;
+    println!("== Postfix + Dovecot ({})", load_average());
+    let mut senders = accounts;
+    let recipients = senders.split_off(options.senders);
+    let load = Load {
+        target: peers::Peers::target(),
+        tls: tls_config(&peer.certificate()).map_err(anyhow::Error::msg)?,
+        senders,
+        recipients,
+        pid: None,
+    };
+    let theirs = run_load(load, options, &|| peer.processes()).await;
+    peer.stop().await;
+    let theirs = theirs?;
+
+    println!(
+        "\n| server | accepted msg/s | delivered msg/s | server CPU per message | \
+         250→EXISTS p50 | p99 | memory (PSS) under load |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, f) in [("madmail", &ours), ("Postfix + Dovecot", &theirs)] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB |",
+            f.throughput,
+            f.delivered,
+            f.cpu_per_message * 1e3,
+            f.latency.p50.as_secs_f64() * 1e3,
+            f.latency.p99.as_secs_f64() * 1e3,
+            f.rss_kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "madmail against Postfix + Dovecot: {:.1}x the accepted rate, {:.1}x the delivered rate, \
+         {:.1}x less CPU per message, {:.0}x lower p50 latency, {:.1}x less memory",
+        ours.throughput / theirs.throughput,
+        ours.delivered / theirs.delivered,
+        theirs.cpu_per_message / ours.cpu_per_message,
+        theirs.latency.p50.as_secs_f64() / ours.latency.p50.as_secs_f64(),
+        theirs.rss_kib as f64 / ours.rss_kib as f64,
+    );
+    Ok(())
+}
+
+/// What one load measured.
+struct Figures {
+    /// Accepted messages per second in the throughput phase.
+    throughput: f64,
+    /// Messages per second of the throughput phase, counted from its start
+    /// until the last of them was announced in IDLE.
+    delivered: f64,
+    /// CPU seconds the machine spent per accepted message in the
+    /// throughput phase, the load generator's own share taken out.
+    cpu_per_message: f64,
+    latency: Quantiles,
+    /// Resident memory of the server's processes after the throughput
+    /// phase, summed.
+    rss_kib: u64,
+}
+
+/// `/proc/loadavg`'s first three fields, for the record beside a figure.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    format!("load average {}", fields.join(" "))
+}
+
+/// Busy CPU ticks of the whole machine and of this process.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let busy = stat
+        .lines()
+        .next()
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .enumerate()
+                // user nice system idle iowait irq softirq steal: idle and
+                // iowait are not busy.
+                .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let own = own
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            // utime and stime are fields 14 and 15, 12 and 13 after the name.
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    (busy, own)
+}
+
+/// Summed proportional set size (`Pss` of `smaps_rollup`) of `pids`, in
+/// KiB: pages shared between the processes count once in the sum.
+fn resident_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|rollup| {
+            rollup
+                .lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Waits until every recipient has seen an EXISTS for each message it was
+/// sent, at most `limit`; returns when the last one arrived, or `None`.
+async fn drained(book: &Book, limit: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let done = book.iter().all(|entry| {
+            entry
+                .lock()
+                .map(|a| a.seen >= a.acked.len())
+                .unwrap_or(true)
+        });
+        if done {
+            return book
+                .iter()
+                .filter_map(|entry| entry.lock().ok().and_then(|a| a.last_seen))
+                .max();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The bench against `--target`.
@@ -179,7 +345,8 @@ async fn bench_target(options: &BenchOptions) -> anyhow::Result<()> {
         recipients,
         pid: options.pid,
     };
-    run_load(load, options).await
+    let pids: Vec<u32> = options.pid.into_iter().collect();
+    run_load(load, options, &|| pids.clone()).await.map(drop)
 }
 
 /// The server under load and the accounts that load it.
@@ -192,8 +359,13 @@ struct Load {
     pid: Option<u32>,
 }
 
-/// Both phases against `load`.
-async fn run_load(load: Load, options: &BenchOptions) -> anyhow::Result<()> {
+/// Both phases against `load`; `processes` names the server's processes
+/// for their resident memory.
+async fn run_load(
+    load: Load,
+    options: &BenchOptions,
+    processes: &dyn Fn() -> Vec<u32>,
+) -> anyhow::Result<Figures> {
     let tls = &load.tls;
     let recipients: Vec<String> = load.recipients.iter().map(|r| r.address.clone()).collect();
     let book: Book = Arc::new((0..recipients.len()).map(|_| Mutex::default()).collect());
@@ -218,18 +390,30 @@ async fn run_load(load: Load, options: &BenchOptions) -> anyhow::Result<()> {
     let recipients = Arc::new(recipients);
 
     let started = Instant::now();
+    let ticks = cpu_ticks();
     let per_sender = options.messages.div_ceil(options.senders);
     let smtps = send_phase(smtps, &recipients, &book, per_sender, None, options.size).await?;
     let elapsed = started.elapsed();
+    let after = cpu_ticks();
+    let rss_kib = resident_kib(&processes());
     let accepted = per_sender * options.senders;
+    let throughput = accepted as f64 / elapsed.as_secs_f64();
+    let server_ticks = (after.0 - ticks.0).saturating_sub(after.1 - ticks.1);
+    let cpu_per_message = server_ticks as f64 / clock_ticks_per_second() / accepted as f64;
     println!(
-        "throughput: {accepted} messages of {} B from {} connections in {:.2} s = {:.0} msg/s",
+        "throughput: {accepted} messages of {} B from {} connections in {:.2} s = {throughput:.0} msg/s, \
+         server CPU {:.2} ms per message",
         options.size,
         options.senders,
         elapsed.as_secs_f64(),
-        accepted as f64 / elapsed.as_secs_f64()
+        cpu_per_message * 1e3
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = match drained(&book, Duration::from_secs(300)).await {
+        Some(last) => accepted as f64 / last.duration_since(started).as_secs_f64(),
+        None => anyhow::bail!("the throughput phase was not delivered to IDLE within 300 s"),
+    };
+    println!("delivered: every message seen in IDLE, {delivered:.0} msg/s end to end");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     clear_latencies(&book)?;
 
     let (per_sender, interval) = paced(options);
@@ -263,7 +447,23 @@ async fn run_load(load: Load, options: &BenchOptions) -> anyhow::Result<()> {
             hwm.trim_start_matches("VmHWM:").trim()
         );
     }
-    Ok(())
+    Ok(Figures {
+        throughput,
+        delivered,
+        cpu_per_message,
+        latency: q,
+        rss_kib,
+    })
+}
+
+/// The kernel's `USER_HZ`, in which `/proc` counts CPU time.
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// Runs every sender for `count` messages, optionally one per `interval`;
@@ -390,5 +590,6 @@ async fn watch(mut imap: Imap, book: Book, index: usize) {
             }
             entry.seen += 1;
         }
+        entry.last_seen = Some(now);
     }
 }
