@@ -253,16 +253,46 @@ impl RelaySpec {
 }
 
 /// `N` distinct free loopback ports (all held open until each is chosen).
+///
+/// They come from below the kernel's ephemeral range: a port the kernel
+/// hands out for `bind(0)` may also be handed to an outbound connection
+/// (a client of a relay started before) between this choice and the
+/// relay's own bind, which then fails with "Address already in use".
 fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free ports")?;
+    use std::hash::{BuildHasher, Hasher};
+    let (low, high) = below_ephemeral();
+    let mut listeners = Vec::with_capacity(N);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    for attempt in 0u32..10_000 {
+        if listeners.len() == N {
+            break;
+        }
+        hasher.write_u32(attempt);
+        let port = low + (hasher.finish() % u64::from(high - low)) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    anyhow::ensure!(
+        listeners.len() == N,
+        "finding free ports: fewer than {N} free in {low}..{high}"
+    );
     let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
     for (addr, listener) in addrs.iter_mut().zip(&listeners) {
         *addr = listener.local_addr()?;
     }
     Ok(addrs)
+}
+
+/// Up to 12,000 ports just below the kernel's ephemeral range
+/// (`ip_local_port_range`), never below 1024.
+fn below_ephemeral() -> (u16, u16) {
+    let first = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(2048);
+    (first.saturating_sub(12_000).max(1024), first)
 }
 
 /// A running relay process; killed when dropped.
@@ -484,6 +514,9 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), 5);
+        let (low, high) = below_ephemeral();
+        assert!(low < high);
+        assert!(ports.iter().all(|a| (low..high).contains(&a.port())));
     }
 
     #[test]
