@@ -161,6 +161,7 @@ async fn madmail(binary: &std::path::Path, options: &BenchOptions) -> anyhow::Re
         .await
         .map_err(anyhow::Error::msg)?;
     let tls = tls_config(&relay.cert_path()).map_err(anyhow::Error::msg)?;
+    let pids: Vec<u32> = relay.pid().into_iter().collect();
     let account = |address: String| target::Account {
         address,
         password: PASSWORD.to_owned(),
@@ -177,10 +178,9 @@ async fn madmail(binary: &std::path::Path, options: &BenchOptions) -> anyhow::Re
         recipients: (0..options.recipients)
             .map(|n| account(format!("rcpt{n:05}@[127.0.0.1]")))
             .collect(),
-        pid: relay.pid(),
+        processes: Box::new(move || pids.clone()),
     };
-    let pids: Vec<u32> = relay.pid().into_iter().collect();
-    run_load(load, options, &|| pids.clone()).await
+    run_load(load, options).await
 }
 
 /// Madmail, then Postfix + Dovecot, under the same load; one table.
@@ -200,9 +200,9 @@ async fn side_by_side(binary: PathBuf, options: &BenchOptions) -> anyhow::Result
         tls: tls_config(&peer.certificate()).map_err(anyhow::Error::msg)?,
         senders,
         recipients,
-        pid: None,
+        processes: Box::new(|| peer.processes()),
     };
-    let theirs = run_load(load, options, &|| peer.processes()).await;
+    let theirs = run_load(load, options).await;
     peer.stop().await;
     let theirs = theirs?;
 
@@ -245,8 +245,8 @@ struct Figures {
     /// throughput phase, the load generator's own share taken out.
     cpu_per_message: f64,
     latency: Quantiles,
-    /// Resident memory of the server's processes after the throughput
-    /// phase, summed.
+    /// Memory of the server's processes after the throughput phase: their
+    /// summed proportional set size.
     rss_kib: u64,
 }
 
@@ -275,30 +275,34 @@ fn cpu_ticks() -> (u64, u64) {
         })
         .unwrap_or(0);
     let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let own = own
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            // utime and stime are fields 14 and 15, 12 and 13 after the name.
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let own = stat_fields(&own)
+        .iter()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
     (busy, own)
 }
 
-/// Summed proportional set size (`Pss` of `smaps_rollup`) of `pids`, in
-/// KiB: pages shared between the processes count once in the sum.
-fn resident_kib(pids: &[u32]) -> u64 {
+/// The fields of a `/proc/<pid>/stat` line after the parenthesised command
+/// name (which may itself hold spaces): the state first, then the parent.
+pub(crate) fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+/// The `name` line of `/proc/<pid>/<file>` (a size in kB), summed over
+/// `pids`. With `smaps_rollup` and `Pss:`, pages shared between the
+/// processes count once in the sum.
+fn summed_kib(pids: &[u32], file: &str, name: &str) -> u64 {
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|rollup| {
-            rollup
-                .lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1))
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .sum()
@@ -338,34 +342,29 @@ async fn bench_target(options: &BenchOptions) -> anyhow::Result<()> {
     let (senders, recipients) =
         target::read_accounts(credentials, options.senders, options.recipients)?;
     let tls = tls_config(ca).map_err(anyhow::Error::msg)?;
+    let pids: Vec<u32> = options.pid.into_iter().collect();
     let load = Load {
         target,
         tls,
         senders,
         recipients,
-        pid: options.pid,
+        processes: Box::new(move || pids.clone()),
     };
-    let pids: Vec<u32> = options.pid.into_iter().collect();
-    run_load(load, options, &|| pids.clone()).await.map(drop)
+    run_load(load, options).await.map(drop)
 }
 
 /// The server under load and the accounts that load it.
-struct Load {
+struct Load<'a> {
     target: target::Target,
     tls: Arc<rustls::ClientConfig>,
     senders: Vec<target::Account>,
     recipients: Vec<target::Account>,
-    /// The server's process, for its peak RSS.
-    pid: Option<u32>,
+    /// The server's processes now, for their memory.
+    processes: Box<dyn Fn() -> Vec<u32> + 'a>,
 }
 
-/// Both phases against `load`; `processes` names the server's processes
-/// for their resident memory.
-async fn run_load(
-    load: Load,
-    options: &BenchOptions,
-    processes: &dyn Fn() -> Vec<u32>,
-) -> anyhow::Result<Figures> {
+/// Both phases against `load`.
+async fn run_load(load: Load<'_>, options: &BenchOptions) -> anyhow::Result<Figures> {
     let tls = &load.tls;
     let recipients: Vec<String> = load.recipients.iter().map(|r| r.address.clone()).collect();
     let book: Book = Arc::new((0..recipients.len()).map(|_| Mutex::default()).collect());
@@ -395,11 +394,11 @@ async fn run_load(
     let smtps = send_phase(smtps, &recipients, &book, per_sender, None, options.size).await?;
     let elapsed = started.elapsed();
     let after = cpu_ticks();
-    let rss_kib = resident_kib(&processes());
+    let rss_kib = summed_kib(&(load.processes)(), "smaps_rollup", "Pss:");
     let accepted = per_sender * options.senders;
     let throughput = accepted as f64 / elapsed.as_secs_f64();
     let server_ticks = (after.0 - ticks.0).saturating_sub(after.1 - ticks.1);
-    let cpu_per_message = server_ticks as f64 / clock_ticks_per_second() / accepted as f64;
+    let cpu_per_message = server_ticks as f64 / USER_HZ / accepted as f64;
     println!(
         "throughput: {accepted} messages of {} B from {} connections in {:.2} s = {throughput:.0} msg/s, \
          server CPU {:.2} ms per message",
@@ -436,15 +435,13 @@ async fn run_load(
         q.p99.as_secs_f64() * 1e3,
         q.max.as_secs_f64() * 1e3
     );
-    if let Some(pid) = load.pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .unwrap_or("VmHWM: ?");
+    let processes = (load.processes)();
+    if !processes.is_empty() {
+        let hwm = summed_kib(&processes, "status", "VmHWM:");
         println!(
-            "relay peak RSS: {}",
-            hwm.trim_start_matches("VmHWM:").trim()
+            "server peak RSS: {hwm} kB (VmHWM of the {} process(es) still running, \
+             summed: pages they share count in each)",
+            processes.len()
         );
     }
     Ok(Figures {
@@ -456,15 +453,9 @@ async fn run_load(
     })
 }
 
-/// The kernel's `USER_HZ`, in which `/proc` counts CPU time.
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
+/// The ticks per second in which `/proc` counts CPU time (`USER_HZ`, 100
+/// on every Linux this runs on).
+const USER_HZ: f64 = 100.0;
 
 /// Runs every sender for `count` messages, optionally one per `interval`;
 /// returns the connections for the next phase.
@@ -591,5 +582,20 @@ async fn watch(mut imap: Imap, book: Book, index: usize) {
             entry.seen += 1;
         }
         entry.last_seen = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_start_after_a_name_with_spaces_and_parentheses() {
+        let stat = "4242 (smtpd (x) y) S 17 4242 4242 0 -1 4194560 1 0 0 0 3 5";
+        let fields = stat_fields(stat);
+        assert_eq!(fields[0], "S");
+        assert_eq!(fields[1], "17");
+        assert_eq!(fields[11..13], ["3", "5"]);
+        assert!(stat_fields("garbage").is_empty());
     }
 }

@@ -95,7 +95,7 @@ impl Peers {
         for dir in ["tls", "postfix", "queue", "data", "run", "state", "mail"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
-        run("chmod", &["755".as_ref(), root.as_os_str()])?;
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         run(
             "chown",
             &["postfix".as_ref(), root.join("data").as_os_str()],
@@ -399,10 +399,8 @@ fn descendants(roots: &[u32]) -> Vec<u32> {
                 continue;
             };
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            // The parent is the second field after the parenthesised name.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            let ppid = super::stat_fields(&stat)
+                .get(1)
                 .and_then(|p| p.parse().ok());
             if let Some(ppid) = ppid {
                 parents.push((pid, ppid));
